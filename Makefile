@@ -1,0 +1,46 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo up test lint bench bench-draw bench-issue bench-reconcile load clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,load]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stimulus demo
+
+up: $(STAMP)
+	$(BIN)/stimulus up
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy stimulus lottery wallet_adapter merchants
+
+bench: $(STAMP)
+	$(BIN)/stimulus bench register
+
+bench-draw: $(STAMP)
+	$(BIN)/python -m bench.draw
+
+bench-issue: $(STAMP)
+	$(BIN)/python -m bench.issue
+
+bench-reconcile: $(STAMP)
+	$(BIN)/python -m bench.reconcile
+
+SCENARIO ?= registration-surge
+load: $(STAMP)
+	$(BIN)/stimulus load $(SCENARIO)
+
+clean:
+	rm -rf $(VENV) .stimulus build *.egg-info

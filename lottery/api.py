@@ -1,0 +1,32 @@
+"""HTTP routes and lifespan of the lottery package, assembled by stimulus.app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from lottery import campaign_routes, registration_routes, sandbox_idp_routes
+from lottery.campaign_cache import CampaignCache
+from lottery.registration import RegistrationWriter
+from stimulus.services import Services
+from stimulus.settings import Settings
+
+
+def route_handlers(settings: Settings) -> list[Any]:
+    handlers: list[Any] = [*campaign_routes.ROUTES, *registration_routes.ROUTES]
+    if settings.sandbox:
+        handlers.extend(sandbox_idp_routes.ROUTES)
+    return handlers
+
+
+@asynccontextmanager
+async def lifespan(services: Services) -> AsyncIterator[None]:
+    writer = RegistrationWriter(services.pool, max_batch=services.settings.group_commit_max_batch)
+    services.extras["registration_writer"] = writer
+    services.extras["campaign_cache"] = CampaignCache(services.pool)
+    writer.start()
+    try:
+        yield
+    finally:
+        await writer.stop()

@@ -1,0 +1,123 @@
+"""Operator endpoints for campaigns (create, open, close, read) and the public campaign view."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from litestar import get, post
+from litestar.params import Parameter
+
+from lottery import campaigns
+from lottery.campaigns import Campaign, CampaignSpec
+from stimulus.auth import Principal, require_role
+from stimulus.services import Services
+
+
+class CampaignCounts(msgspec.Struct, frozen=True):
+    registrations: int
+    withdrawn: int
+    ineligible_by_code: dict[str, int]
+
+
+class AdminCampaignView(msgspec.Struct, frozen=True):
+    campaign: Campaign
+    counts: CampaignCounts
+    ledger_fen: dict[str, int]
+
+
+class PublicCampaignView(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    state: str
+    budget_fen: int
+    tiers: list[campaigns.Tier]
+    strata: list[campaigns.Stratum]
+    registration_opens_at: datetime
+    registration_closes_at: datetime
+    claim_deadline: datetime
+    spending_deadline: datetime
+    beacon: campaigns.Beacon
+    participants: list[campaigns.Participant]
+    eligibility: campaigns.Eligibility
+    draw_rules: campaigns.DrawRules
+    registrations: int
+
+
+CampaignId = Parameter(pattern=r"^[a-z0-9][a-z0-9-]{2,39}$", description="campaign id")
+
+
+async def _counts(services: Services, campaign_id: str) -> CampaignCounts:
+    row = await services.pool.fetchrow(
+        """SELECT count(*) FILTER (WHERE withdrawn_at IS NULL) AS live,
+                  count(*) FILTER (WHERE withdrawn_at IS NOT NULL) AS withdrawn
+           FROM registrations WHERE campaign_id = $1""", campaign_id)
+    rows = await services.pool.fetch(
+        "SELECT code, attempts FROM ineligible_attempts WHERE campaign_id = $1", campaign_id)
+    assert row is not None
+    return CampaignCounts(row["live"], row["withdrawn"], {r["code"]: r["attempts"] for r in rows})
+
+
+@post("/v1/admin/campaigns", tags=["operator"], summary="Create a campaign (draft)")
+async def create_campaign(services: Services, principal: Principal, data: CampaignSpec) -> Campaign:
+    require_role(principal, "operator")
+    async with services.pool.acquire() as conn:
+        return await campaigns.create(conn, data, principal.actor)
+
+
+async def _transition(services: Services, principal: Principal, campaign_id: str,
+                      target: str, expected: str) -> Campaign:
+    require_role(principal, "operator")
+    async with services.pool.acquire() as conn:
+        campaign = await campaigns.transition(conn, campaign_id, target, principal.actor, expected=expected)
+    services.extras["campaign_cache"].forget(campaign_id)
+    return campaign
+
+
+@post("/v1/admin/campaigns/{campaign_id:str}/open", tags=["operator"], status_code=200,
+      summary="Open registration")
+async def open_campaign(services: Services, principal: Principal, campaign_id: str) -> Campaign:
+    return await _transition(services, principal, campaign_id, "open", "draft")
+
+
+@post("/v1/admin/campaigns/{campaign_id:str}/close", tags=["operator"], status_code=200,
+      summary="Close registration")
+async def close_campaign(services: Services, principal: Principal, campaign_id: str) -> Campaign:
+    return await _transition(services, principal, campaign_id, "closed", "open")
+
+
+@get("/v1/admin/campaigns/{campaign_id:str}", tags=["operator"], summary="Campaign with counts and ledger")
+async def admin_campaign(services: Services, principal: Principal, campaign_id: str) -> AdminCampaignView:
+    require_role(principal, "operator", "auditor")
+    from stimulus import ledger
+
+    campaign = await campaigns.fetch(services.pool, campaign_id)
+    async with services.pool.acquire() as conn:
+        balances = await ledger.balances(conn, campaign_id)
+    return AdminCampaignView(campaign, await _counts(services, campaign_id), balances)
+
+
+def _public(campaign: Campaign, registrations: int) -> PublicCampaignView:
+    fields = {f: getattr(campaign, f) for f in PublicCampaignView.__struct_fields__ if f != "registrations"}
+    return PublicCampaignView(**fields, registrations=registrations)
+
+
+@get("/v1/campaigns", tags=["public"], summary="List campaigns")
+async def list_campaigns(services: Services) -> list[PublicCampaignView]:
+    items = await campaigns.list_all(services.pool)
+    rows = await services.pool.fetch(
+        """SELECT campaign_id, count(*) AS n FROM registrations WHERE withdrawn_at IS NULL
+           GROUP BY campaign_id""")
+    counts = {r["campaign_id"]: r["n"] for r in rows}
+    return [_public(c, counts.get(c.id, 0)) for c in items]
+
+
+@get("/v1/campaigns/{campaign_id:str}", tags=["public"], summary="Public campaign parameters and status")
+async def public_campaign(services: Services, campaign_id: str) -> PublicCampaignView:
+    campaign = await campaigns.fetch(services.pool, campaign_id)
+    n = await services.pool.fetchval(
+        "SELECT count(*) FROM registrations WHERE campaign_id = $1 AND withdrawn_at IS NULL", campaign_id)
+    return _public(campaign, int(n))
+
+
+ROUTES = [create_campaign, open_campaign, close_campaign, admin_campaign, list_campaigns, public_campaign]

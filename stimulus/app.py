@@ -1,0 +1,123 @@
+"""The Litestar application factory: assembles the domain packages' routes and lifespans.
+
+`stimulus/` only assembles: each domain package exposes `ROUTE_HANDLERS` and optionally a
+`lifespan(services)` async context manager in its `api` module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import redis.asyncio as redis_asyncio
+from litestar import Litestar, MediaType, Response, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from stimulus import db
+from stimulus.idempotency import IdempotencyStore
+from stimulus.identity import TokenVerifier
+from stimulus.observability import RequestContextMiddleware, metrics_payload
+from stimulus.problems import EXCEPTION_HANDLERS, problem
+from stimulus.ratelimit import RateLimiter
+from stimulus.services import Services, get_citizen, get_principal, get_services
+from stimulus.settings import Settings
+
+DOMAIN_API_MODULES = ("lottery.api", "wallet_adapter.api", "merchants.api")
+REDIS_SOCKET_TIMEOUT_S = 10
+REDIS_MAX_CONNECTIONS = 200
+
+
+@get("/health", include_in_schema=False, sync_to_thread=False)
+def health() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@get("/ready", include_in_schema=False)
+async def ready(services: Services) -> Response[Any]:
+    try:
+        await services.pool.fetchval("SELECT 1")
+        await services.redis.ping()
+    except Exception as exc:  # any failure means "not ready"
+        return problem(503, "not_ready", "Not ready", f"dependency unavailable: {type(exc).__name__}", "")
+    return Response({"status": "ready"})
+
+
+@get("/metrics", include_in_schema=False, media_type=MediaType.TEXT)
+async def metrics() -> Response[bytes]:
+    payload, content_type = metrics_payload()
+    return Response(payload, media_type=content_type)
+
+
+def _domain_modules() -> list[Any]:
+    return [importlib.import_module(name) for name in DOMAIN_API_MODULES]
+
+
+def create_app(settings: Settings) -> Litestar:
+    modules = _domain_modules()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if settings.database_url is None or settings.redis_url is None:
+            raise RuntimeError("the API needs DATABASE_URL and REDIS_URL (stimulus up sets them)")
+        pool = await db.create_pool(settings.database_url, settings.db_pool_min,
+                                    settings.db_pool_max, settings.db_command_timeout_s)
+        redis = redis_asyncio.Redis.from_url(
+            settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            max_connections=REDIS_MAX_CONNECTIONS, decode_responses=False,
+        )
+        services = Services(
+            settings=settings, pool=pool, redis=redis,
+            verifier=TokenVerifier(settings.idp_public_keys, settings.idp_issuer,
+                                   settings.idp_audience, settings.pepper.reveal()),
+            limiter=RateLimiter(redis), idempotency=IdempotencyStore(redis),
+        )
+        app.state.services = services
+        try:
+            async with AsyncExitStack() as stack:
+                for module in modules:
+                    domain_lifespan = getattr(module, "lifespan", None)
+                    if domain_lifespan is not None:
+                        await stack.enter_async_context(domain_lifespan(services))
+                yield
+        finally:
+            await redis.aclose()
+            await pool.close()
+
+    handlers: list[Any] = [health, ready, metrics]
+    for module in modules:
+        handlers.extend(module.route_handlers(settings))
+
+    return Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        dependencies={
+            "services": Provide(get_services, sync_to_thread=False),
+            "principal": Provide(get_principal),
+            "citizen": Provide(get_citizen, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[RequestContextMiddleware],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="stimulus",
+            version="1.0.0",
+            description="Citizen, merchant, operator and public APIs of a verifiable stimulus campaign.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Entry point for the ASGI server processes (granian --factory)."""
+    from stimulus.observability import configure_logging
+    from stimulus.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

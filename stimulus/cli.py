@@ -1,0 +1,258 @@
+"""The `stimulus` command line: the stack, operator actions, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import click
+import msgspec
+from rich.console import Console
+
+from stimulus import audit_log, auth
+from stimulus.settings import Settings, load_settings
+from stimulus.stack import RunningStack, migrate_sync, start_stack
+
+console = Console(stderr=True)
+
+# Domain packages may add command groups; each module exposes `commands: list[click.Command]`.
+DOMAIN_CLI_MODULES = ("lottery.cli", "wallet_adapter.cli", "merchants.cli", "loadtests.cli")
+
+
+def _stack(need_redis: bool = False) -> RunningStack:
+    stack = start_stack(load_settings(), need_redis=need_redis)
+    migrate_sync(stack.settings)
+    return stack
+
+
+async def _with_conn(settings: Settings, fn: Any) -> Any:
+    assert settings.database_url
+    from stimulus.db import _init_connection
+
+    conn = await asyncpg.connect(settings.database_url)
+    await _init_connection(conn)
+    try:
+        return await fn(conn)
+    finally:
+        await conn.close()
+
+
+def run_db(fn: Any, need_redis: bool = False) -> Any:
+    stack = _stack(need_redis)
+    try:
+        return asyncio.run(_with_conn(stack.settings, fn))
+    finally:
+        stack.stop()
+
+
+@click.group()
+def main() -> None:
+    """stimulus: verifiable digital-currency stimulus distribution."""
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations (a no-op when up to date)."""
+    stack = start_stack(load_settings(), need_redis=False)
+    try:
+        applied = migrate_sync(stack.settings)
+        console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    finally:
+        stack.stop()
+
+
+@main.command()
+@click.option("--workers", type=int, default=None, help="API server processes (default STIMULUS_WORKERS)")
+@click.option("--port", type=int, default=None)
+@click.option("--no-bank", is_flag=True, help="do not start the sandbox operator bank")
+def up(workers: int | None, port: int | None, no_bank: bool) -> None:
+    """Start PostgreSQL, Redis, migrations, the API, workers and the sandbox servers; Ctrl-C stops all."""
+    from stimulus.supervisor import Supervisor
+
+    settings = load_settings()
+    supervisor = Supervisor(settings, api_port=port, api_workers=workers, with_bank=not no_bank)
+    stop = {"now": False}
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        supervisor.start()
+        for line in supervisor.describe():
+            console.print(line)
+        console.print("[bold]Ctrl-C to stop[/bold]")
+        while not stop["now"]:
+            supervisor.watch()
+            time.sleep(0.5)
+    finally:
+        console.print("stopping...")
+        supervisor.stop()
+        console.print("stopped")
+
+
+@main.group()
+def admin() -> None:
+    """Operator and auditor tokens."""
+
+
+@admin.command("create-token")
+@click.option("--role", type=click.Choice(list(auth.ROLES)), required=True)
+@click.option("--name", default="cli", show_default=True, help="who holds the token")
+def create_token(role: str, name: str) -> None:
+    """Create a bearer token; it is shown once and stored only as a hash."""
+    token = run_db(lambda conn: auth.create_token(conn, name, role))
+    click.echo(token)
+
+
+@main.group()
+def campaign() -> None:
+    """Create, open, close and show campaigns."""
+
+
+@campaign.command("create")
+@click.option("--file", "spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--sample", "sample_id", help="create a sample campaign with this id")
+@click.option("--winners", type=int, default=3000, show_default=True, help="with --sample")
+def campaign_create(spec_file: Path | None, sample_id: str | None, winners: int) -> None:
+    """Create a campaign from a JSON spec (see docs) or a sample one."""
+    from lottery import campaigns
+    from stimulus.sample import sample_campaign
+
+    if (spec_file is None) == (sample_id is None):
+        raise click.UsageError("give exactly one of --file or --sample")
+    raw = spec_file.read_bytes() if spec_file else json.dumps(sample_campaign(str(sample_id), winners)).encode()
+    try:
+        spec = msgspec.json.decode(raw, type=campaigns.CampaignSpec)
+    except msgspec.ValidationError as exc:
+        raise click.ClickException(f"invalid campaign spec: {exc}") from exc
+    created = run_db(lambda conn: campaigns.create(conn, spec, "cli:operator"))
+    click.echo(msgspec.json.format(msgspec.json.encode(created)).decode())
+
+
+def _transition(campaign_id: str, target: str, expected: str) -> None:
+    from lottery import campaigns
+
+    updated = run_db(lambda conn: campaigns.transition(conn, campaign_id, target, "cli:operator",
+                                                       expected=expected))
+    click.echo(f"{updated.id}: {updated.state}")
+
+
+@campaign.command("open")
+@click.argument("campaign_id")
+def campaign_open(campaign_id: str) -> None:
+    """Open registration (draft -> open)."""
+    _transition(campaign_id, "open", "draft")
+
+
+@campaign.command("close")
+@click.argument("campaign_id")
+def campaign_close(campaign_id: str) -> None:
+    """Close registration (open -> closed)."""
+    _transition(campaign_id, "closed", "open")
+
+
+@campaign.command("show")
+@click.argument("campaign_id")
+def campaign_show(campaign_id: str) -> None:
+    """Show a campaign, its registration count and ledger balances."""
+    from lottery import campaigns
+    from stimulus import ledger
+
+    async def show(conn: asyncpg.Connection) -> dict[str, Any]:
+        found = await campaigns.fetch(conn, campaign_id)
+        count = await conn.fetchval(
+            "SELECT count(*) FROM registrations WHERE campaign_id = $1 AND withdrawn_at IS NULL", campaign_id)
+        return {"campaign": msgspec.to_builtins(found), "registrations": count,
+                "ledger_fen": await ledger.balances(conn, campaign_id)}
+
+    click.echo(json.dumps(run_db(show), indent=2, default=str))
+
+
+@main.group()
+def idp() -> None:
+    """The sandbox identity provider."""
+
+
+@idp.command("token")
+@click.option("--citizen", "first", type=int, default=0, help="first synthetic citizen number")
+@click.option("--count", type=int, default=1)
+@click.option("--ttl", "ttl_s", type=int, default=24 * 3600)
+def idp_token(first: int, count: int, ttl_s: int) -> None:
+    """Print identity tokens for synthetic citizens, one per line."""
+    from stimulus.sandbox_idp import synthetic_citizen, token_for
+
+    settings = load_settings()
+    if not settings.sandbox:
+        raise click.ClickException("the sandbox identity provider needs STIMULUS_SANDBOX=1")
+    for n in range(first, first + count):
+        click.echo(token_for(settings.idp_key, synthetic_citizen(n), issuer=settings.idp_issuer,
+                             audience=settings.idp_audience, ttl_s=ttl_s))
+
+
+@main.group()
+def audit() -> None:
+    """Check the audit log and the ledger."""
+
+
+@audit.command("log")
+def audit_log_check() -> None:
+    """Verify the audit log's hash chain; exit 1 on the first break."""
+    result = run_db(audit_log.verify_chain)
+    if result.ok:
+        click.echo(f"audit log OK: {result.rows} entries, chain intact")
+    else:
+        click.echo(f"audit log BROKEN at seq {result.first_break}: {result.reason}")
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--citizens", type=int, default=3000, show_default=True)
+@click.option("--serve", is_flag=True, help="keep the stack running after the demo")
+def demo(citizens: int, serve: bool) -> None:
+    """Run a campaign end to end on the embedded stack."""
+    from stimulus.demo import run_demo
+
+    sys.exit(run_demo(citizens=citizens, serve=serve))
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print a ratio against a baseline measured in the same run."""
+
+
+@bench.command("register")
+@click.option("--registrations", type=int, default=100_000, show_default=True)
+@click.option("--connections", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+def bench_register(registrations: int, connections: int, workers: int) -> None:
+    """Registrations through the HTTP API vs single-row INSERT commits (asyncpg, 32 tasks)."""
+    from bench.register import run
+
+    sys.exit(run(registrations=registrations, connections=connections, workers=workers))
+
+
+def _mount_domain_commands() -> None:
+    for name in DOMAIN_CLI_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        for command in getattr(module, "commands", []):
+            main.add_command(command)
+
+
+_mount_domain_commands()
+
+if __name__ == "__main__":
+    main()

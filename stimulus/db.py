@@ -1,0 +1,121 @@
+"""The asyncpg pool and the migration runner.
+
+Migrations are numbered plain SQL files in each package's `migrations/` folder
+(`stimulus/migrations`, `lottery/migrations`, ...), applied in number order, each in its own
+transaction, and recorded in `schema_migrations`; applying twice is a no-op. Number ranges keep the
+packages apart: 0001-0099 stimulus, 0100-0199 lottery, 0200-0299 wallet_adapter, 0300-0399 merchants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger("stimulus.db")
+
+MIGRATION_PACKAGES = ("stimulus", "lottery", "wallet_adapter", "merchants")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# One advisory lock id for the migration runner, so concurrent starts apply each file once.
+_MIGRATION_LOCK_ID = 0x5717_0001
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Binary format (a version byte, then the JSON text) so jsonb columns also work with COPY.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: b"\x01" + json.dumps(value, separators=(",", ":")).encode(),
+        decoder=lambda data: json.loads(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Connections carry no session state, so the default reset round trip is wasted."""
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 16,
+                      command_timeout_s: float = 30) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout_s,
+        init=_init_connection,
+        reset=_no_reset,
+        max_inactive_connection_lifetime=300,
+    )
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    name: str
+    package: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover_migrations() -> list[Migration]:
+    found: list[Migration] = []
+    for package in MIGRATION_PACKAGES:
+        try:
+            folder = importlib.resources.files(package) / "migrations"
+        except ModuleNotFoundError:
+            continue
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = _MIGRATION_NAME.match(entry.name)
+            if match:
+                found.append(Migration(int(match.group(1)), entry.name, package, entry.read_text()))
+    found.sort(key=lambda m: m.number)
+    numbers = [m.number for m in found]
+    if len(numbers) != len(set(numbers)):
+        raise RuntimeError(f"duplicate migration numbers: {numbers}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations; returns the names applied now."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   number integer PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        rows = await conn.fetch("SELECT number, name, checksum FROM schema_migrations")
+        done: dict[int, Any] = {r["number"]: r for r in rows}
+        for migration in discover_migrations():
+            previous = done.get(migration.number)
+            if previous is not None:
+                if previous["checksum"] != migration.checksum:
+                    log.warning("migration %s changed after it was applied", migration.name)
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (number, name, checksum) VALUES ($1, $2, $3)",
+                    migration.number, migration.name, migration.checksum,
+                )
+            applied_now.append(migration.name)
+            log.info("applied migration %s", migration.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
+    return applied_now

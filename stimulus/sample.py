@@ -1,0 +1,39 @@
+"""A sample campaign modelled on Changsha, May 2021, scaled to the number of citizens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stimulus.sandbox_idp import SANDBOX_CITY, SANDBOX_DISTRICTS
+
+
+def sample_campaign(campaign_id: str, winners: int = 3000, *, opens_at: datetime | None = None,
+                    registration_s: int = 2 * 24 * 3600, participants: list[dict[str, str]] | None = None,
+                    beacon: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Two tiers (2/3 of winners x 100 yuan, 1/3 x 200 yuan), the six districts as strata."""
+    opens_at = opens_at or datetime.now(UTC) - timedelta(seconds=5)
+    closes_at = opens_at + timedelta(seconds=registration_s)
+    small = winners * 2 // 3
+    large = winners - small
+    n = len(SANDBOX_DISTRICTS)
+    quotas = [winners // n + (1 if i < winners % n else 0) for i in range(n)]
+    tiers = [{"tier": "A", "amount_fen": 20_000, "count": large},
+             {"tier": "B", "amount_fen": 10_000, "count": small}]
+    budget = sum(t["amount_fen"] * t["count"] for t in tiers)
+    return {
+        "id": campaign_id,
+        "name": f"Sample consumption voucher campaign {campaign_id}",
+        "budget_fen": budget,
+        "tiers": tiers,
+        "strata": [{"stratum": d, "quota": q, "name": f"district {d}"}
+                   for d, q in zip(SANDBOX_DISTRICTS, quotas, strict=True)],
+        "registration_opens_at": opens_at.isoformat(),
+        "registration_closes_at": closes_at.isoformat(),
+        "claim_deadline": (closes_at + timedelta(days=2)).isoformat(),
+        "spending_deadline": (closes_at + timedelta(days=9)).isoformat(),
+        "beacon": beacon or {"kind": "sandbox"},
+        "participants": participants or [],
+        "eligibility": {"city": SANDBOX_CITY, "require_mainland_phone": True,
+                        "social_insurance_city": SANDBOX_CITY, "min_age": 18},
+    }

@@ -1,0 +1,51 @@
+"""The long-lived objects a running API process holds, handed to handlers by dependency injection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from litestar import Request
+from litestar.datastructures import State
+from redis.asyncio import Redis
+
+from stimulus.auth import Principal, bearer_token, principal_from_token
+from stimulus.errors import Unauthenticated
+from stimulus.idempotency import IdempotencyStore
+from stimulus.identity import Citizen, TokenVerifier
+from stimulus.ratelimit import RateLimiter
+from stimulus.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: Redis
+    verifier: TokenVerifier
+    limiter: RateLimiter
+    idempotency: IdempotencyStore
+    # Domain packages keep their own long-lived objects here (batchers, provider clients).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def get_services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+async def get_principal(request: Request[Any, Any, Any], services: Services) -> Principal:
+    return await principal_from_token(services.pool, bearer_token(request))
+
+
+def get_citizen(request: Request[Any, Any, Any], services: Services) -> Citizen:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated("an identity token is required", code="identity_token_required")
+    return services.verifier.verify(token)
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    client = request.scope.get("client")
+    return str(client[0]) if client else "unknown"

@@ -1,0 +1,159 @@
+"""Typed settings, read once from the environment at start-up and passed in.
+
+Every setting has an environment variable (listed in the README) and a default that suits a
+single-machine run. Secrets that are not given are generated into the state directory on first
+start, so a second start reuses them; their values never appear in logs or reprs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stimulus.signing import SigningKey, load_or_create_signing_key
+
+
+class Secret:
+    """A value that must never be printed: its repr is masked."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+def _env_int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be a boolean, got {raw!r}")
+
+
+def _load_or_create_secret(path: Path, size: int = 32) -> Secret:
+    if path.exists():
+        return Secret(bytes.fromhex(path.read_text().strip()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_bytes(size)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return Secret(bytes.fromhex(path.read_text().strip()))
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value.hex())
+    return Secret(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    database_url: str | None
+    redis_url: str | None
+    host: str
+    port: int
+    workers: int
+    sandbox: bool
+    pepper: Secret
+    service_key: SigningKey
+    idp_key: SigningKey
+    idp_public_keys: dict[str, bytes]
+    idp_issuer: str
+    idp_audience: str
+    db_pool_min: int
+    db_pool_max: int
+    db_command_timeout_s: int
+    max_body_bytes: int
+    rate_limit_identity_per_min: int
+    rate_limit_address_per_min: int
+    rate_limit_exempt_addresses: frozenset[str]
+    group_commit_max_batch: int
+    group_commit_max_wait_ms: int
+    log_level: str
+    bank_url: str | None
+    bank_port: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None or self.redis_url is None
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build the settings from `env` (default: the process environment)."""
+    env = dict(os.environ) if env is None else env
+    state_dir = Path(env.get("STIMULUS_STATE_DIR", "./.stimulus")).resolve()
+    secrets_dir = state_dir / "secrets"
+    pepper_hex = env.get("STIMULUS_PEPPER")
+    pepper = (
+        Secret(bytes.fromhex(pepper_hex))
+        if pepper_hex
+        else _load_or_create_secret(secrets_dir / "pepper.hex")
+    )
+    service_key = load_or_create_signing_key(
+        secrets_dir / "service_ed25519.hex", env.get("STIMULUS_SERVICE_KEY")
+    )
+    idp_key = load_or_create_signing_key(
+        secrets_dir / "sandbox_idp_ed25519.hex", env.get("STIMULUS_SANDBOX_IDP_KEY")
+    )
+    sandbox = _env_bool(env, "STIMULUS_SANDBOX", True)
+    idp_public_keys: dict[str, bytes] = {}
+    for item in filter(None, env.get("STIMULUS_IDP_PUBLIC_KEYS", "").split(",")):
+        kid, _, hex_key = item.partition(":")
+        idp_public_keys[kid.strip()] = bytes.fromhex(hex_key.strip())
+    if sandbox:
+        idp_public_keys.setdefault(idp_key.key_id, idp_key.public_bytes)
+    exempt = frozenset(
+        filter(None, (a.strip() for a in env.get("STIMULUS_RATE_LIMIT_EXEMPT", "").split(",")))
+    )
+    return Settings(
+        state_dir=state_dir,
+        database_url=env.get("DATABASE_URL") or None,
+        redis_url=env.get("REDIS_URL") or None,
+        host=env.get("STIMULUS_HOST", "127.0.0.1"),
+        port=_env_int(env, "STIMULUS_PORT", 8000),
+        workers=_env_int(env, "STIMULUS_WORKERS", 2),
+        sandbox=sandbox,
+        pepper=pepper,
+        service_key=service_key,
+        idp_key=idp_key,
+        idp_public_keys=idp_public_keys,
+        idp_issuer=env.get("STIMULUS_IDP_ISSUER", "sandbox-idp"),
+        idp_audience=env.get("STIMULUS_IDP_AUDIENCE", "stimulus"),
+        db_pool_min=_env_int(env, "STIMULUS_DB_POOL_MIN", 2),
+        db_pool_max=_env_int(env, "STIMULUS_DB_POOL_MAX", 16),
+        db_command_timeout_s=_env_int(env, "STIMULUS_DB_COMMAND_TIMEOUT_S", 30),
+        max_body_bytes=_env_int(env, "STIMULUS_MAX_BODY_BYTES", 64 * 1024),
+        rate_limit_identity_per_min=_env_int(env, "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN", 30),
+        rate_limit_address_per_min=_env_int(env, "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN", 600),
+        rate_limit_exempt_addresses=exempt,
+        group_commit_max_batch=_env_int(env, "STIMULUS_GROUP_COMMIT_MAX_BATCH", 256),
+        group_commit_max_wait_ms=_env_int(env, "STIMULUS_GROUP_COMMIT_MAX_WAIT_MS", 2),
+        log_level=env.get("STIMULUS_LOG_LEVEL", "INFO"),
+        bank_url=env.get("STIMULUS_BANK_URL") or None,
+        bank_port=_env_int(env, "STIMULUS_BANK_PORT", 8100),
+        extra={k: v for k, v in env.items() if k.startswith("STIMULUS_X_")},
+    )
+

@@ -1,0 +1,192 @@
+"""Finding or starting the servers a command needs, and running the API as child processes.
+
+With DATABASE_URL and REDIS_URL set nothing is embedded. Otherwise the embedded servers are
+started under the state directory, or reused when another `stimulus` process already runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import httpx
+
+from stimulus import db
+from stimulus.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, socket_dir_for
+from stimulus.settings import Settings
+
+
+@dataclass
+class RunningStack:
+    settings: Settings  # with database_url and redis_url filled in
+    owned: list[EmbeddedPostgres | EmbeddedRedis] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for server in reversed(self.owned):
+            server.stop()
+        self.owned.clear()
+
+
+def _redis_alive(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_stack(settings: Settings, need_redis: bool = True) -> RunningStack:
+    """Servers for `settings`: configured ones, or embedded ones (started or reused)."""
+    stack = RunningStack(settings)
+    database_url, redis_url = settings.database_url, settings.redis_url
+    state = settings.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    if database_url is None:
+        pg_dir = state / "postgres"
+        pg = EmbeddedPostgres(pg_dir, socket_dir_for(pg_dir))
+        already = pg.is_running()
+        pg.start()
+        if not already:
+            stack.owned.append(pg)
+        database_url = pg.url
+    if redis_url is None and need_redis:
+        port_file = state / "redis.port"
+        port = int(port_file.read_text()) if port_file.exists() else 0
+        if not port or not _redis_alive(port):
+            port = port if port and _port_free(port) else free_port()
+            server = EmbeddedRedis(state / "redis", port)
+            server.start()
+            port_file.write_text(str(port))
+            stack.owned.append(server)
+        redis_url = f"redis://127.0.0.1:{port}/0"
+    stack.settings = replace(settings, database_url=database_url, redis_url=redis_url)
+    return stack
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def run_migrations(database_url: str) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await db.migrate(conn)
+    finally:
+        await conn.close()
+
+
+def child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for API/worker child processes: the same settings, servers pinned."""
+    env = dict(os.environ)
+    env["STIMULUS_STATE_DIR"] = str(settings.state_dir)
+    assert settings.database_url and settings.redis_url
+    env["DATABASE_URL"] = settings.database_url
+    env["REDIS_URL"] = settings.redis_url
+    env["STIMULUS_SANDBOX"] = "1" if settings.sandbox else "0"
+    env.update(extra or {})
+    return env
+
+
+def api_command(settings: Settings, port: int | None = None, workers: int | None = None) -> list[str]:
+    return [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory",
+        "--host", settings.host, "--port", str(port or settings.port),
+        "--workers", str(workers or settings.workers), "--loop", "uvloop",
+        "--no-ws", "--backlog", "2048", "--log-level", "warning", "--no-access-log",
+        "--workers-kill-timeout", "10",
+        "stimulus.app:create_app_from_env",
+    ]
+
+
+@dataclass
+class ChildProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self, timeout_s: float = 15) -> None:
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+def spawn(name: str, command: list[str], env: dict[str, str], log_path: Path | None = None) -> ChildProcess:
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    return ChildProcess(name, process)
+
+
+def wait_http_ok(url: str, timeout_s: float = 60, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s ({last})")
+
+
+def prepare_metrics_dir(settings: Settings) -> Path:
+    path = settings.state_dir / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@contextmanager
+def running_api(settings: Settings, port: int | None = None, workers: int | None = None,
+                extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run the API server processes for the duration of the block; yields the base URL."""
+    port = port or free_port()
+    metrics_dir = prepare_metrics_dir(settings)
+    env = child_env(settings, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **(extra_env or {})})
+    logs = settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    child = spawn("api", api_command(settings, port, workers), env, logs / "api.log")
+    base = f"http://{settings.host}:{port}"
+    try:
+        wait_http_ok(base + "/ready", process=child.process)
+        yield base
+    finally:
+        child.stop()
+
+
+def migrate_sync(settings: Settings) -> list[str]:
+    assert settings.database_url
+    return asyncio.run(run_migrations(settings.database_url))

@@ -1,0 +1,135 @@
+"""`stimulus up`: one process that starts and watches everything a one-machine campaign needs.
+
+Children run in their own process groups so Ctrl-C reaches the supervisor only, which then stops
+them in reverse order (workers, API, sandbox servers) before the embedded databases.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import time
+from typing import Any
+
+from stimulus.embedded import free_port
+from stimulus.settings import Settings
+from stimulus.stack import (
+    ChildProcess,
+    RunningStack,
+    api_command,
+    child_env,
+    migrate_sync,
+    prepare_metrics_dir,
+    spawn,
+    start_stack,
+    wait_http_ok,
+)
+
+log = logging.getLogger("stimulus.supervisor")
+
+DOMAIN_API_MODULES = ("lottery.api", "wallet_adapter.api", "merchants.api")
+MAX_RESTARTS = 5
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, api_port: int | None = None, api_workers: int | None = None,
+                 with_bank: bool = True) -> None:
+        self.settings = settings
+        self.api_port = api_port or settings.port
+        self.api_workers = api_workers or settings.workers
+        self.with_bank = with_bank
+        self.stack: RunningStack | None = None
+        self.children: list[tuple[ChildProcess, list[str], dict[str, str]]] = []
+        self.restarts: dict[str, int] = {}
+        self.bank_url: str | None = None
+
+    def _logs(self) -> Any:
+        path = self.settings.state_dir / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> ChildProcess:
+        child = spawn(name, command, env, self._logs() / f"{name}.log")
+        self.children.append((child, command, env))
+        return child
+
+    def start(self) -> None:
+        self.stack = start_stack(self.settings, need_redis=True)
+        settings = self.stack.settings
+        migrate_sync(settings)
+        extra: dict[str, str] = {}
+        if self.with_bank and settings.bank_url is None and _has_module("wallet_adapter.sandbox_bank"):
+            port = self.settings.bank_port or free_port()
+            bank = self._spawn("sandbox-bank", [
+                sys.executable, "-m", "wallet_adapter.sandbox_bank", "--host", "127.0.0.1",
+                "--port", str(port), "--data-dir", str(settings.state_dir / "bank"),
+            ], child_env(settings))
+            self.bank_url = f"http://127.0.0.1:{port}"
+            wait_http_ok(self.bank_url + "/health", process=bank.process)
+            extra["STIMULUS_BANK_URL"] = self.bank_url
+        elif settings.bank_url:
+            self.bank_url = settings.bank_url
+        metrics_dir = prepare_metrics_dir(settings)
+        env = child_env(settings, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **extra})
+        api = self._spawn("api", api_command(settings, self.api_port, self.api_workers), env)
+        wait_http_ok(f"http://{settings.host}:{self.api_port}/ready", process=api.process)
+        for name, command in worker_commands(settings):
+            self._spawn(name, command, env)
+
+    def describe(self) -> list[str]:
+        assert self.stack is not None
+        s = self.stack.settings
+        base = f"http://{s.host}:{self.api_port}"
+        lines = [
+            f"API            {base}/v1/campaigns",
+            f"OpenAPI UI     {base}/schema  (Swagger: {base}/schema/swagger)",
+            f"metrics        {base}/metrics",
+            f"health/ready   {base}/health  {base}/ready",
+            f"PostgreSQL     {s.database_url}",
+            f"Redis          {s.redis_url}",
+        ]
+        if self.bank_url:
+            lines.append(f"sandbox bank   {self.bank_url}")
+        lines.append(f"logs           {self.settings.state_dir / 'logs'}")
+        return lines
+
+    def watch(self) -> None:
+        """Restart a child that died, a bounded number of times."""
+        for index, (child, command, env) in enumerate(self.children):
+            if child.process.poll() is None:
+                continue
+            count = self.restarts.get(child.name, 0)
+            if count >= MAX_RESTARTS:
+                continue
+            self.restarts[child.name] = count + 1
+            log.warning("%s exited with %s; restarting (%d)", child.name, child.process.returncode, count + 1)
+            time.sleep(min(2 ** count, 10))
+            replacement = spawn(child.name, command, env, self._logs() / f"{child.name}.log")
+            self.children[index] = (replacement, command, env)
+
+    def stop(self) -> None:
+        for child, _, _ in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        if self.stack is not None:
+            self.stack.stop()
+
+
+def _has_module(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
+    """Background workers the domain packages declare (`worker_commands(settings)` in their api)."""
+    commands: list[tuple[str, list[str]]] = []
+    for name in DOMAIN_API_MODULES:
+        module = importlib.import_module(name)
+        declare = getattr(module, "worker_commands", None)
+        if declare is not None:
+            commands.extend(declare(settings))
+    return commands

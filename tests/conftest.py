@@ -1,0 +1,129 @@
+"""Session fixtures: real PostgreSQL and Redis from the project's launcher, the API over real HTTP.
+
+Set DATABASE_URL / REDIS_URL to run against existing servers instead of embedded ones.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as redis_asyncio
+
+from stimulus.settings import Settings, load_settings
+from stimulus.stack import RunningStack, migrate_sync, running_api, start_stack
+
+TEST_ENV = {
+    "STIMULUS_SANDBOX": "1",
+    "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN": "60",
+    "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0",
+    "STIMULUS_WORKERS": "1",
+    "STIMULUS_LOG_LEVEL": "WARNING",
+}
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    running: RunningStack
+
+    @property
+    def database_url(self) -> str:
+        assert self.settings.database_url
+        return self.settings.database_url
+
+    @property
+    def redis_url(self) -> str:
+        assert self.settings.redis_url
+        return self.settings.redis_url
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="stimulus-test-") as tmp:
+        yield Path(tmp)
+
+
+@pytest.fixture(scope="session")
+def stack(state_dir: Path) -> Iterator[Stack]:
+    env = {**os.environ, **TEST_ENV, "STIMULUS_STATE_DIR": str(state_dir)}
+    settings = load_settings(env)
+    running = start_stack(settings, need_redis=True)
+    migrate_sync(running.settings)
+    try:
+        yield Stack(running.settings, running)
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(stack: Stack) -> Iterator[str]:
+    with running_api(stack.settings, workers=1, extra_env=TEST_ENV) as base:
+        yield base
+
+
+@pytest.fixture
+async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    from stimulus.db import _init_connection
+
+    conn = await asyncpg.connect(stack.database_url)
+    await _init_connection(conn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def redis(stack: Stack) -> AsyncIterator[redis_asyncio.Redis]:
+    client = redis_asyncio.Redis.from_url(stack.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def operator_token(stack: Stack) -> str:
+    return _token(stack, "alice", "operator")
+
+
+@pytest.fixture(scope="session")
+def second_operator_token(stack: Stack) -> str:
+    return _token(stack, "bob", "operator")
+
+
+@pytest.fixture(scope="session")
+def auditor_token(stack: Stack) -> str:
+    return _token(stack, "audrey", "auditor")
+
+
+def _token(stack: Stack, name: str, role: str) -> str:
+    import asyncio
+
+    from stimulus import auth
+
+    async def make() -> str:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            return await auth.create_token(conn, name, role)
+        finally:
+            await conn.close()
+
+    return asyncio.run(make())
+
+
+def settings_with(stack: Stack, **changes: object) -> Settings:
+    return replace(stack.settings, **changes)  # type: ignore[arg-type]
