@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/mypy stimulus lottery wallet_adapter merchants
 
 bench: $(STAMP)
-	$(BIN)/stimulus bench register
+	$(BIN)/python -m bench.register
 
 bench-draw: $(STAMP)
 	$(BIN)/python -m bench.draw

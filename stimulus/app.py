@@ -100,7 +100,6 @@ def create_app(settings: Settings) -> Litestar:
             "citizen": Provide(get_citizen, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequestContextMiddleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="stimulus",
@@ -113,11 +112,15 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
-def create_app_from_env() -> Litestar:
-    """Entry point for the ASGI server processes (granian --factory)."""
+def create_app_from_env() -> RequestContextMiddleware:
+    """Entry point for the ASGI server processes (granian --factory).
+
+    The request-context middleware wraps the whole app rather than sitting in Litestar's stack, so
+    requests that match no route (404, 405) get a request id and metrics too.
+    """
     from stimulus.observability import configure_logging
     from stimulus.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return RequestContextMiddleware(create_app(settings))

@@ -231,7 +231,7 @@ def bench() -> None:
 
 @bench.command("register")
 @click.option("--registrations", type=int, default=100_000, show_default=True)
-@click.option("--connections", type=int, default=64, show_default=True)
+@click.option("--connections", type=int, default=32, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True)
 def bench_register(registrations: int, connections: int, workers: int) -> None:
     """Registrations through the HTTP API vs single-row INSERT commits (asyncpg, 32 tasks)."""

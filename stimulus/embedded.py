@@ -8,6 +8,7 @@ PostgreSQL refuses to run as root, so under root the server runs as an unprivile
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -20,6 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("stimulus.embedded")
 
@@ -94,7 +96,7 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@/postgres?host={self.socket_dir}&port={self.port}"
 
-    def _run_as(self) -> dict[str, object]:
+    def _run_as(self) -> dict[str, Any]:
         if os.geteuid() != 0:
             return {}
         entry = _ensure_system_user(PG_SYSTEM_USER)
@@ -121,7 +123,7 @@ class EmbeddedPostgres:
             subprocess.run(
                 [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                  "--auth=trust", "--encoding=UTF8", "--locale=C"],
-                check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+                check=True, capture_output=True, **run_as,
             )
             with (self.data_dir / "postgresql.conf").open("a") as conf:
                 conf.write(
@@ -143,7 +145,7 @@ class EmbeddedPostgres:
         subprocess.run(
             [str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", str(START_TIMEOUT_S),
              "-l", str(logfile), "-o", f"-k {self.socket_dir} -p {self.port}", "start"],
-            check=True, capture_output=True, **run_as,  # type: ignore[arg-type]
+            check=True, capture_output=True, **run_as,
         )
         self.started_here = True
 
@@ -165,7 +167,7 @@ class EmbeddedPostgres:
             return
         subprocess.run(
             [str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop"],
-            check=False, capture_output=True, **self._run_as(),  # type: ignore[arg-type]
+            check=False, capture_output=True, **self._run_as(),
         )
 
     def kill(self) -> None:
@@ -173,10 +175,8 @@ class EmbeddedPostgres:
         pid_file = self.data_dir / "postmaster.pid"
         if pid_file.exists():
             pid = int(pid_file.read_text().splitlines()[0])
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.05)

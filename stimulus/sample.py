@@ -18,9 +18,9 @@ def sample_campaign(campaign_id: str, winners: int = 3000, *, opens_at: datetime
     large = winners - small
     n = len(SANDBOX_DISTRICTS)
     quotas = [winners // n + (1 if i < winners % n else 0) for i in range(n)]
-    tiers = [{"tier": "A", "amount_fen": 20_000, "count": large},
+    tiers: list[dict[str, Any]] = [{"tier": "A", "amount_fen": 20_000, "count": large},
              {"tier": "B", "amount_fen": 10_000, "count": small}]
-    budget = sum(t["amount_fen"] * t["count"] for t in tiers)
+    budget = sum(int(t["amount_fen"]) * int(t["count"]) for t in tiers)
     return {
         "id": campaign_id,
         "name": f"Sample consumption voucher campaign {campaign_id}",

@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 
 from lottery.leaf import decode_leaf
-from stimulus.identity import issue_token
 from lottery.registration import verify_receipt
+from stimulus.identity import issue_token
 from stimulus.signing import SigningKey
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, open_campaign, window
@@ -25,7 +25,7 @@ async def test_register_returns_signed_receipt_and_stores_only_hmac(
     receipt = response.json()
     assert receipt["campaign_id"] == campaign_id
     assert verify_receipt(receipt, stack.settings.service_key.public_bytes)
-    leaf_campaign, ticket, pseudonym, stratum = decode_leaf(bytes.fromhex(receipt["leaf_hex"]))
+    leaf_campaign, ticket, pseudonym, _stratum = decode_leaf(bytes.fromhex(receipt["leaf_hex"]))
     assert (leaf_campaign, ticket) == (campaign_id, receipt["ticket"])
     row = await db.fetchrow("SELECT * FROM registrations WHERE campaign_id = $1", campaign_id)
     assert row is not None and row["ticket"] == ticket and row["pseudonym"] == pseudonym
@@ -197,7 +197,7 @@ async def test_eligibility_refusals_have_codes_and_are_counted(
         assert response.status_code == 403, (code, response.text)
         assert response.json()["code"] == code
     rows = await db.fetch("SELECT code, attempts FROM ineligible_attempts WHERE campaign_id = $1", campaign_id)
-    assert {r["code"]: r["attempts"] for r in rows} == {code: 1 for code in cases}
+    assert {r["code"]: r["attempts"] for r in rows} == dict.fromkeys(cases, 1)
     assert await db.fetchval("SELECT count(*) FROM registrations WHERE campaign_id = $1", campaign_id) == 0
 
 
