@@ -205,7 +205,7 @@ def _api_pid(base: str) -> int:
             proc = psutil.Process(conn.pid)
             while proc.parent() is not None and "granian" in " ".join(proc.parent().cmdline()):
                 proc = proc.parent()
-            return proc.pid
+            return int(proc.pid)
     return os.getpid()
 
 
