@@ -8,6 +8,7 @@ and no added latency when the load is light, and saves round trips and commits w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -37,10 +38,8 @@ class GroupCommitter(Generic[ItemT, ResultT]):
     async def stop(self) -> None:
         if self._runner is not None:
             self._runner.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-            except asyncio.CancelledError:
-                pass
             self._runner = None
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
