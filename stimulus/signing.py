@@ -6,6 +6,7 @@ which published key a signature claims without trusting anything else in the mes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -52,9 +53,15 @@ class SigningKey:
         return f"SigningKey(key_id={self.key_id!r})"
 
 
+@functools.lru_cache(maxsize=1024)
+def _public_key(public_bytes: bytes) -> Ed25519PublicKey:
+    # Loading a key decompresses a curve point: worth doing once per key, not per signature.
+    return Ed25519PublicKey.from_public_bytes(public_bytes)
+
+
 def verify_signature(public_bytes: bytes, signature: bytes, message: bytes) -> bool:
     try:
-        Ed25519PublicKey.from_public_bytes(public_bytes).verify(signature, message)
+        _public_key(public_bytes).verify(signature, message)
     except (InvalidSignature, ValueError):
         return False
     return True
