@@ -1,0 +1,125 @@
+"""Who wins: per-stratum quotas by lowest score, the pre-declared spill-over, tiers in score order.
+
+Round 1: in each stratum the `quota` lowest rank keys win (rank key = score || ticket, compared as
+bytes: lower score first, lower ticket on a tie). A stratum with fewer registrants than its quota
+leaves `unused = quota - registrants` places. Round 2 (spill-over rule
+"redistribute-lowest-scores"): the `sum(unused)` lowest rank keys among all registrants who did not
+win in round 1, across every stratum, win too. Rule "none": unused places stay empty.
+Tiers (scope "global"): all winners in rank-key order; the campaign's tiers, in the order declared,
+take `count` winners each. Imports only the standard library: the offline verifier runs this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from lottery.merkle import MerkleTree
+from lottery.seed import SCORE_DOMAIN
+
+SPILLOVER_RULES = ("none", "redistribute-lowest-scores")
+_U64 = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    tier: str
+    amount_fen: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Winner:
+    ticket: int
+    stratum: str
+    tier: str
+    amount_fen: int
+    rank_key: bytes
+    round: int
+
+
+@dataclass(frozen=True)
+class StratumOutcome:
+    stratum: str
+    registrants: int
+    quota: int
+    winners_round1: int
+    cutoff_key: bytes | None  # the last round-1 winner's rank key; None when every registrant won
+
+
+@dataclass(frozen=True)
+class DrawOutcome:
+    winners: list[Winner]
+    strata: list[StratumOutcome]
+    unused_quota: int
+    spill_cutoff_key: bytes | None
+    winners_root: bytes
+
+    @property
+    def by_ticket(self) -> dict[int, Winner]:
+        return {w.ticket: w for w in self.winners}
+
+
+def winner_leaf(ticket: int, stratum: str, tier: str, amount_fen: int) -> bytes:
+    s, t = stratum.encode(), tier.encode()
+    return b"\x02" + _U64.pack(ticket) + struct.pack(">H", len(s)) + s + struct.pack(">H", len(t)) + t \
+        + _U64.pack(amount_fen)
+
+
+def winners_root(winners: Iterable[Winner]) -> bytes:
+    ordered = sorted(winners, key=lambda w: w.ticket)
+    return MerkleTree.from_leaves(winner_leaf(w.ticket, w.stratum, w.tier, w.amount_fen)
+                                  for w in ordered).root
+
+
+def _rank_keys(seed: bytes, tickets: Sequence[int]) -> list[bytes]:
+    prefix = SCORE_DOMAIN + seed
+    sha = hashlib.sha256
+    pack = _U64.pack
+    return [sha(prefix + p).digest() + p for p in map(pack, tickets)]
+
+
+def select(seed: bytes, tickets_by_stratum: dict[str, Sequence[int]], quotas: dict[str, int],
+           tiers: Sequence[TierSpec], spillover: str) -> DrawOutcome:
+    """The whole draw from the seed and each stratum's tickets."""
+    if spillover not in SPILLOVER_RULES:
+        raise ValueError(f"unknown spill-over rule {spillover!r}")
+    unknown = set(tickets_by_stratum) - set(quotas)
+    if unknown:
+        raise ValueError(f"registrants in strata without a quota: {sorted(unknown)}")
+    unused = sum(max(0, q - len(tickets_by_stratum.get(s, ()))) for s, q in quotas.items())
+    spill = unused if spillover == "redistribute-lowest-scores" else 0
+    round1: list[tuple[bytes, str]] = []
+    extra: list[tuple[bytes, str]] = []
+    strata: list[StratumOutcome] = []
+    for stratum in sorted(quotas):
+        quota = quotas[stratum]
+        tickets = tickets_by_stratum.get(stratum, ())
+        keys = _rank_keys(seed, tickets)
+        # The spill-over winners can only come from each stratum's next `spill` lowest keys.
+        best = heapq.nsmallest(quota + spill, keys)
+        chosen = best[:quota]
+        round1.extend((k, stratum) for k in chosen)
+        extra.extend((k, stratum) for k in best[quota:])
+        cutoff = chosen[-1] if len(keys) > quota and chosen else None
+        strata.append(StratumOutcome(stratum, len(tickets), quota, len(chosen), cutoff))
+    round2 = heapq.nsmallest(spill, extra) if spill else []
+    spill_cutoff = round2[-1][0] if round2 and len(extra) > spill else None
+    ranked = sorted([(k, s, 1) for k, s in round1] + [(k, s, 2) for k, s in round2])
+    winners: list[Winner] = []
+    position = 0
+    for tier in tiers:
+        for key, stratum, rnd in ranked[position:position + tier.count]:
+            winners.append(Winner(_U64.unpack(key[32:])[0], stratum, tier.tier, tier.amount_fen, key, rnd))
+        position += tier.count
+    return DrawOutcome(winners, strata, unused, spill_cutoff, winners_root(winners))
+
+
+def group_by_stratum(tickets: Iterable[int], strata: Iterable[str]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for ticket, stratum in zip(tickets, strata, strict=True):
+        grouped.setdefault(stratum, []).append(ticket)
+    return grouped
