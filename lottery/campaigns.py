@@ -24,6 +24,7 @@ MAX_STRATA = 1000
 MAX_PARTICIPANTS = 20
 BEACON_KINDS = ("drand-quicknet", "sandbox")
 DRAW_ALGORITHMS = ("sha256-score-v1", "rfc3797")
+RFC3797_MAX_SELECTION = 1 << 16  # the RFC writes the selection counter in two bytes
 
 
 class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -171,6 +172,12 @@ def validate_spec(spec: CampaignSpec) -> None:
         if rules.reveal_deadline <= spec.registration_closes_at:
             raise InvalidInput("the reveal deadline must fall after registration closes",
                                code="windows_out_of_order")
+    if rules.algorithm == "rfc3797" and any(s.quota > RFC3797_MAX_SELECTION for s in spec.strata):
+        raise InvalidInput(f"rfc3797 selects at most {RFC3797_MAX_SELECTION} winners per stratum",
+                           code="invalid_draw_rules")
+    if rules.tier_scope != "global":
+        raise InvalidInput("tier_scope: only 'global' (tiers in rank order across all strata) is offered",
+                           code="invalid_draw_rules")
     if spec.eligibility.min_age is not None and spec.eligibility.max_age is not None \
             and spec.eligibility.min_age > spec.eligibility.max_age:
         raise InvalidInput("min_age exceeds max_age", code="invalid_eligibility")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import msgspec
 
 from lottery.group_commit import GroupCommitter
 from lottery.leaf import encode_leaf
+from lottery.statements import receipt_statement
 from stimulus.errors import Conflict, InvalidInput, NotFound, WrongState
 from stimulus.signing import SigningKey
 
@@ -73,9 +73,7 @@ def pseudonym_for(pseudonym_key: bytes, id_hmac: bytes) -> str:
 
 
 def receipt_message(campaign_id: str, ticket: int, leaf_hex: str, registered_at: str, key_id: str) -> bytes:
-    body = {"campaign_id": campaign_id, "ticket": ticket, "leaf_hex": leaf_hex,
-            "registered_at": registered_at, "key_id": key_id}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return receipt_statement(campaign_id, ticket, leaf_hex, registered_at, key_id)
 
 
 def make_receipt(key: SigningKey, campaign_id: str, ticket: int, pseudonym: str, stratum: str,

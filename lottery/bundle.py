@@ -1,0 +1,130 @@
+"""The proof bundle: everything needed to re-derive a draw, as signed canonical JSON.
+
+The file is the canonical JSON of {"bundle": {...}, "signature_hex": ..., "key_id": ...,
+"public_key_hex": ...}; the signature covers the canonical bytes of "bundle". Field by field in
+docs/draw-spec.md. Imports only the standard library and `cryptography`: the verifier reads this.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from lottery import algorithms
+from lottery.canonical import dumps, loads_strict
+from lottery.seed import RevealInput, derive_seed
+from lottery.selection import DrawOutcome, StratumOutcome, TierSpec
+from lottery.statements import BUNDLE, ed25519_ok, key_id_of
+
+FORMAT = BUNDLE
+SANDBOX_WARNING = "SANDBOX BEACON: a locally signed value, predictable by its key holder; demos and tests only"
+
+
+def cutoff_fields(key: bytes | None) -> dict[str, Any]:
+    if key is None:
+        return {"cutoff_score_hex": None, "cutoff_ticket": None}
+    return {"cutoff_score_hex": key[:32].hex(), "cutoff_ticket": struct.unpack(">Q", key[32:40])[0]}
+
+
+def stratum_entry(outcome: StratumOutcome) -> dict[str, Any]:
+    return {"stratum": outcome.stratum, "registrants": outcome.registrants, "quota": outcome.quota,
+            "winners_round1": outcome.winners_round1, **cutoff_fields(outcome.cutoff_key)}
+
+
+def draw_section(algorithm: str, seed: bytes, outcome: DrawOutcome, spillover: str) -> dict[str, Any]:
+    """The part of the bundle a verifier recomputes and compares field by field."""
+    return {
+        "algorithm": algorithm,
+        "seed_hex": seed.hex(),
+        "strata": [stratum_entry(s) for s in outcome.strata],
+        "spillover": {"rule": spillover, "unused_quota": outcome.unused_quota,
+                      "winners": sum(1 for w in outcome.winners if w.round == 2),
+                      **cutoff_fields(outcome.spill_cutoff_key)},
+        "winner_count": len(outcome.winners),
+        "winners_root_hex": outcome.winners_root.hex(),
+        "winners": [[w.ticket, w.stratum, w.tier, w.amount_fen, w.round]
+                    for w in sorted(outcome.winners, key=lambda w: w.ticket)],
+    }
+
+
+def build(*, campaign: dict[str, Any], commitment: dict[str, Any], ceremony: Sequence[dict[str, Any]],
+          beacon: dict[str, Any], draw: dict[str, Any], drawn_at: str, fallbacks: Sequence[str],
+          software_version: str) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "software": {"name": "stimulus", "version": software_version},
+        "sandbox": beacon.get("kind") == "sandbox",
+        "campaign": campaign,
+        "commitment": commitment,
+        "ceremony": list(ceremony),
+        "beacon": beacon,
+        "draw": draw,
+        "drawn_at": drawn_at,
+        "fallbacks_taken": list(fallbacks),
+    }
+
+
+def envelope(bundle: dict[str, Any], sign: Any, public_key: bytes) -> bytes:
+    """The downloadable file. `sign` maps bytes to an Ed25519 signature."""
+    signature = sign(dumps(bundle))
+    return dumps({"bundle": bundle, "signature_hex": signature.hex(), "key_id": key_id_of(public_key),
+                  "public_key_hex": public_key.hex()})
+
+
+class BundleError(ValueError):
+    pass
+
+
+def open_envelope(data: bytes, pinned_public_key: bytes | None = None) -> dict[str, Any]:
+    """Parse a bundle file and check its signature; the bundle object on success."""
+    try:
+        document = loads_strict(data)
+    except ValueError as exc:
+        raise BundleError(f"bundle file is not canonical JSON: {exc}") from exc
+    if not isinstance(document, dict) or set(document) != {"bundle", "signature_hex", "key_id", "public_key_hex"}:
+        raise BundleError("bundle file must hold exactly bundle, signature_hex, key_id, public_key_hex")
+    public_key = bytes.fromhex(document["public_key_hex"])
+    if pinned_public_key is not None and public_key != pinned_public_key:
+        raise BundleError("bundle is signed by a key other than the pinned service key")
+    if key_id_of(public_key) != document["key_id"]:
+        raise BundleError("key_id does not match the public key")
+    bundle = document["bundle"]
+    if not ed25519_ok(public_key, bytes.fromhex(document["signature_hex"]), dumps(bundle)):
+        raise BundleError("bundle signature does not verify")
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise BundleError(f"not a {FORMAT} bundle")
+    return bundle
+
+
+def ceremony_inputs(ceremony: Sequence[dict[str, Any]]) -> tuple[list[RevealInput], list[str]]:
+    """The seed's reveal inputs and the declared fallback line for each participant who never revealed."""
+    reveals: list[RevealInput] = []
+    fallbacks: list[str] = []
+    for entry in sorted(ceremony, key=lambda e: e["participant_id"]):
+        secret = entry["secret_hex"]
+        reveals.append(RevealInput(entry["participant_id"], bytes.fromhex(secret) if secret else None))
+        if secret is None:
+            fallbacks.append(f"participant {entry['participant_id']} did not reveal: "
+                             "drawn without their secret (rule proceed-without)")
+    return reveals, fallbacks
+
+
+def compose(*, campaign: dict[str, Any], commitment: dict[str, Any], ceremony: Sequence[dict[str, Any]],
+            beacon: dict[str, Any], tickets_by_stratum: dict[str, Sequence[int]], drawn_at: str,
+            software_version: str) -> tuple[dict[str, Any], DrawOutcome, bytes]:
+    """Run the draw from its evidence and lay out the bundle; the service and the tests share this."""
+    reveals, fallbacks = ceremony_inputs(ceremony)
+    if beacon.get("path") == "next-round-fallback":
+        fallbacks.append(f"drand round {campaign['beacon']['round']} unavailable: used round {beacon['round']} "
+                         "(rule next-round)")
+    seed = derive_seed(campaign["id"], bytes.fromhex(commitment["root_hex"]), commitment["tree_size"], reveals,
+                       beacon["kind"], beacon["round"], bytes.fromhex(beacon["randomness_hex"]))
+    rules = campaign["draw_rules"]
+    quotas = {s["stratum"]: s["quota"] for s in campaign["strata"]}
+    tiers = [TierSpec(t["tier"], t["amount_fen"], t["count"]) for t in campaign["tiers"]]
+    outcome = algorithms.run(rules["algorithm"], seed, tickets_by_stratum, quotas, tiers, rules["spillover"])
+    bundle = build(campaign=campaign, commitment=commitment, ceremony=ceremony, beacon=beacon,
+                   draw=draw_section(rules["algorithm"], seed, outcome, rules["spillover"]),
+                   drawn_at=drawn_at, fallbacks=fallbacks, software_version=software_version)
+    return bundle, outcome, seed
