@@ -16,7 +16,7 @@ Imports only the standard library: the offline verifier runs this.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from lottery import rfc3797
 from lottery.selection import DrawOutcome, StratumOutcome, TierSpec, Winner, select, winners_root
@@ -24,7 +24,7 @@ from lottery.selection import DrawOutcome, StratumOutcome, TierSpec, Winner, sel
 ALGORITHMS = ("sha256-score-v1", "rfc3797")
 
 
-def run(algorithm: str, seed: bytes, tickets_by_stratum: dict[str, Sequence[int]], quotas: dict[str, int],
+def run(algorithm: str, seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]], quotas: dict[str, int],
         tiers: Sequence[TierSpec], spillover: str) -> DrawOutcome:
     if algorithm == "sha256-score-v1":
         return select(seed, tickets_by_stratum, quotas, tiers, spillover)
@@ -37,7 +37,7 @@ def rfc3797_key(seed: bytes, purpose: str) -> str:
     return rfc3797.canonical_key([seed.hex(), purpose])
 
 
-def select_rfc3797(seed: bytes, tickets_by_stratum: dict[str, Sequence[int]], quotas: dict[str, int],
+def select_rfc3797(seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]], quotas: dict[str, int],
                    tiers: Sequence[TierSpec], spillover: str) -> DrawOutcome:
     unknown = set(tickets_by_stratum) - set(quotas)
     if unknown:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from lottery import campaign_routes, registration_routes, sandbox_idp_routes
+from lottery import campaign_routes, draw_routes, registration_routes, sandbox_idp_routes
 from lottery.campaign_cache import CampaignCache
 from lottery.registration import RegistrationWriter
 from stimulus.services import Services
@@ -14,7 +15,7 @@ from stimulus.settings import Settings
 
 
 def route_handlers(settings: Settings) -> list[Any]:
-    handlers: list[Any] = [*campaign_routes.ROUTES, *registration_routes.ROUTES]
+    handlers: list[Any] = [*campaign_routes.ROUTES, *registration_routes.ROUTES, *draw_routes.ROUTES]
     if settings.sandbox:
         handlers.extend(sandbox_idp_routes.ROUTES)
     return handlers
@@ -30,3 +31,7 @@ async def lifespan(services: Services) -> AsyncIterator[None]:
         yield
     finally:
         await writer.stop()
+
+
+def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
+    return [("notifications", [sys.executable, "-m", "stimulus.cli", "worker", "notifications"])]

@@ -8,7 +8,7 @@ docs/draw-spec.md. Imports only the standard library and `cryptography`: the ver
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lottery import algorithms
@@ -111,7 +111,7 @@ def ceremony_inputs(ceremony: Sequence[dict[str, Any]]) -> tuple[list[RevealInpu
 
 
 def compose(*, campaign: dict[str, Any], commitment: dict[str, Any], ceremony: Sequence[dict[str, Any]],
-            beacon: dict[str, Any], tickets_by_stratum: dict[str, Sequence[int]], drawn_at: str,
+            beacon: dict[str, Any], tickets_by_stratum: Mapping[str, Sequence[int]], drawn_at: str,
             software_version: str) -> tuple[dict[str, Any], DrawOutcome, bytes]:
     """Run the draw from its evidence and lay out the bundle; the service and the tests share this."""
     reveals, fallbacks = ceremony_inputs(ceremony)

@@ -263,8 +263,10 @@ async def transition(conn: asyncpg.Connection, campaign_id: str, target: str, ac
         if STATES.index(target) <= STATES.index(current):
             raise WrongState(f"campaign is already {current}; states only move forward",
                              code="wrong_campaign_state", state=current)
-        await conn.execute("UPDATE campaigns SET state = $2, updated_at = now() WHERE id = $1",
-                           campaign_id, target)
+        await conn.execute(
+            """UPDATE campaigns SET state = $2, updated_at = now(),
+                   closed_at = CASE WHEN $2 = 'closed' THEN clock_timestamp() ELSE closed_at END
+               WHERE id = $1""", campaign_id, target)
         await audit_log.append(conn, actor=actor, action=f"campaign.{target}", subject=campaign_id,
                                details={"from": current, "to": target, **(details or {})})
         campaign = await fetch(conn, campaign_id)

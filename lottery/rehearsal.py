@@ -91,6 +91,7 @@ def campaign_section(s: Scenario, participant_keys: dict[str, Ed25519PrivateKey]
         "tiers": s.tiers, "strata": [{"stratum": k, "quota": v} for k, v in sorted(s.quotas.items())],
         "registration_opens_at": timestamp(s.closes_at - timedelta(days=7)),
         "registration_closes_at": timestamp(s.closes_at),
+        "registration_closed_at": timestamp(s.closes_at),
         "beacon": {"kind": s.beacon, "round": DRAND_VECTOR_ROUND if s.beacon == "drand-quicknet" else 1,
                    "fallback": "next-round"},
         "participants": [{"id": pid, "name": pid.title(), "public_key_hex": _raw_public(k).hex()}
@@ -136,7 +137,7 @@ def rehearse(s: Scenario, rows: Sequence[tuple[int, str, str]] | None = None, co
     committed_at = s.closes_at + timedelta(minutes=5)
     sign = service_key.sign
     kid = key_id_of(_raw_public(service_key))
-    commitment = {"campaign_id": s.campaign_id, "tree_size": size, "root_hex": root_hex,
+    commitment: dict[str, Any] = {"campaign_id": s.campaign_id, "tree_size": size, "root_hex": root_hex,
                   "committed_at": timestamp(committed_at), "key_id": kid}
     commitment["signature_hex"] = sign(commitment_statement(s.campaign_id, size, root_hex,
                                                             commitment["committed_at"], kid)).hex()

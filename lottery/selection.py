@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lottery.merkle import MerkleTree
@@ -82,7 +82,7 @@ def _rank_keys(seed: bytes, tickets: Sequence[int]) -> list[bytes]:
     return [sha(prefix + p).digest() + p for p in map(pack, tickets)]
 
 
-def select(seed: bytes, tickets_by_stratum: dict[str, Sequence[int]], quotas: dict[str, int],
+def select(seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]], quotas: dict[str, int],
            tiers: Sequence[TierSpec], spillover: str) -> DrawOutcome:
     """The whole draw from the seed and each stratum's tickets."""
     if spillover not in SPILLOVER_RULES:

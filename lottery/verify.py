@@ -96,9 +96,15 @@ class Verifier:
         statement = commitment_statement(campaign_id, self.size, c["root_hex"], c["committed_at"], c["key_id"])
         _require(ed25519_ok(self.key, bytes.fromhex(c["signature_hex"]), statement),
                  "commitment signature does not verify")
-        _require(parse_timestamp(c["committed_at"]) >= parse_timestamp(self.campaign["registration_closes_at"]),
-                 "commitment made before registration closed")
+        _require(parse_timestamp(c["committed_at"]) >= self.closed_at(), "commitment made before registration closed")
         self.say(f"ok   commitment: {self.size} registrants, root {c['root_hex']}, signed {c['committed_at']}")
+
+    def closed_at(self) -> datetime:
+        """Registration ends at the declared time, or earlier when an operator closed it."""
+        declared = parse_timestamp(self.campaign["registration_closes_at"])
+        actual = parse_timestamp(self.campaign["registration_closed_at"])
+        _require(actual <= declared, "registration_closed_at lies after the declared close")
+        return actual
 
     def beacon_time(self) -> datetime:
         beacon = self.bundle["beacon"]
@@ -112,7 +118,7 @@ class Verifier:
         entries = {e["participant_id"]: e for e in self.bundle["ceremony"]}
         _require(set(entries) == set(participants) and len(entries) == len(self.bundle["ceremony"]),
                  "ceremony entries do not match the campaign's participants")
-        closes = parse_timestamp(self.campaign["registration_closes_at"])
+        closes = self.closed_at()
         committed = parse_timestamp(self.commitment["committed_at"])
         beacon_at = self.beacon_time()
         reveals: list[RevealInput] = []

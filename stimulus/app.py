@@ -17,7 +17,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from stimulus import db
+from stimulus import approval_routes, db
 from stimulus.idempotency import IdempotencyStore
 from stimulus.identity import TokenVerifier
 from stimulus.observability import RequestContextMiddleware, metrics_payload
@@ -44,6 +44,12 @@ async def ready(services: Services) -> Response[Any]:
     except Exception as exc:  # any failure means "not ready"
         return problem(503, "not_ready", "Not ready", f"dependency unavailable: {type(exc).__name__}", "")
     return Response({"status": "ready"})
+
+
+@get("/v1/keys", tags=["public"], summary="The service's Ed25519 public keys (receipts, commitments, bundles)")
+async def service_keys(services: Services) -> dict[str, str]:
+    key = services.settings.service_key
+    return {key.key_id: key.public_bytes.hex()}
 
 
 @get("/metrics", include_in_schema=False, media_type=MediaType.TEXT)
@@ -87,7 +93,7 @@ def create_app(settings: Settings) -> Litestar:
             await redis.aclose()
             await pool.close()
 
-    handlers: list[Any] = [health, ready, metrics]
+    handlers: list[Any] = [health, ready, metrics, service_keys, *approval_routes.ROUTES]
     for module in modules:
         handlers.extend(module.route_handlers(settings))
 

@@ -240,7 +240,13 @@ def bench_register(registrations: int, connections: int, workers: int) -> None:
     sys.exit(run(registrations=registrations, connections=connections, workers=workers))
 
 
+@main.group()
+def worker() -> None:
+    """Background workers (`stimulus up` runs them; start more for scale-out)."""
+
+
 def _mount_domain_commands() -> None:
+    """Domain modules expose `commands` (top-level) and `worker_subcommands` (under `worker`)."""
     for name in DOMAIN_CLI_MODULES:
         try:
             module = importlib.import_module(name)
@@ -250,6 +256,8 @@ def _mount_domain_commands() -> None:
             raise
         for command in getattr(module, "commands", []):
             main.add_command(command)
+        for command in getattr(module, "worker_subcommands", []):
+            worker.add_command(command)
 
 
 _mount_domain_commands()

@@ -1,0 +1,132 @@
+"""The draw's HTTP surface: commitment and proofs, ceremony, beacon, draw, results and downloads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Response, get, post
+from litestar.response import Stream
+
+from lottery import actions, beacon, campaigns, ceremony, commitment, draw, registrant_list, results
+from lottery.beacon import BeaconSubmission
+from lottery.ceremony import CeremonyStatus, CommitRequest, ParticipantStatus, RevealRequest
+from lottery.commitment import Commitment, InclusionProof
+from lottery.results import DrawResult
+from stimulus import approvals
+from stimulus.approvals import Approval
+from stimulus.auth import Principal, require_role
+from stimulus.errors import InvalidInput
+from stimulus.identity import Citizen
+from stimulus.services import Services
+
+STREAM_BATCH = 20_000
+
+
+@post("/v1/admin/campaigns/{campaign_id:str}/commitment", tags=["operator"], status_code=202,
+      summary="Request the commitment of the closed registrant list (needs a second operator's approval)")
+async def request_commitment(services: Services, principal: Principal, campaign_id: str) -> Approval:
+    require_role(principal, "operator")
+    async with services.pool.acquire() as conn:
+        return await approvals.request(conn, actions.COMMIT, campaign_id, {}, principal.actor)
+
+
+@post("/v1/admin/campaigns/{campaign_id:str}/draw", tags=["operator"], status_code=202,
+      summary="Request the draw (needs a second operator's approval)")
+async def request_draw(services: Services, principal: Principal, campaign_id: str) -> Approval:
+    require_role(principal, "operator")
+    async with services.pool.acquire() as conn:
+        return await approvals.request(conn, actions.RUN, campaign_id, {}, principal.actor)
+
+
+@post("/v1/admin/campaigns/{campaign_id:str}/beacon", tags=["operator"], status_code=200,
+      summary="Record the beacon: a drand quicknet round (verified) or the sandbox beacon")
+async def record_beacon(services: Services, principal: Principal, campaign_id: str,
+                        data: BeaconSubmission) -> dict[str, Any]:
+    require_role(principal, "operator")
+    async with services.pool.acquire() as conn:
+        return await beacon.record(conn, services.settings, campaign_id, data, principal.actor)
+
+
+@get("/v1/campaigns/{campaign_id:str}/beacon", tags=["public"], summary="The recorded beacon")
+async def get_beacon(services: Services, campaign_id: str) -> dict[str, Any]:
+    return await beacon.fetch(services.pool, campaign_id)
+
+
+@get("/v1/campaigns/{campaign_id:str}/commitment", tags=["public"],
+     summary="The signed commitment: tree size, root, time, key id, signature")
+async def get_commitment(services: Services, campaign_id: str) -> Commitment:
+    return await commitment.fetch_commitment(services.pool, campaign_id)
+
+
+@get("/v1/campaigns/{campaign_id:str}/tickets/{ticket:int}/proof", tags=["public"],
+     summary="Inclusion proof of a ticket in the committed tree (RFC 9162)")
+async def ticket_proof(services: Services, campaign_id: str, ticket: int) -> InclusionProof:
+    return await commitment.inclusion_proof(services.pool, campaign_id, ticket)
+
+
+@post("/v1/campaigns/{campaign_id:str}/ceremony/{participant_id:str}/commitment", tags=["ceremony"],
+      status_code=200, summary="A participant's signed commitment SHA-256(secret), before registration closes")
+async def ceremony_commit(services: Services, campaign_id: str, participant_id: str,
+                          data: CommitRequest) -> ParticipantStatus:
+    async with services.pool.acquire() as conn:
+        return await ceremony.submit_commitment(conn, campaign_id, participant_id, data)
+
+
+@post("/v1/campaigns/{campaign_id:str}/ceremony/{participant_id:str}/reveal", tags=["ceremony"],
+      status_code=200, summary="A participant's signed reveal, after the commitment and before the beacon")
+async def ceremony_reveal(services: Services, campaign_id: str, participant_id: str,
+                          data: RevealRequest) -> ParticipantStatus:
+    async with services.pool.acquire() as conn:
+        return await ceremony.submit_reveal(conn, campaign_id, participant_id, data)
+
+
+@get("/v1/campaigns/{campaign_id:str}/ceremony", tags=["ceremony"], summary="Ceremony status")
+async def ceremony_state(services: Services, campaign_id: str) -> CeremonyStatus:
+    campaign = await campaigns.fetch(services.pool, campaign_id)
+    return await ceremony.ceremony_status(services.pool, campaign)
+
+
+@get("/v1/campaigns/{campaign_id:str}/result", tags=["citizen"],
+     summary="Your own result: won or not, your score, your stratum's cutoff and the totals")
+async def own_result(services: Services, citizen: Citizen, campaign_id: str) -> DrawResult:
+    return await results.result_for(services.pool, campaign_id, citizen.id_hmac)
+
+
+@get("/v1/campaigns/{campaign_id:str}/bundle", tags=["public"], summary="The signed proof bundle")
+async def get_bundle(services: Services, campaign_id: str) -> Response[bytes]:
+    data = await draw.signed_bundle(services.pool, campaign_id)
+    return Response(data, media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="{campaign_id}-bundle.json"'})
+
+
+@get("/v1/campaigns/{campaign_id:str}/registrants", tags=["public"],
+     summary="The committed registrant list (ticket, pseudonym, stratum), streamed as NDJSON or CSV")
+async def get_registrants(services: Services, campaign_id: str, format: str = "ndjson") -> Stream:
+    if format not in ("ndjson", "csv"):
+        raise InvalidInput("format is ndjson or csv", code="invalid_format")
+    await commitment.fetch_commitment(services.pool, campaign_id)
+    line = registrant_list.ndjson_line if format == "ndjson" else registrant_list.csv_line
+
+    async def rows() -> AsyncIterator[bytes]:
+        if format == "csv":
+            yield (registrant_list.CSV_HEADER + "\n").encode()
+        async with services.pool.acquire() as conn, conn.transaction(readonly=True):
+            chunk: list[str] = []
+            async for r in conn.cursor(
+                    """SELECT ticket, pseudonym, stratum FROM committed_registrants WHERE campaign_id = $1
+                       ORDER BY leaf_index""", campaign_id, prefetch=STREAM_BATCH):
+                chunk.append(line(r[0], r[1], r[2]))
+                if len(chunk) >= STREAM_BATCH:
+                    yield "".join(chunk).encode()
+                    chunk.clear()
+            if chunk:
+                yield "".join(chunk).encode()
+
+    media = "application/x-ndjson" if format == "ndjson" else "text/csv"
+    return Stream(rows(), media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{campaign_id}-registrants.{format}"'})
+
+
+ROUTES = [request_commitment, request_draw, record_beacon, get_beacon, get_commitment, ticket_proof,
+          ceremony_commit, ceremony_reveal, ceremony_state, own_result, get_bundle, get_registrants]

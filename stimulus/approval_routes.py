@@ -1,0 +1,49 @@
+"""Operator endpoints for maker-checker approvals."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import get, post
+
+from stimulus import approvals
+from stimulus.approvals import Approval
+from stimulus.auth import Principal, require_role
+from stimulus.errors import InvalidInput
+from stimulus.services import Services
+
+
+class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: str
+
+
+@get("/v1/admin/approvals", tags=["operator"], summary="Approval requests, newest first")
+async def list_approvals(services: Services, principal: Principal, status: str | None = None) -> list[Approval]:
+    require_role(principal, "operator", "auditor")
+    return await approvals.list_recent(services.pool, status)
+
+
+@get("/v1/admin/approvals/{approval_id:int}", tags=["operator"], summary="One approval request")
+async def get_approval(services: Services, principal: Principal, approval_id: int) -> Approval:
+    require_role(principal, "operator", "auditor")
+    return await approvals.fetch(services.pool, approval_id)
+
+
+@post("/v1/admin/approvals/{approval_id:int}/approve", tags=["operator"], status_code=200,
+      summary="Approve and run a request (a different operator from the requester)")
+async def approve(services: Services, principal: Principal, approval_id: int) -> Approval:
+    require_role(principal, "operator")
+    async with services.pool.acquire() as conn:
+        return await approvals.approve(conn, services.settings, approval_id, principal.actor)
+
+
+@post("/v1/admin/approvals/{approval_id:int}/reject", tags=["operator"], status_code=200,
+      summary="Reject a request")
+async def reject(services: Services, principal: Principal, approval_id: int, data: Rejection) -> Approval:
+    require_role(principal, "operator")
+    if not data.reason.strip():
+        raise InvalidInput("a rejection needs a reason", code="reason_required")
+    async with services.pool.acquire() as conn:
+        return await approvals.reject(conn, approval_id, principal.actor, data.reason)
+
+
+ROUTES = [list_approvals, get_approval, approve, reject]
