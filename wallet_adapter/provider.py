@@ -1,0 +1,598 @@
+"""The client our issuance workers use to call one operator bank (`bank_protocol` over HTTP).
+
+The rule this module exists for: a packet is credited at most once. Every credit carries the
+one idempotency key derived from its packet (`idempotency_key_for`); an ambiguous outcome (a
+timeout, a dropped connection, any 5xx: the bank may have committed) is resolved by asking the
+bank for the credit under that key before anything is sent again. Only the bank's signed
+"credit_not_found" allows a re-send; a credit it reports is the result.
+
+Around that: every response body's Ed25519 signature is checked against the bank's pinned key
+(`BadSignature` otherwise) and every body must echo what it answers; a semaphore bounds the
+calls in flight per bank; failed attempts are retried with capped exponential backoff and full
+jitter (429 waits its `Retry-After`), within an attempt budget and a deadline; a circuit breaker
+refuses calls at once (`CircuitOpen`) while a bank keeps failing and lets a probe through after
+a cool-down.
+
+What a caller gets:
+* a result struct (`CreditResult`, `CreditRecord`, ...): done;
+* `PermanentFailure(code)`: the bank refused the request for good (unknown or frozen wallet,
+  idempotency conflict, overspend...); do not retry it as it is;
+* `BankUnavailable` (and its subclass `CircuitOpen`): not now; `outcome_unknown` says whether an
+  attempt may have taken effect. Calling `credit` again later with the same request is always
+  safe: the bank answers a repeated key with the original credit;
+* `BadSignature`, `ProtocolError`, `RequestRejected`: something is wrong with the bank, our
+  configuration or our code; alert, do not mark the packet failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TypeVar
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+
+from stimulus.signing import key_id_for, verify_signature
+from wallet_adapter.backoff import Backoff
+from wallet_adapter.bank_protocol import (
+    KEY_ID_HEADER,
+    MAX_BATCH_ITEMS,
+    SIGNATURE_HEADER,
+    BatchCreditRequest,
+    BatchCreditResponse,
+    Books,
+    CreditRecord,
+    CreditRefused,
+    CreditRequest,
+    CreditResult,
+    Problem,
+    ReclaimResult,
+    SettlementFile,
+    SettlementLine,
+    SettlementRecord,
+    SettlementTrailer,
+    SpendRequest,
+    SpendResult,
+    idempotency_key_for,
+)
+from wallet_adapter.circuit_breaker import BreakerOpen, BreakerOptions, BreakerState, CircuitBreaker
+
+log = logging.getLogger("wallet_adapter.provider")
+
+T = TypeVar("T")
+
+PERMANENT_STATUSES = frozenset({409, 422})
+
+
+class BankError(Exception):
+    """Anything that went wrong talking to a bank; `code` is stable and machine-readable."""
+
+    code: str = "bank_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class PermanentFailure(BankError):
+    """The bank refused this request for good (409 / 422 / unknown credit): do not retry it."""
+
+    def __init__(self, code: str, detail: str = "", status: int = 422) -> None:
+        super().__init__(f"{code}: {detail}" if detail else code, code=code)
+        self.detail = detail
+        self.status = status
+
+
+class BankUnavailable(BankError):
+    """The call did not complete now. `outcome_unknown`: an attempt may have taken effect."""
+
+    code = "bank_unavailable"
+
+    def __init__(self, message: str, *, outcome_unknown: bool) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
+
+
+class CircuitOpen(BankUnavailable):
+    """The bank's circuit breaker is open: refused without calling the bank."""
+
+    code = "circuit_open"
+
+    def __init__(self, bank_code: str, retry_after_s: float, *, outcome_unknown: bool = False):
+        super().__init__(f"circuit for bank {bank_code} is open; probe in {retry_after_s:.2f}s",
+                         outcome_unknown=outcome_unknown)
+        self.bank_code = bank_code
+        self.retry_after_s = retry_after_s
+
+
+class BadSignature(BankError):
+    """A response was not signed by the pinned bank key. If it answered a credit, the credit
+    may have happened: treat the outcome as unknown and alert."""
+
+    code = "bad_signature"
+
+
+class ProtocolError(BankError):
+    """A signed response that does not fit the protocol or does not answer what was asked."""
+
+    code = "protocol_error"
+
+
+class RequestRejected(BankError):
+    """A 4xx that is about us, not the packet (bad request, bad API key, unknown bank)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"HTTP {status} {code}: {detail}", code=code)
+        self.status = status
+
+
+class SettlementNotReady(BankError):
+    """The bank has no file for that day yet: a temporary condition, ask again later."""
+
+    code = "settlement_not_ready"
+
+
+@dataclass(frozen=True)
+class BankClientOptions:
+    max_connections: int = 64
+    max_concurrency: int = 64  # calls in flight to this bank
+    connect_timeout_s: float = 2.0
+    timeout_s: float = 5.0  # read/write/pool: past it an answer counts as lost
+    max_attempts: int = 8  # HTTP calls per operation, status queries included
+    deadline_s: float = 30.0  # wall time per operation, sleeps included
+    max_retry_after_s: float = 30.0
+    backoff: Backoff = field(default_factory=Backoff)
+    breaker: BreakerOptions = field(default_factory=BreakerOptions)
+
+
+class _Transient(Exception):
+    """One attempt failed in a way worth retrying; `maybe_applied`: the bank may have acted."""
+
+    def __init__(self, reason: str, *, maybe_applied: bool, retry_after_s: float | None = None,
+                 unhealthy: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        self.maybe_applied = maybe_applied
+        self.retry_after_s = retry_after_s
+        self.unhealthy = unhealthy  # counts against the bank in the circuit breaker
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    body: bytes
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+class BankClient:
+    """The client of one operator bank (`bank_code`) at `base_url`. Use on one event loop."""
+
+    def __init__(self, base_url: str, bank_code: str, api_key: str, public_key: bytes,
+                 options: BankClientOptions | None = None, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 rng: random.Random | None = None) -> None:
+        if len(public_key) != 32:
+            raise ValueError("public_key must be a raw 32-byte Ed25519 key")
+        self.bank_code = bank_code
+        self.options = opts = options or BankClientOptions()
+        self.public_key = public_key
+        self.key_id = key_id_for(public_key)
+        self.breaker = CircuitBreaker(f"bank:{bank_code}", opts.breaker)
+        self.stats: Counter[str] = Counter()
+        self._prefix = f"/banks/{bank_code}/v1"
+        self._slots = asyncio.Semaphore(opts.max_concurrency)
+        self._rng = rng or random.Random()
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json",
+                     "Content-Type": "application/json"},
+            timeout=httpx.Timeout(opts.timeout_s, connect=opts.connect_timeout_s),
+            limits=httpx.Limits(max_connections=opts.max_connections,
+                                max_keepalive_connections=opts.max_connections),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> BankClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def circuit_state(self) -> BreakerState:
+        return self.breaker.state
+
+    # -- credits -------------------------------------------------------------------------------
+
+    async def credit(self, request: CreditRequest) -> CreditResult:
+        """Credit a packet exactly once; safe to call again with the same request at any time."""
+        _check_key(request)
+        body = msgspec.json.encode(request)
+        deadline = time.monotonic() + self.options.deadline_s
+        attempt = 0
+        unresolved = False  # an attempt may have credited: ask before sending again
+        while True:
+            try:
+                if unresolved:
+                    record = await self._status_once(request.idempotency_key)
+                    if record is not None:
+                        self.stats["resolved_by_status"] += 1
+                        return _result_from_record(request, record)
+                    unresolved = False
+                reply = await self._attempt("POST", self._prefix + "/credits", body)
+                return self._credit_outcome(request, reply)
+            except _Transient as exc:
+                unresolved = unresolved or exc.maybe_applied
+                attempt += 1
+                await self._pause(exc, attempt, deadline, "credit", request.idempotency_key,
+                                  outcome_unknown=unresolved)
+            except CircuitOpen as exc:
+                raise CircuitOpen(self.bank_code, exc.retry_after_s,
+                                  outcome_unknown=unresolved) from None
+
+    async def credit_batch(self, requests: Sequence[CreditRequest]
+                           ) -> list[CreditResult | CreditRefused]:
+        """Credit many packets, `MAX_BATCH_ITEMS` per call; results in request order.
+
+        Each item ends as a `CreditResult` or, refused for good, a `CreditRefused`; an ambiguous
+        call is resolved item by item through status queries, exactly as `credit` does.
+        """
+        keys = [r.idempotency_key for r in requests]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a packet appears twice in one batch")
+        for request in requests:
+            _check_key(request)
+        outcomes: dict[str, CreditResult | CreditRefused] = {}
+        for start in range(0, len(requests), MAX_BATCH_ITEMS):
+            await self._credit_chunk(list(requests[start:start + MAX_BATCH_ITEMS]), outcomes)
+        return [outcomes[key] for key in keys]
+
+    async def _credit_chunk(self, chunk: list[CreditRequest],
+                            outcomes: dict[str, CreditResult | CreditRefused]) -> None:
+        deadline = time.monotonic() + self.options.deadline_s
+        attempt = 0
+        to_send = chunk
+        unknown: list[CreditRequest] = []  # may have been credited: resolve before sending
+        while to_send or unknown:
+            try:
+                if unknown:
+                    unknown = await self._resolve(unknown, outcomes, to_send)
+                    if unknown:
+                        raise _Transient("some status queries failed", maybe_applied=False)
+                if to_send:
+                    body = msgspec.json.encode(BatchCreditRequest(items=to_send))
+                    reply = await self._attempt("POST", self._prefix + "/credits:batch", body)
+                    self._batch_outcome(to_send, reply, outcomes)
+                    to_send = []
+            except _Transient as exc:
+                if exc.maybe_applied:
+                    unknown, to_send = unknown + to_send, []
+                attempt += 1
+                await self._pause(exc, attempt, deadline, "credit_batch", f"{len(chunk)} items",
+                                  outcome_unknown=bool(unknown))
+            except CircuitOpen as exc:
+                raise CircuitOpen(self.bank_code, exc.retry_after_s,
+                                  outcome_unknown=bool(unknown)) from None
+
+    async def _resolve(self, unknown: list[CreditRequest],
+                       outcomes: dict[str, CreditResult | CreditRefused],
+                       to_send: list[CreditRequest]) -> list[CreditRequest]:
+        """Ask about each uncertain item; found ones are done, absent ones join `to_send`."""
+        answers = await asyncio.gather(
+            *(self._status_once(r.idempotency_key) for r in unknown), return_exceptions=True)
+        still_unknown: list[CreditRequest] = []
+        circuit: CircuitOpen | None = None
+        for request, answer in zip(unknown, answers, strict=True):
+            if isinstance(answer, CircuitOpen):
+                circuit = answer
+                still_unknown.append(request)
+            elif isinstance(answer, _Transient):
+                still_unknown.append(request)
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif answer is None:
+                to_send.append(request)
+            else:
+                self.stats["resolved_by_status"] += 1
+                try:
+                    outcomes[request.idempotency_key] = _result_from_record(request, answer)
+                except PermanentFailure as exc:
+                    outcomes[request.idempotency_key] = CreditRefused(
+                        idempotency_key=request.idempotency_key, status=exc.status,
+                        code=exc.code, detail=exc.detail)
+        if circuit is not None:
+            unknown[:] = still_unknown
+            raise circuit
+        return still_unknown
+
+    def _credit_outcome(self, request: CreditRequest, reply: _Reply) -> CreditResult:
+        if reply.status == 200:
+            result = _decode(reply.body, CreditResult)
+            _check_echo(request, result)
+            return result
+        problem = _problem(reply)
+        if reply.status in PERMANENT_STATUSES:
+            if problem.idempotency_key != request.idempotency_key:
+                raise ProtocolError("a refusal that does not name this credit")
+            raise PermanentFailure(problem.code, problem.detail, reply.status)
+        raise RequestRejected(reply.status, problem.code, problem.detail)
+
+    def _batch_outcome(self, sent: list[CreditRequest], reply: _Reply,
+                       outcomes: dict[str, CreditResult | CreditRefused]) -> None:
+        if reply.status != 200:
+            problem = _problem(reply)
+            raise RequestRejected(reply.status, problem.code, problem.detail)
+        results = _decode(reply.body, BatchCreditResponse).results
+        if [r.idempotency_key for r in results] != [r.idempotency_key for r in sent]:
+            raise ProtocolError("the batch answer does not list the items sent, in order")
+        for request, item in zip(sent, results, strict=True):
+            if item.result is not None:
+                _check_echo(request, item.result)
+                outcomes[request.idempotency_key] = item.result
+            elif item.error is not None and item.error.status in PERMANENT_STATUSES:
+                outcomes[request.idempotency_key] = item.error
+            else:
+                raise ProtocolError(f"batch item {request.idempotency_key} has no valid outcome")
+
+    # -- other operations (all idempotent at the bank, so plain retries are safe) --------------
+
+    async def status(self, idempotency_key: str) -> CreditRecord | None:
+        """The credit under this key, or None if the bank never made it."""
+        return await self._retrying("status", idempotency_key,
+                                    lambda: self._status_once(idempotency_key))
+
+    async def reclaim(self, idempotency_key: str) -> ReclaimResult:
+        """Take back the unspent balance (at expiry); repeating it answers the same figures."""
+        async def once() -> ReclaimResult:
+            path = f"{self._prefix}/credits/{idempotency_key}/reclaim"
+            reply = await self._attempt("POST", path, b"")
+            result = self._expect(reply, ReclaimResult)
+            if result.idempotency_key != idempotency_key:
+                raise ProtocolError("the reclaim answer names another credit")
+            return result
+        return await self._retrying("reclaim", idempotency_key, once)
+
+    async def spend(self, idempotency_key: str, request: SpendRequest) -> SpendResult:
+        """Sandbox helper: a citizen pays a merchant from the packet (idempotent by spend id)."""
+        body = msgspec.json.encode(request)
+
+        async def once() -> SpendResult:
+            path = f"{self._prefix}/credits/{idempotency_key}/spend"
+            result = self._expect(await self._attempt("POST", path, body), SpendResult)
+            if (result.spend_id, result.idempotency_key) != (request.spend_id, idempotency_key):
+                raise ProtocolError("the spend answer names another spend")
+            return result
+        return await self._retrying("spend", request.spend_id, once)
+
+    async def settlement(self, settlement_date: date) -> SettlementFile:
+        """The bank's settlement file for a day, parsed and checked against its trailer."""
+        async def once() -> SettlementFile:
+            path = f"{self._prefix}/settlements/{settlement_date.isoformat()}"
+            reply = await self._attempt("GET", path)
+            if reply.status == 404 and _problem(reply).code == "settlement_not_ready":
+                raise SettlementNotReady(f"{self.bank_code} has no file for {settlement_date}")
+            if reply.status != 200:
+                problem = _problem(reply)
+                raise RequestRejected(reply.status, problem.code, problem.detail)
+            return self._parse_settlement(reply.body, settlement_date)
+        return await self._retrying("settlement", settlement_date.isoformat(), once)
+
+    async def books(self, campaign_id: str | None = None) -> Books:
+        """The bank's own totals (for one campaign if given)."""
+        async def once() -> Books:
+            path = self._prefix + "/books"
+            if campaign_id is not None:
+                path += "?" + urlencode({"campaign_id": campaign_id})
+            books = self._expect(await self._attempt("GET", path), Books)
+            if books.bank_code != self.bank_code or books.campaign_id != campaign_id:
+                raise ProtocolError("the books answer is about another bank or campaign")
+            return books
+        return await self._retrying("books", campaign_id or "*", once)
+
+    # -- machinery -----------------------------------------------------------------------------
+
+    async def _status_once(self, idempotency_key: str) -> CreditRecord | None:
+        reply = await self._attempt("GET", f"{self._prefix}/credits/{idempotency_key}")
+        if reply.status == 200:
+            record = _decode(reply.body, CreditRecord)
+            if record.idempotency_key != idempotency_key:
+                raise ProtocolError("the status answer names another credit")
+            return record
+        problem = _problem(reply)
+        if reply.status == 404 and problem.code == "credit_not_found":
+            if problem.idempotency_key != idempotency_key:
+                raise ProtocolError("a credit_not_found that does not name this credit")
+            return None
+        raise RequestRejected(reply.status, problem.code, problem.detail)
+
+    def _expect(self, reply: _Reply, kind: type[T]) -> T:
+        if reply.status == 200:
+            return _decode(reply.body, kind)
+        problem = _problem(reply)
+        if reply.status in PERMANENT_STATUSES or problem.code == "credit_not_found":
+            raise PermanentFailure(problem.code, problem.detail, reply.status)
+        raise RequestRejected(reply.status, problem.code, problem.detail)
+
+    async def _retrying(self, operation: str, subject: str,
+                        once: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.options.deadline_s
+        attempt = 0
+        maybe_applied = False
+        while True:
+            try:
+                return await once()
+            except _Transient as exc:
+                maybe_applied = maybe_applied or exc.maybe_applied
+                attempt += 1
+                await self._pause(exc, attempt, deadline, operation, subject,
+                                  outcome_unknown=maybe_applied)
+
+    async def _pause(self, exc: _Transient, attempt: int, deadline: float, operation: str,
+                     subject: str, *, outcome_unknown: bool) -> None:
+        """Sleep before the next attempt, or give up with `BankUnavailable`."""
+        delay_s = self.options.backoff.delay_s(attempt - 1, self._rng)
+        if exc.retry_after_s is not None:
+            delay_s = max(delay_s, min(exc.retry_after_s, self.options.max_retry_after_s))
+        if attempt >= self.options.max_attempts or time.monotonic() + delay_s > deadline:
+            self.stats["gave_up"] += 1
+            raise BankUnavailable(
+                f"{operation} {subject} at {self.bank_code}: gave up after {attempt} attempts "
+                f"({exc.reason})", outcome_unknown=outcome_unknown)
+        self.stats["retries"] += 1
+        log.info("bank %s %s %s: %s; retry %d in %.3fs", self.bank_code, operation, subject,
+                 exc.reason, attempt, delay_s)
+        await asyncio.sleep(delay_s)
+
+    async def _attempt(self, method: str, path: str, body: bytes | None = None) -> _Reply:
+        """One HTTP call through the concurrency limit and the breaker; verified or `_Transient`."""
+        async with self._slots:
+            try:
+                permit = self.breaker.acquire()
+            except BreakerOpen as exc:
+                self.stats["circuit_open"] += 1
+                raise CircuitOpen(self.bank_code, exc.retry_after_s) from None
+            verdict: bool | None = None  # None: tells nothing about the bank's health
+            try:
+                self.stats["attempts"] += 1
+                reply = await self._exchange(method, path, body)
+                verdict = True
+                return reply
+            except _Transient as exc:
+                verdict = False if exc.unhealthy else None
+                raise
+            except BadSignature:
+                verdict = False
+                raise
+            finally:
+                if verdict is True:
+                    self.breaker.record_success(permit)
+                elif verdict is False:
+                    self.breaker.record_failure(permit)
+                else:
+                    self.breaker.record_neutral(permit)
+
+    async def _exchange(self, method: str, path: str, body: bytes | None) -> _Reply:
+        try:
+            response = await self._http.request(method, path, content=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}", maybe_applied=False) from exc
+        except httpx.TransportError as exc:  # sent, and then the answer was lost
+            self.stats["ambiguous"] += 1
+            raise _Transient(f"{type(exc).__name__}: {exc}", maybe_applied=True) from exc
+        if response.status_code >= 500:  # signed or not, it may come after a commit
+            self.stats["ambiguous"] += 1
+            raise _Transient(f"HTTP {response.status_code}", maybe_applied=True,
+                             retry_after_s=_retry_after_s(response))
+        if response.status_code == 429:
+            signed = self._signed(response)
+            raise _Transient("HTTP 429 rate limited", maybe_applied=not signed,
+                             retry_after_s=_retry_after_s(response) or 1.0, unhealthy=not signed)
+        if not self._signed(response):
+            self.stats["bad_signature"] += 1
+            raise BadSignature(f"{method} {path}: HTTP {response.status_code} is not signed by "
+                               f"the pinned key {self.key_id} of bank {self.bank_code}")
+        return _Reply(response.status_code, response.content)
+
+    def _signed(self, response: httpx.Response) -> bool:
+        if response.headers.get(KEY_ID_HEADER) != self.key_id:
+            return False
+        try:
+            signature = bytes.fromhex(response.headers.get(SIGNATURE_HEADER, ""))
+        except ValueError:
+            return False
+        return verify_signature(self.public_key, signature, response.content)
+
+    def _parse_settlement(self, body: bytes, settlement_date: date) -> SettlementFile:
+        decoder = msgspec.json.Decoder(SettlementRecord)
+        try:
+            records = [decoder.decode(line) for line in body.splitlines() if line.strip()]
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"bad settlement file: {exc}") from exc
+        if not records or not isinstance(records[-1], SettlementTrailer):
+            raise ProtocolError("the settlement file has no trailer (truncated?)")
+        trailer = records[-1]
+        lines = tuple(r for r in records[:-1] if isinstance(r, SettlementLine))
+        if len(lines) != len(records) - 1:
+            raise ProtocolError("a trailer in the middle of the settlement file")
+        if (trailer.bank_code, trailer.settlement_date) != (self.bank_code, settlement_date):
+            raise ProtocolError("the settlement file is for another bank or day")
+        if trailer.line_count != len(lines) or trailer.total_fen != sum(
+                line.amount_fen for line in lines):
+            raise ProtocolError("the settlement file does not add up to its trailer")
+        return SettlementFile(bank_code=trailer.bank_code, settlement_date=settlement_date,
+                              complete=trailer.complete, lines=lines, total_fen=trailer.total_fen)
+
+
+def _check_key(request: CreditRequest) -> None:
+    expected = idempotency_key_for(request.campaign_id, request.packet_id)
+    if request.idempotency_key != expected:
+        raise ValueError(f"packet {request.packet_id} must use idempotency key {expected}")
+
+
+def _check_echo(request: CreditRequest, result: CreditResult) -> None:
+    if (result.idempotency_key, result.wallet_id, result.amount_fen) != (
+            request.idempotency_key, request.wallet_id, request.amount_fen):
+        raise ProtocolError(f"the credit answer does not match {request.idempotency_key}")
+
+
+def _result_from_record(request: CreditRequest, record: CreditRecord) -> CreditResult:
+    """A credit the bank already holds, as the result of this request (or a conflict)."""
+    if (record.wallet_id, record.amount_fen, record.campaign_id, record.packet_id) != (
+            request.wallet_id, request.amount_fen, request.campaign_id, request.packet_id):
+        raise PermanentFailure("idempotency_conflict",
+                               "the bank holds another credit under this packet's key", 409)
+    return CreditResult(status="credited", credit_id=record.credit_id,
+                        idempotency_key=record.idempotency_key, wallet_id=record.wallet_id,
+                        amount_fen=record.amount_fen, credited_at=record.credited_at,
+                        duplicate=True)
+
+
+def _decode(body: bytes, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"unexpected {kind.__name__} body: {exc}") from exc
+
+
+def _problem(reply: _Reply) -> Problem:
+    try:
+        return msgspec.json.decode(reply.body, type=Problem)
+    except msgspec.DecodeError:
+        return Problem(status=reply.status, code=f"http_{reply.status}")
+
+
+async def fetch_sandbox_public_key(base_url: str, timeout_s: float = 5.0) -> bytes:
+    """The sandbox bank's public key from its `/keys` (trust on first use: sandbox only; a real
+    bank's key is configured out of band)."""
+    async with httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s) as http:
+        response = await http.get("/keys")
+        response.raise_for_status()
+    keys = msgspec.json.decode(response.content, type=dict[str, str])
+    if len(keys) != 1:
+        raise ProtocolError("expected exactly one sandbox bank key")
+    ((key_id, public_hex),) = keys.items()
+    public_key = bytes.fromhex(public_hex)
+    if key_id_for(public_key) != key_id:
+        raise ProtocolError("the key id does not match the key")
+    return public_key
