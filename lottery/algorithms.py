@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 
 from lottery import rfc3797
 from lottery.selection import DrawOutcome, StratumOutcome, TierSpec, Winner, select, winners_root
@@ -25,9 +26,9 @@ ALGORITHMS = ("sha256-score-v1", "rfc3797")
 
 
 def run(algorithm: str, seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]], quotas: dict[str, int],
-        tiers: Sequence[TierSpec], spillover: str) -> DrawOutcome:
+        tiers: Sequence[TierSpec], spillover: str, pool: Executor | None = None) -> DrawOutcome:
     if algorithm == "sha256-score-v1":
-        return select(seed, tickets_by_stratum, quotas, tiers, spillover)
+        return select(seed, tickets_by_stratum, quotas, tiers, spillover, pool)
     if algorithm == "rfc3797":
         return select_rfc3797(seed, tickets_by_stratum, quotas, tiers, spillover)
     raise ValueError(f"unknown draw algorithm {algorithm!r}")

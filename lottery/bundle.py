@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 from lottery import algorithms
@@ -112,7 +113,7 @@ def ceremony_inputs(ceremony: Sequence[dict[str, Any]]) -> tuple[list[RevealInpu
 
 def compose(*, campaign: dict[str, Any], commitment: dict[str, Any], ceremony: Sequence[dict[str, Any]],
             beacon: dict[str, Any], tickets_by_stratum: Mapping[str, Sequence[int]], drawn_at: str,
-            software_version: str) -> tuple[dict[str, Any], DrawOutcome, bytes]:
+            software_version: str, pool: Executor | None = None) -> tuple[dict[str, Any], DrawOutcome, bytes]:
     """Run the draw from its evidence and lay out the bundle; the service and the tests share this."""
     reveals, fallbacks = ceremony_inputs(ceremony)
     if beacon.get("path") == "next-round-fallback":
@@ -123,7 +124,7 @@ def compose(*, campaign: dict[str, Any], commitment: dict[str, Any], ceremony: S
     rules = campaign["draw_rules"]
     quotas = {s["stratum"]: s["quota"] for s in campaign["strata"]}
     tiers = [TierSpec(t["tier"], t["amount_fen"], t["count"]) for t in campaign["tiers"]]
-    outcome = algorithms.run(rules["algorithm"], seed, tickets_by_stratum, quotas, tiers, rules["spillover"])
+    outcome = algorithms.run(rules["algorithm"], seed, tickets_by_stratum, quotas, tiers, rules["spillover"], pool)
     bundle = build(campaign=campaign, commitment=commitment, ceremony=ceremony, beacon=beacon,
                    draw=draw_section(rules["algorithm"], seed, outcome, rules["spillover"]),
                    drawn_at=drawn_at, fallbacks=fallbacks, software_version=software_version)

@@ -8,12 +8,14 @@ the exact bytes signed. All of it commits in the approval's transaction with the
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from lottery import campaigns
+from lottery import campaigns, parallel, registrant_list
 from lottery.leaf import encode_leaf
 from lottery.merkle import HASH_SIZE, MerkleTree, hash_leaves
 from lottery.statements import commitment_statement, timestamp
@@ -22,6 +24,8 @@ from stimulus.errors import NotFound, WrongState
 
 CHUNK_NODES = 32_768  # 1 MiB of hashes per stored chunk
 FETCH_BATCH = 50_000
+_LIST_QUERY = """SELECT ticket, pseudonym, stratum FROM committed_registrants WHERE campaign_id = $1
+                 ORDER BY leaf_index"""
 
 
 class Commitment(msgspec.Struct, frozen=True):
@@ -61,19 +65,11 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
         """INSERT INTO committed_registrants (campaign_id, leaf_index, ticket, pseudonym, stratum)
            SELECT campaign_id, row_number() OVER (ORDER BY ticket) - 1, ticket, pseudonym, stratum
            FROM registrations WHERE campaign_id = $1 AND withdrawn_at IS NULL""", campaign_id)
-    hashes = bytearray()
-    cursor = conn.cursor(
-        "SELECT ticket, pseudonym, stratum FROM committed_registrants WHERE campaign_id = $1 ORDER BY leaf_index",
-        campaign_id, prefetch=FETCH_BATCH)
-    batch: list[bytes] = []
-    async for row in cursor:
-        batch.append(encode_leaf(campaign_id, row[0], row[1], row[2]))
-        if len(batch) >= FETCH_BATCH:
-            hashes.extend(hash_leaves(batch))
-            batch.clear()
-    hashes.extend(hash_leaves(batch))
-    tree = MerkleTree(hashes)
-    del hashes
+    count = await conn.fetchval("SELECT count(*) FROM committed_registrants WHERE campaign_id = $1", campaign_id)
+    if count >= ctx.settings.draw_parallel_from:
+        tree = await _tree_in_processes(conn, ctx.settings.state_dir, campaign_id)
+    else:
+        tree = await _tree_in_process(conn, campaign_id)
     await conn.copy_records_to_table(
         "merkle_chunks", columns=["campaign_id", "level", "chunk", "nodes"],
         records=_chunks(campaign_id, tree))
@@ -90,6 +86,39 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
     await campaigns.transition(conn, campaign_id, "committed", ctx.checker,
                                {"tree_size": tree.size, "root_hex": root_hex, "maker": ctx.maker})
     return {"tree_size": tree.size, "root_hex": root_hex, "committed_at": committed_at}
+
+
+async def _tree_in_process(conn: asyncpg.Connection, campaign_id: str) -> MerkleTree:
+    hashes = bytearray()
+    batch: list[bytes] = []
+    async for row in conn.cursor(_LIST_QUERY, campaign_id, prefetch=FETCH_BATCH):
+        batch.append(encode_leaf(campaign_id, row[0], row[1], row[2]))
+        if len(batch) >= FETCH_BATCH:
+            hashes.extend(hash_leaves(batch))
+            batch.clear()
+    hashes.extend(hash_leaves(batch))
+    return MerkleTree(hashes)
+
+
+async def _tree_in_processes(conn: asyncpg.Connection, state_dir: Path, campaign_id: str) -> MerkleTree:
+    """Large lists: PostgreSQL writes the list as CSV (the published format), processes hash it."""
+    work = state_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{campaign_id}-registrants.csv"
+    strata = [r[0] for r in await conn.fetch(
+        "SELECT DISTINCT stratum FROM committed_registrants WHERE campaign_id = $1", campaign_id)]
+    try:
+        with path.open("wb") as handle:
+            handle.write((registrant_list.CSV_HEADER + "\n").encode())
+            await conn.copy_from_query(_LIST_QUERY, campaign_id, output=handle, format="csv")
+
+        def build() -> MerkleTree:
+            with parallel.executor(spawn=True) as pool:
+                digest = parallel.digest_list(path, campaign_id, strata, pool)
+                return parallel.build_tree(digest.hashes, pool)
+        return await asyncio.to_thread(build)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _chunks(campaign_id: str, tree: MerkleTree) -> Any:

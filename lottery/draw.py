@@ -9,6 +9,8 @@ second run is refused; the bundle and results are then only read back, never rec
 from __future__ import annotations
 
 import array
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -18,7 +20,7 @@ import msgspec
 
 import stimulus
 from lottery import bundle as bundle_module
-from lottery import campaigns, ceremony
+from lottery import campaigns, ceremony, parallel
 from lottery.campaigns import Campaign
 from lottery.selection import DrawOutcome
 from lottery.statements import timestamp
@@ -93,16 +95,23 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
     statement = msgspec.json.decode(bytes(commitment["statement"]))
     beacon_record = dict(await conn.fetchval("SELECT record FROM beacons WHERE campaign_id = $1", campaign.id))
     drawn_at = timestamp(await conn.fetchval("SELECT clock_timestamp()"))
-    bundle, outcome, seed = bundle_module.compose(
-        campaign=campaign_section(campaign, await conn.fetchval(
-            "SELECT closed_at FROM campaigns WHERE id = $1", campaign.id)),
-        commitment={"campaign_id": campaign.id, "tree_size": commitment["tree_size"],
-                    "root_hex": bytes(commitment["root"]).hex(), "committed_at": statement["committed_at"],
-                    "key_id": commitment["key_id"], "signature_hex": bytes(commitment["signature"]).hex()},
-        ceremony=await ceremony.bundle_entries(conn, campaign),
-        beacon=beacon_record,
-        tickets_by_stratum=await _tickets_by_stratum(conn, campaign),
-        drawn_at=drawn_at, software_version=stimulus.__version__)
+    section = campaign_section(campaign, await conn.fetchval("SELECT closed_at FROM campaigns WHERE id = $1",
+                                                             campaign.id))
+    evidence = {"campaign_id": campaign.id, "tree_size": commitment["tree_size"],
+                "root_hex": bytes(commitment["root"]).hex(), "committed_at": statement["committed_at"],
+                "key_id": commitment["key_id"], "signature_hex": bytes(commitment["signature"]).hex()}
+    ceremony_entries = await ceremony.bundle_entries(conn, campaign)
+    tickets = await _tickets_by_stratum(conn, campaign)
+    registrants = sum(len(t) for t in tickets.values())
+    pool = parallel.executor(spawn=True) if registrants >= ctx.settings.draw_parallel_from else None
+    try:
+        bundle, outcome, seed = await asyncio.to_thread(functools.partial(
+            bundle_module.compose, campaign=section, commitment=evidence, ceremony=ceremony_entries,
+            beacon=beacon_record, tickets_by_stratum=tickets, drawn_at=drawn_at,
+            software_version=stimulus.__version__, pool=pool))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     key = ctx.settings.service_key
     signed = bundle_module.envelope(bundle, key.sign, key.public_bytes)
     await conn.copy_records_to_table(

@@ -62,6 +62,13 @@ class MerkleTree:
     def from_leaves(cls, leaves: Iterable[bytes]) -> MerkleTree:
         return cls(hash_leaves(leaves))
 
+    @classmethod
+    def from_levels(cls, levels: list[bytearray]) -> MerkleTree:
+        """A tree whose levels were built elsewhere (e.g. in parallel); trusted as given."""
+        tree = cls.__new__(cls)
+        tree.levels = levels
+        return tree
+
     @property
     def size(self) -> int:
         return len(self.levels[0]) // HASH_SIZE

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import array
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from lottery import bundle as bundle_module
-from lottery import drand, registrant_list
+from lottery import drand, parallel, registrant_list
 from lottery.leaf import encode_leaf
 from lottery.merkle import MerkleTree
 from lottery.statements import (
@@ -106,10 +107,6 @@ def rehearse(s: Scenario, rows: Sequence[tuple[int, str, str]] | None = None, co
              progress: Callable[[str], None] | None = None) -> Rehearsal:
     """Commit, run the ceremony and beacon, draw and sign, exactly as the service would."""
     note = progress or (lambda _: None)
-    service_key = deterministic_key(f"service/{s.campaign_id}")
-    participant_keys = {f"p{i + 1}": deterministic_key(f"participant/{s.campaign_id}/{i}")
-                        for i in range(s.participants)}
-    campaign = campaign_section(s, participant_keys)
     source = rows if rows is not None else synthetic_registrants(count, sorted(s.quotas))
     hashes = bytearray()
     by_stratum: dict[str, array.array[int]] = {k: array.array("Q") for k in s.quotas}
@@ -133,6 +130,27 @@ def rehearse(s: Scenario, rows: Sequence[tuple[int, str, str]] | None = None, co
     tree = MerkleTree(hashes)
     del hashes
     note("tree built")
+    return _finish(s, tree, by_stratum, kept, None, note)
+
+
+def rehearse_list(s: Scenario, list_path: Path, pool: Executor,
+                  progress: Callable[[str], None] | None = None) -> Rehearsal:
+    """The same, from an already published list file, hashing in `pool`'s processes."""
+    note = progress or (lambda _: None)
+    digest = parallel.digest_list(list_path, s.campaign_id, sorted(s.quotas), pool)
+    note("leaves hashed")
+    tree = parallel.build_tree(digest.hashes, pool)
+    del digest.hashes
+    note("tree built")
+    return _finish(s, tree, digest.tickets_by_stratum, [], pool, note)
+
+
+def _finish(s: Scenario, tree: MerkleTree, by_stratum: Mapping[str, Sequence[int]],
+            kept: list[tuple[int, str, str]], pool: Executor | None, note: Callable[[str], None]) -> Rehearsal:
+    service_key = deterministic_key(f"service/{s.campaign_id}")
+    participant_keys = {f"p{i + 1}": deterministic_key(f"participant/{s.campaign_id}/{i}")
+                        for i in range(s.participants)}
+    campaign = campaign_section(s, participant_keys)
     root_hex, size = tree.root.hex(), tree.size
     committed_at = s.closes_at + timedelta(minutes=5)
     sign = service_key.sign
@@ -171,7 +189,7 @@ def rehearse(s: Scenario, rows: Sequence[tuple[int, str, str]] | None = None, co
     bundle, _outcome, _seed = bundle_module.compose(
         campaign=campaign, commitment=commitment, ceremony=ceremony, beacon=beacon,
         tickets_by_stratum=by_stratum, drawn_at=timestamp(committed_at + timedelta(days=2, minutes=1)),
-        software_version="rehearsal")
+        software_version="rehearsal", pool=pool)
     note("drawn")
     data = bundle_module.envelope(bundle, sign, _raw_public(service_key))
     note("bundle signed")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from lottery.merkle import MerkleTree
@@ -75,16 +76,20 @@ def winners_root(winners: Iterable[Winner]) -> bytes:
                                   for w in ordered).root
 
 
-def _rank_keys(seed: bytes, tickets: Sequence[int]) -> list[bytes]:
+def _rank_keys(seed: bytes, tickets: Sequence[int]) -> Iterator[bytes]:
     prefix = SCORE_DOMAIN + seed
     sha = hashlib.sha256
-    pack = _U64.pack
-    return [sha(prefix + p).digest() + p for p in map(pack, tickets)]
+    return (sha(prefix + p).digest() + p for p in map(_U64.pack, tickets))
+
+
+def lowest_keys(seed: bytes, tickets: Sequence[int], count: int) -> list[bytes]:
+    """The `count` lowest rank keys among `tickets`, ascending (one stratum's share of the work)."""
+    return heapq.nsmallest(count, _rank_keys(seed, tickets))
 
 
 def select(seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]], quotas: dict[str, int],
-           tiers: Sequence[TierSpec], spillover: str) -> DrawOutcome:
-    """The whole draw from the seed and each stratum's tickets."""
+           tiers: Sequence[TierSpec], spillover: str, pool: Executor | None = None) -> DrawOutcome:
+    """The whole draw from the seed and each stratum's tickets; `pool` spreads strata over processes."""
     if spillover not in SPILLOVER_RULES:
         raise ValueError(f"unknown spill-over rule {spillover!r}")
     unknown = set(tickets_by_stratum) - set(quotas)
@@ -92,20 +97,24 @@ def select(seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]], quotas:
         raise ValueError(f"registrants in strata without a quota: {sorted(unknown)}")
     unused = sum(max(0, q - len(tickets_by_stratum.get(s, ()))) for s, q in quotas.items())
     spill = unused if spillover == "redistribute-lowest-scores" else 0
+    order = sorted(quotas)
+    # The spill-over winners can only come from each stratum's next `spill` lowest keys.
+    jobs = [(seed, tickets_by_stratum.get(s, ()), quotas[s] + spill) for s in order]
+    if pool is None:
+        bests = [lowest_keys(*job) for job in jobs]
+    else:
+        bests = list(pool.map(lowest_keys, *zip(*jobs, strict=True)))
     round1: list[tuple[bytes, str]] = []
     extra: list[tuple[bytes, str]] = []
     strata: list[StratumOutcome] = []
-    for stratum in sorted(quotas):
+    for stratum, best in zip(order, bests, strict=True):
         quota = quotas[stratum]
-        tickets = tickets_by_stratum.get(stratum, ())
-        keys = _rank_keys(seed, tickets)
-        # The spill-over winners can only come from each stratum's next `spill` lowest keys.
-        best = heapq.nsmallest(quota + spill, keys)
+        registrants = len(tickets_by_stratum.get(stratum, ()))
         chosen = best[:quota]
         round1.extend((k, stratum) for k in chosen)
         extra.extend((k, stratum) for k in best[quota:])
-        cutoff = chosen[-1] if len(keys) > quota and chosen else None
-        strata.append(StratumOutcome(stratum, len(tickets), quota, len(chosen), cutoff))
+        cutoff = chosen[-1] if registrants > quota and chosen else None
+        strata.append(StratumOutcome(stratum, registrants, quota, len(chosen), cutoff))
     round2 = heapq.nsmallest(spill, extra) if spill else []
     spill_cutoff = round2[-1][0] if round2 and len(extra) > spill else None
     ranked = sorted([(k, s, 1) for k, s in round1] + [(k, s, 2) for k, s in round2])

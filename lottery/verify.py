@@ -21,11 +21,12 @@ import json
 import struct
 import sys
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lottery import algorithms, drand, registrant_list
+from lottery import algorithms, drand, parallel, registrant_list
 from lottery.bundle import SANDBOX_WARNING, BundleError, draw_section, open_envelope
 from lottery.leaf import LeafError, decode_leaf, encode_leaf
 from lottery.merkle import HASH_SIZE, MerkleTree, verify_inclusion
@@ -210,34 +211,49 @@ class Verifier:
         return [TierSpec(t["tier"], t["amount_fen"], t["count"]) for t in self.campaign["tiers"]]
 
     def check_registrants(self, rows: Iterable[tuple[int, str, str]]) -> None:
+        """Sequential: re-hash the list row by row (any iterable of rows)."""
         campaign_id = self.campaign["id"]
         quotas = {s["stratum"]: s["quota"] for s in self.campaign["strata"]}
-        by_stratum: dict[str, Sequence[int]] = {s: array.array("Q") for s in quotas}
+        by_stratum: dict[str, array.array[int]] = {s: array.array("Q") for s in quotas}
         hashes = bytearray()
         extend = hashes.extend
         sha = hashlib.sha256
         previous = -1
-        count = 0
         for ticket, pseudonym, stratum in rows:
             _require(ticket > previous, f"registrant list: ticket {ticket} out of order or repeated")
             tickets = by_stratum.get(stratum)
             _require(tickets is not None, f"registrant list: ticket {ticket} in unknown stratum {stratum!r}")
+            assert tickets is not None
             try:
                 leaf = encode_leaf(campaign_id, ticket, pseudonym, stratum)
             except LeafError as exc:
                 raise Failure(f"registrant list: ticket {ticket}: {exc}") from exc
             extend(sha(b"\x00" + leaf).digest())
-            tickets.append(ticket)  # type: ignore[union-attr]
+            tickets.append(ticket)
             previous = ticket
-            count += 1
+        self._check_draw(hashes, by_stratum, None)
+
+    def check_registrant_file(self, path: Path, pool: Executor) -> None:
+        """Parallel: the list file is cut at line boundaries and re-hashed in several processes."""
+        strata = [s["stratum"] for s in self.campaign["strata"]]
+        try:
+            digest = parallel.digest_list(path, self.campaign["id"], strata, pool)
+        except registrant_list.ListError as exc:
+            raise Failure(f"registrant list: {exc}") from exc
+        self._check_draw(digest.hashes, digest.tickets_by_stratum, pool)
+
+    def _check_draw(self, hashes: bytearray, by_stratum: dict[str, array.array[int]], pool: Executor | None) -> None:
+        count = len(hashes) // HASH_SIZE
         _require(count == self.size, f"registrant list has {count} registrants, the commitment {self.size}")
-        root = MerkleTree(hashes).root
+        root = parallel.build_tree(hashes, pool).root
         del hashes
         _require(root == self.root, f"registrant list root {root.hex()} differs from the committed root")
         self.say(f"ok   registrant list: {count} registrants re-hash to the committed root")
         self.check_seed()
         rules = self.campaign["draw_rules"]
-        outcome = algorithms.run(rules["algorithm"], self.seed, by_stratum, quotas, self.tiers(), rules["spillover"])
+        quotas = {s["stratum"]: s["quota"] for s in self.campaign["strata"]}
+        outcome = algorithms.run(rules["algorithm"], self.seed, by_stratum, quotas, self.tiers(), rules["spillover"],
+                                 pool)
         expected = draw_section(rules["algorithm"], self.seed, outcome, rules["spillover"])
         difference = first_difference(expected, self.bundle["draw"])
         _require(difference is None, str(difference))
@@ -314,6 +330,8 @@ def run(argv: Sequence[str] | None = None, say: Any = print) -> int:
     parser.add_argument("--proof", type=Path, help="one ticket's inclusion proof (JSON)")
     parser.add_argument("--receipt", type=Path, help="a registration receipt (JSON), with --proof")
     parser.add_argument("--service-key", help="pin the service's Ed25519 public key (hex)")
+    parser.add_argument("--workers", type=int, default=parallel.default_workers(),
+                        help="processes for re-hashing the list (default: the CPU count)")
     args = parser.parse_args(argv)
     if (args.registrants is None) == (args.proof is None):
         parser.error("give either --registrants (whole draw) or --proof (one ticket)")
@@ -327,7 +345,8 @@ def run(argv: Sequence[str] | None = None, say: Any = print) -> int:
         verifier = Verifier(bundle, envelope_key, say)
         if args.registrants is not None:
             verifier.check_commitment()
-            verifier.check_registrants(registrant_list.read(args.registrants))
+            with parallel.executor(args.workers) as pool:
+                verifier.check_registrant_file(args.registrants, pool)
         else:
             proof = json.loads(args.proof.read_bytes())
             receipt = json.loads(args.receipt.read_bytes()) if args.receipt else None

@@ -91,6 +91,7 @@ class Settings:
     rate_limit_exempt_addresses: frozenset[str]
     group_commit_max_batch: int
     group_commit_max_wait_ms: int
+    draw_parallel_from: int
     log_level: str
     bank_url: str | None
     bank_port: int
@@ -151,6 +152,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         rate_limit_exempt_addresses=exempt,
         group_commit_max_batch=_env_int(env, "STIMULUS_GROUP_COMMIT_MAX_BATCH", 256),
         group_commit_max_wait_ms=_env_int(env, "STIMULUS_GROUP_COMMIT_MAX_WAIT_MS", 2),
+        draw_parallel_from=_env_int(env, "STIMULUS_DRAW_PARALLEL_FROM", 500_000),
         log_level=env.get("STIMULUS_LOG_LEVEL", "INFO"),
         bank_url=env.get("STIMULUS_BANK_URL") or None,
         bank_port=_env_int(env, "STIMULUS_BANK_PORT", 8100),

@@ -25,6 +25,8 @@ TEST_ENV = {
     "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0",
     "STIMULUS_WORKERS": "1",
     "STIMULUS_LOG_LEVEL": "WARNING",
+    # Small enough that the end-to-end draw test takes the multi-process path large campaigns use.
+    "STIMULUS_DRAW_PARALLEL_FROM": "30",
 }
 
 
