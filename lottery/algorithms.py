@@ -9,7 +9,8 @@ pools ordered by ticket number, with the draw seed as the only random source:
   * rank order: round 1 before round 2; within a round by position in its selection (first drawn
     first), then stratum id. The campaign's tiers take their counts from the head of that order.
 The RFC writes the selection counter as two bytes, so one selection takes at most 65,536 winners;
-campaigns using this algorithm are validated against that (per stratum and for the spill-over).
+campaigns using this algorithm are validated to at most 65,536 winners in all, which bounds every
+stratum's selection and the spill-over.
 Imports only the standard library: the offline verifier runs this.
 """
 
@@ -20,7 +21,15 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 
 from lottery import rfc3797
-from lottery.selection import DrawOutcome, StratumOutcome, TierSpec, Winner, select, winners_root
+from lottery.selection import (
+    SPILLOVER_RULES,
+    DrawOutcome,
+    StratumOutcome,
+    TierSpec,
+    Winner,
+    select,
+    winners_root,
+)
 
 ALGORITHMS = ("sha256-score-v1", "rfc3797")
 
@@ -40,6 +49,8 @@ def rfc3797_key(seed: bytes, purpose: str) -> str:
 
 def select_rfc3797(seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]], quotas: dict[str, int],
                    tiers: Sequence[TierSpec], spillover: str) -> DrawOutcome:
+    if spillover not in SPILLOVER_RULES:
+        raise ValueError(f"unknown spill-over rule {spillover!r}")
     unknown = set(tickets_by_stratum) - set(quotas)
     if unknown:
         raise ValueError(f"registrants in strata without a quota: {sorted(unknown)}")

@@ -1,7 +1,7 @@
 """Recording the draw's public randomness: a verified drand quicknet round, or a marked sandbox value.
 
 A drand round is accepted only if its BLS signature verifies against the pinned chain key, it is
-the round the campaign declared (or, under the declared `next-round` fallback, a later one), and it
+the round the campaign declared (or, under the declared `next-round` fallback, the one after), and it
 was published after the list was committed. The randomness is recomputed as SHA-256 of the
 signature; a relay's `randomness` field is never read. The sandbox beacon is the service's
 Ed25519 signature over (campaign, round, root): deterministic, so predictable by the key holder,
@@ -29,7 +29,7 @@ class BeaconSubmission(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     kind: str
     round: int | None = None
     signature_hex: str | None = None
-    fallback: bool = False  # use a later round because the declared one never appeared
+    fallback: bool = False  # use the next round because the declared one never appeared
 
 
 async def record(conn: asyncpg.Connection, settings: Settings, campaign_id: str, submission: BeaconSubmission,
@@ -79,7 +79,7 @@ def _drand_record(campaign: campaigns.Campaign, submission: BeaconSubmission, co
         raise InvalidInput("a drand beacon needs round and signature_hex", code="invalid_beacon")
     if submission.round != declared and not (
             submission.fallback and campaign.beacon.fallback == "next-round" and declared is not None
-            and submission.round > declared):
+            and submission.round == declared + 1):
         raise InvalidInput(f"the campaign declared round {declared}", code="wrong_beacon_round")
     try:
         signature = bytes.fromhex(submission.signature_hex)

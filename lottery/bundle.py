@@ -67,18 +67,23 @@ def build(*, campaign: dict[str, Any], commitment: dict[str, Any], ceremony: Seq
 
 
 def envelope(bundle: dict[str, Any], sign: Any, public_key: bytes) -> bytes:
-    """The downloadable file. `sign` maps bytes to an Ed25519 signature."""
-    signature = sign(dumps(bundle))
-    return dumps({"bundle": bundle, "signature_hex": signature.hex(), "key_id": key_id_of(public_key),
-                  "public_key_hex": public_key.hex()})
+    """The downloadable file. `sign` maps bytes to an Ed25519 signature.
+
+    Built around the bundle's canonical bytes rather than serialised twice: the envelope's keys sort
+    as bundle < key_id < public_key_hex < signature_hex, so this is exactly its canonical form.
+    """
+    body = dumps(bundle)
+    signature = sign(body)
+    return b"".join([b'{"bundle":', body, b',"key_id":', dumps(key_id_of(public_key)), b',"public_key_hex":',
+                     dumps(public_key.hex()), b',"signature_hex":', dumps(signature.hex()), b"}"])
 
 
 class BundleError(ValueError):
     pass
 
 
-def open_envelope(data: bytes, pinned_public_key: bytes | None = None) -> dict[str, Any]:
-    """Parse a bundle file and check its signature; the bundle object on success."""
+def open_envelope(data: bytes, pinned_public_key: bytes | None = None) -> tuple[dict[str, Any], bytes]:
+    """Parse a bundle file and check its signature; the bundle object and the signing key."""
     try:
         document = loads_strict(data)
     except ValueError as exc:
@@ -91,11 +96,14 @@ def open_envelope(data: bytes, pinned_public_key: bytes | None = None) -> dict[s
     if key_id_of(public_key) != document["key_id"]:
         raise BundleError("key_id does not match the public key")
     bundle = document["bundle"]
-    if not ed25519_ok(public_key, bytes.fromhex(document["signature_hex"]), dumps(bundle)):
+    # The file is canonical, so the signed bytes are exactly the text between the envelope's markers.
+    start = len(b'{"bundle":')
+    end = data.rindex(b',"key_id":')
+    if not ed25519_ok(public_key, bytes.fromhex(document["signature_hex"]), data[start:end]):
         raise BundleError("bundle signature does not verify")
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise BundleError(f"not a {FORMAT} bundle")
-    return bundle
+    return bundle, public_key
 
 
 def ceremony_inputs(ceremony: Sequence[dict[str, Any]]) -> tuple[list[RevealInput], list[str]]:
@@ -104,7 +112,7 @@ def ceremony_inputs(ceremony: Sequence[dict[str, Any]]) -> tuple[list[RevealInpu
     fallbacks: list[str] = []
     for entry in sorted(ceremony, key=lambda e: e["participant_id"]):
         secret = entry["secret_hex"]
-        reveals.append(RevealInput(entry["participant_id"], bytes.fromhex(secret) if secret else None))
+        reveals.append(RevealInput(entry["participant_id"], bytes.fromhex(secret) if secret is not None else None))
         if secret is None:
             fallbacks.append(f"participant {entry['participant_id']} did not reveal: "
                              "drawn without their secret (rule proceed-without)")

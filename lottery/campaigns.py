@@ -19,6 +19,8 @@ from stimulus.errors import InvalidInput, NotFound, WrongState
 
 STATES = ("draft", "open", "closed", "committed", "drawn", "issuing", "spending", "expired", "finished")
 CAMPAIGN_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{2,39}$")
+# Stratum ids and tier names go into leaves, CSV lists and notices: no separators, no quoting.
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_TIERS = 10
 MAX_STRATA = 1000
 MAX_PARTICIPANTS = 20
@@ -42,7 +44,7 @@ class Stratum(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Beacon(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     kind: Literal["drand-quicknet", "sandbox"]
     round: int | None = None
-    fallback: Literal["next-round", "sandbox-after-deadline"] = "next-round"
+    fallback: Literal["next-round", "none"] = "next-round"
 
 
 class Participant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -139,6 +141,10 @@ def validate_spec(spec: CampaignSpec) -> None:
         raise InvalidInput(f"between 1 and {MAX_STRATA} strata", code="invalid_strata")
     if len({s.stratum for s in spec.strata}) != len(spec.strata):
         raise InvalidInput("stratum ids must be unique", code="invalid_strata")
+    for name in [s.stratum for s in spec.strata] + [t.tier for t in spec.tiers]:
+        if not LABEL_PATTERN.match(name):
+            raise InvalidInput(f"{name!r}: stratum ids and tier names are 1-64 letters, digits, '.', '_' or '-'",
+                               code="invalid_label")
     if any(s.quota <= 0 or not s.stratum for s in spec.strata):
         raise InvalidInput("every stratum needs an id and a positive quota", code="invalid_strata")
     winners = sum(t.count for t in spec.tiers)
@@ -172,8 +178,8 @@ def validate_spec(spec: CampaignSpec) -> None:
         if rules.reveal_deadline <= spec.registration_closes_at:
             raise InvalidInput("the reveal deadline must fall after registration closes",
                                code="windows_out_of_order")
-    if rules.algorithm == "rfc3797" and any(s.quota > RFC3797_MAX_SELECTION for s in spec.strata):
-        raise InvalidInput(f"rfc3797 selects at most {RFC3797_MAX_SELECTION} winners per stratum",
+    if rules.algorithm == "rfc3797" and winners > RFC3797_MAX_SELECTION:
+        raise InvalidInput(f"rfc3797 selects at most {RFC3797_MAX_SELECTION} winners (the RFC's two-byte counter)",
                            code="invalid_draw_rules")
     if rules.tier_scope != "global":
         raise InvalidInput("tier_scope: only 'global' (tiers in rank order across all strata) is offered",

@@ -152,7 +152,7 @@ def beacon_group() -> None:
 @click.option("--round", "round_number", type=int, help="drand quicknet round")
 @click.option("--signature", "signature_hex", help="the round's BLS signature (hex)")
 @click.option("--sandbox", is_flag=True, help="generate the sandbox beacon (sandbox campaigns only)")
-@click.option("--fallback", is_flag=True, help="a later round because the declared one never appeared")
+@click.option("--fallback", is_flag=True, help="the next round, because the declared one never appeared")
 @token_option
 def beacon_submit(campaign_id: str, round_number: int | None, signature_hex: str | None, sandbox: bool,
                   fallback: bool, token: str) -> None:

@@ -113,7 +113,7 @@ def root_of(leaves: Sequence[bytes]) -> bytes:
 def root_from_inclusion_proof(leaf_hash_value: bytes, index: int, tree_size: int,
                               proof: Sequence[bytes]) -> bytes | None:
     """RFC 9162 section 2.1.3.2; None when the proof cannot be for this index and size."""
-    if not 0 <= index < tree_size:
+    if not 0 <= index < tree_size or len(leaf_hash_value) != HASH_SIZE:
         return None
     fn, sn = index, tree_size - 1
     r = leaf_hash_value

@@ -57,7 +57,7 @@ def _lp(value: bytes, what: str) -> bytes:
     return _U16.pack(len(value)) + value
 
 
-def digest_piece(path: str, start: int, end: int, campaign_id: str, strata: Sequence[str]) -> Piece:
+def digest_piece(path: str, start: int, end: int, campaign_id: str, strata: Sequence[str], csv: bool) -> Piece:
     """Parse, check and hash the registrant lines in bytes [start, end) of the list."""
     with open(path, "rb") as handle:
         handle.seek(start)
@@ -72,10 +72,11 @@ def digest_piece(path: str, start: int, end: int, campaign_id: str, strata: Sequ
     pack, pack2 = _U64.pack, _U16.pack
     previous = first = -1
     count = 0
-    for line in data.split(b"\n"):
-        if not line:
-            continue
-        if line[:1] == b"{":
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the piece ends at a line boundary
+    for line in lines:
+        if not csv:
             try:
                 item = json.loads(line)
                 ticket, name, group = item["ticket"], item["pseudonym"].encode(), item["stratum"].encode()
@@ -83,10 +84,10 @@ def digest_piece(path: str, start: int, end: int, campaign_id: str, strata: Sequ
                 raise ListError(f"malformed NDJSON line near byte {start}: {exc}") from exc
         else:
             parts = line.split(b",")
-            if len(parts) != 3 or not parts[0].isdigit():
+            if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()):
                 raise ListError(f"malformed CSV line {line[:60]!r}")
             ticket, name, group = int(parts[0]), parts[1], parts[2]
-        if not isinstance(ticket, int) or ticket <= previous or not 0 <= ticket < 2**64:
+        if type(ticket) is not int or ticket <= previous or not 0 <= ticket < 2**64:
             raise ListError(f"ticket {ticket} out of order, repeated or out of range")
         tail = stratum_lp.get(group)
         if tail is None:
@@ -102,7 +103,8 @@ def digest_piece(path: str, start: int, end: int, campaign_id: str, strata: Sequ
     return Piece(bytes(out), {s.decode(): a.tobytes() for s, a in found.items()}, count, first, previous)
 
 
-def _cut(path: Path, pieces: int) -> list[tuple[int, int]]:
+def _cut(path: Path, pieces: int) -> tuple[bool, list[tuple[int, int]]]:
+    """Whether the list is CSV, and byte ranges that start and end at line boundaries."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         header = handle.readline()
@@ -119,7 +121,7 @@ def _cut(path: Path, pieces: int) -> list[tuple[int, int]]:
                 break
             bounds.append(position)
     bounds.append(size)
-    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+    return begin > 0, [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 @dataclass
@@ -131,8 +133,8 @@ class ListDigest:
 
 def digest_list(path: Path, campaign_id: str, strata: Sequence[str], pool: Executor) -> ListDigest:
     workers = getattr(pool, "_max_workers", 2)
-    ranges = _cut(path, workers * PIECES_PER_WORKER)
-    futures = [pool.submit(digest_piece, str(path), a, b, campaign_id, tuple(strata)) for a, b in ranges]
+    csv, ranges = _cut(path, workers * PIECES_PER_WORKER)
+    futures = [pool.submit(digest_piece, str(path), a, b, campaign_id, tuple(strata), csv) for a, b in ranges]
     hashes = bytearray()
     by_stratum: dict[str, array.array[int]] = {s: array.array("Q") for s in strata}
     count, previous = 0, -1
@@ -176,3 +178,21 @@ def build_tree(leaf_hashes: bytes | bytearray, pool: Executor | None) -> MerkleT
     while len(merged[-1]) > HASH_SIZE:
         merged.append(next_level(merged[-1]))
     return MerkleTree.from_levels(merged)
+
+
+def block_root(block: bytes) -> bytes:
+    level: bytes | bytearray = block
+    while len(level) > HASH_SIZE:
+        level = next_level(level)
+    return bytes(level)
+
+
+def tree_root(leaf_hashes: bytes | bytearray, pool: Executor | None) -> bytes:
+    """Only the root (what a verifier needs): each block sends back 32 bytes, not its levels."""
+    size = len(leaf_hashes) // HASH_SIZE
+    if pool is None or size <= BLOCK_LEAVES:
+        return MerkleTree(leaf_hashes).root
+    view = memoryview(leaf_hashes)
+    step = BLOCK_LEAVES * HASH_SIZE
+    tops = b"".join(pool.map(block_root, (bytes(view[i:i + step]) for i in range(0, len(leaf_hashes), step))))
+    return MerkleTree(tops).root

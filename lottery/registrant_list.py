@@ -45,7 +45,7 @@ def read(path: Path) -> Iterator[tuple[int, str, str]]:
 def _read_csv(handle: Iterator[str]) -> Iterator[tuple[int, str, str]]:
     for number, line in enumerate(handle, start=2):
         parts = line.rstrip("\n").split(",")
-        if len(parts) != 3 or not parts[0].isdigit():
+        if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()):
             raise ListError(f"registrant list line {number}: expected ticket,pseudonym,stratum")
         yield int(parts[0]), parts[1], parts[2]
 
@@ -56,6 +56,6 @@ def _parse_json(line: str, number: int) -> tuple[int, str, str]:
         ticket, pseudonym, stratum = item["ticket"], item["pseudonym"], item["stratum"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ListError(f"registrant list line {number}: {exc}") from exc
-    if not isinstance(ticket, int) or not isinstance(pseudonym, str) or not isinstance(stratum, str):
+    if type(ticket) is not int or not isinstance(pseudonym, str) or not isinstance(stratum, str):
         raise ListError(f"registrant list line {number}: wrong field types")
     return ticket, pseudonym, stratum

@@ -116,7 +116,9 @@ def select(seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]], quotas:
         cutoff = chosen[-1] if registrants > quota and chosen else None
         strata.append(StratumOutcome(stratum, registrants, quota, len(chosen), cutoff))
     round2 = heapq.nsmallest(spill, extra) if spill else []
-    spill_cutoff = round2[-1][0] if round2 and len(extra) > spill else None
+    # Published whenever someone outside round 1 lost the spill-over, so they can check why.
+    outside_round1 = sum(len(tickets_by_stratum.get(s, ())) for s in order) - len(round1)
+    spill_cutoff = round2[-1][0] if round2 and outside_round1 > len(round2) else None
     ranked = sorted([(k, s, 1) for k, s in round1] + [(k, s, 2) for k, s in round2])
     winners: list[Winner] = []
     position = 0

@@ -25,7 +25,9 @@ def timestamp(at: datetime) -> str:
     """UTC, microseconds, `Z`: one spelling per instant, so statements stay canonical."""
     if at.tzinfo is None:
         raise ValueError("timestamps need a time zone")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = at.astimezone(UTC)
+    # Zero-padded explicitly: strftime's %Y does not pad years before 1000 on every platform.
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 def parse_timestamp(text: str) -> datetime:

@@ -160,6 +160,8 @@ class Verifier:
             revealed = parse_timestamp(entry["revealed_at"])
             _require(committed <= revealed < beacon_at,
                      f"participant {pid}: revealed outside the window between commitment and beacon")
+            _require(rules["reveal_deadline"] is None or revealed < parse_timestamp(rules["reveal_deadline"]),
+                     f"participant {pid}: revealed after the reveal deadline")
             self.say(f"ok   participant {pid}: commitment, reveal and signatures")
             reveals.append(RevealInput(pid, secret))
         return reveals
@@ -174,8 +176,11 @@ class Verifier:
         if beacon["kind"] == "drand-quicknet":
             _require(beacon["chain_hash"] == drand.CHAIN_HASH, "beacon is not from the drand quicknet chain")
             if beacon["round"] != declared["round"]:
-                _require(beacon.get("path") == "next-round-fallback" and beacon["round"] > declared["round"]
-                         and declared["fallback"] == "next-round",
+                # Only the very next round: a wider choice would let the operator pick among rounds.
+                _require(beacon.get("path") == "next-round-fallback" and beacon["round"] == declared["round"] + 1
+                         and declared["fallback"] == "next-round"
+                         and any(f.startswith(f"drand round {declared['round']} unavailable")
+                                 for f in self.bundle["fallbacks_taken"]),
                          f"beacon round {beacon['round']} is not the declared round {declared['round']}")
             _require(drand.round_time(beacon["round"]) > committed,
                      "beacon round was published before the registrant list was committed")
@@ -183,6 +188,8 @@ class Verifier:
                      f"drand round {beacon['round']}: BLS signature does not verify against the quicknet key")
             self.say(f"ok   beacon: drand quicknet round {beacon['round']}, BLS signature verified")
         else:
+            _require(beacon["kind"] == "sandbox", f"unknown beacon kind {beacon['kind']!r}")
+            _require(beacon["round"] == declared["round"], "sandbox beacon round differs from the declared one")
             _require(bytes.fromhex(beacon["public_key_hex"]) == self.key, "sandbox beacon not signed by the service")
             statement = sandbox_beacon_statement(self.campaign["id"], beacon["round"], self.commitment["root_hex"])
             _require(ed25519_ok(self.key, signature, statement), "sandbox beacon signature does not verify")
@@ -245,7 +252,7 @@ class Verifier:
     def _check_draw(self, hashes: bytearray, by_stratum: dict[str, array.array[int]], pool: Executor | None) -> None:
         count = len(hashes) // HASH_SIZE
         _require(count == self.size, f"registrant list has {count} registrants, the commitment {self.size}")
-        root = parallel.build_tree(hashes, pool).root
+        root = parallel.tree_root(hashes, pool)
         del hashes
         _require(root == self.root, f"registrant list root {root.hex()} differs from the committed root")
         self.say(f"ok   registrant list: {count} registrants re-hash to the committed root")
@@ -311,7 +318,9 @@ class Verifier:
         else:
             _require(cutoff is not None and key > cutoff,
                      f"ticket {ticket} scores within its stratum's cutoff but is not listed as a winner")
-            _require(spill is None or key > spill, f"ticket {ticket} scores within the spill-over cutoff but did not win")
+            if draw["spillover"]["winners"]:
+                _require(spill is not None and key > spill,
+                         f"ticket {ticket} scores within the spill-over cutoff but did not win")
             assert cutoff is not None
             self.say(f"ok   ticket {ticket}: did not win; score {key[:32].hex()} is above stratum {stratum}'s "
                      f"cutoff {cutoff[:32].hex()}")
@@ -337,8 +346,7 @@ def run(argv: Sequence[str] | None = None, say: Any = print) -> int:
         parser.error("give either --registrants (whole draw) or --proof (one ticket)")
     pinned = bytes.fromhex(args.service_key) if args.service_key else None
     try:
-        bundle = open_envelope(args.bundle.read_bytes(), pinned)
-        envelope_key = bytes.fromhex(json.loads(args.bundle.read_bytes())["public_key_hex"])
+        bundle, envelope_key = open_envelope(args.bundle.read_bytes(), pinned)
         if pinned is None:
             say(f"WARN service key not pinned; trusting the bundle's key {key_id_of(envelope_key)}")
         say(f"ok   bundle signature ({key_id_of(envelope_key)})")
