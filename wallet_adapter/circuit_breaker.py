@@ -6,6 +6,11 @@ calls are in the window). Open: calls are refused at once (`BreakerOpen`) for a 
 Half-open: after the cool-down up to `half_open_probes` calls go through as probes; a probe that
 succeeds closes the breaker, one that fails opens it again with a doubled cool-down (capped).
 
+Under a burst of concurrent calls, failures that are answered at once (a 503 before any work)
+come back before the successes that wait for a commit, so a window of the last few completions
+overstates the failure rate: the thresholds are set well above the concurrency of a burst's
+fast failures at a normal error rate.
+
 A caller takes a `Permit` before each call and reports how the call went. Permits carry the
 breaker's generation, so a slow call that started before the last state change cannot move the
 breaker with a stale result (only probes of the current half-open state count).
@@ -37,9 +42,9 @@ class BreakerOpen(Exception):
 
 @dataclass(frozen=True)
 class BreakerOptions:
-    consecutive_failures: int = 5
-    window_size: int = 20
-    window_min_calls: int = 10
+    consecutive_failures: int = 10
+    window_size: int = 50
+    window_min_calls: int = 20
     failure_rate: float = 0.5
     cool_down_s: float = 5.0
     max_cool_down_s: float = 60.0

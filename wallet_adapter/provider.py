@@ -501,9 +501,10 @@ class BankClient:
             self.stats["ambiguous"] += 1
             raise _Transient(f"{type(exc).__name__}: {exc}", maybe_applied=True) from exc
         if response.status_code >= 500:  # signed or not, it may come after a commit
+            # Retry-After is not honoured here: backoff spaces the retries and the breaker
+            # stops them if the bank stays down, without parking the caller for the outage.
             self.stats["ambiguous"] += 1
-            raise _Transient(f"HTTP {response.status_code}", maybe_applied=True,
-                             retry_after_s=_retry_after_s(response))
+            raise _Transient(f"HTTP {response.status_code}", maybe_applied=True)
         if response.status_code == 429:
             signed = self._signed(response)
             raise _Transient("HTTP 429 rate limited", maybe_applied=not signed,

@@ -160,7 +160,8 @@ def fast_options(**changes: Any) -> BankClientOptions:
     base: dict[str, Any] = {
         "timeout_s": 2.0, "connect_timeout_s": 1.0, "max_attempts": 10, "deadline_s": 15.0,
         "backoff": Backoff(0.01, 0.1),
-        "breaker": BreakerOptions(consecutive_failures=1000, failure_rate=1.0),
+        "breaker": BreakerOptions(consecutive_failures=1000, window_size=1000,
+                                  window_min_calls=1000),
     }
     base.update(changes)
     return BankClientOptions(**base)
