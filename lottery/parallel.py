@@ -18,7 +18,7 @@ import json
 import multiprocessing
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,44 +62,64 @@ def digest_piece(path: str, start: int, end: int, campaign_id: str, strata: Sequ
     with open(path, "rb") as handle:
         handle.seek(start)
         data = handle.read(end - start)
-    prefix = b"\x00\x01"  # RFC 6962 leaf prefix, then the leaf format version
-    campaign_lp = _lp(campaign_id.encode(), "campaign id")
-    stratum_lp = {s.encode(): _lp(s.encode(), "stratum") for s in strata}
-    found: dict[bytes, array.array[int]] = {s: array.array("Q") for s in stratum_lp}
-    out = bytearray()
-    extend = out.extend
-    sha = hashlib.sha256
-    pack, pack2 = _U64.pack, _U16.pack
-    previous = first = -1
-    count = 0
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the piece ends at a line boundary
-    for line in lines:
-        if not csv:
-            try:
-                item = json.loads(line)
-                ticket, name, group = item["ticket"], item["pseudonym"].encode(), item["stratum"].encode()
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ListError(f"malformed NDJSON line near byte {start}: {exc}") from exc
-        else:
-            parts = line.split(b",")
-            if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()):
-                raise ListError(f"malformed CSV line {line[:60]!r}")
-            ticket, name, group = int(parts[0]), parts[1], parts[2]
-        if type(ticket) is not int or ticket <= previous or not 0 <= ticket < 2**64:
-            raise ListError(f"ticket {ticket} out of order, repeated or out of range")
-        tail = stratum_lp.get(group)
-        if tail is None:
-            raise ListError(f"ticket {ticket} is in an unknown stratum {group.decode(errors='replace')!r}")
-        if not 0 < len(name) <= 255:
-            raise ListError(f"ticket {ticket}: pseudonym must be 1-255 bytes")
-        extend(sha(prefix + pack(ticket) + campaign_lp + pack2(len(name)) + name + tail).digest())
-        found[group].append(ticket)
-        if first < 0:
-            first = ticket
-        previous = ticket
-        count += 1
+    if not csv:
+        lines = [_ndjson_as_csv(line, start) for line in lines]
+    return _hash_csv_lines(lines, campaign_id, strata)
+
+
+def _ndjson_as_csv(line: bytes, start: int) -> bytes:
+    """One parser for both spellings: an NDJSON object becomes its CSV line."""
+    try:
+        item = json.loads(line)
+        ticket, name, group = item["ticket"], item["pseudonym"].encode(), item["stratum"].encode()
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ListError(f"malformed NDJSON line near byte {start}: {exc}") from exc
+    if type(ticket) is not int or ticket < 0:
+        raise ListError(f"ticket {ticket!r} is not a non-negative integer")
+    return b"%d,%b,%b" % (ticket, name, group)
+
+
+def _hash_csv_lines(lines: list[bytes], campaign_id: str, strata: Sequence[str]) -> Piece:
+    head = b"\x00\x01"  # RFC 6962 leaf prefix, then the leaf format version
+    campaign_lp = _lp(campaign_id.encode(), "campaign id")
+    known = {s.encode() for s in strata}
+    found: dict[bytes, array.array[int]] = {s: array.array("Q") for s in known}
+    appends = {s: a.append for s, a in found.items()}
+    # One struct per (pseudonym length, stratum): each leaf is then built by a single C call.
+    packers: dict[tuple[int, bytes], tuple[Callable[..., bytes], int, int]] = {}
+    out = bytearray()
+    extend = out.extend
+    sha = hashlib.sha256
+    previous = -1
+    try:
+        for line in lines:
+            number, name, group = line.split(b",")
+            ticket = int(number)
+            # bytes.isdigit is ASCII-only; a leading zero would be a second spelling of the same ticket.
+            if ticket <= previous or not number.isdigit() or (number[0] == 48 and ticket) or ticket >= 2**64:
+                raise ListError(f"ticket {ticket} out of order or repeated" if ticket <= previous
+                                else f"ticket {number.decode(errors='replace')!r} is not a canonical number")
+            packer = packers.get((len(name), group))
+            if packer is None:
+                if group not in known:
+                    raise ListError(f"ticket {ticket} is in an unknown stratum {group.decode(errors='replace')!r}")
+                if not 0 < len(name) <= 255:
+                    raise ListError(f"ticket {ticket}: pseudonym must be 1-255 bytes")
+                layout = struct.Struct(f">2sQ{len(campaign_lp)}sH{len(name)}sH{len(group)}s")
+                packer = packers[(len(name), group)] = (layout.pack, len(name), len(group))
+            pack, name_length, group_length = packer
+            extend(sha(pack(head, ticket, campaign_lp, name_length, name, group_length, group)).digest())
+            appends[group](ticket)
+            previous = ticket
+    except ValueError as exc:
+        if isinstance(exc, ListError):
+            raise
+        raise ListError(f"malformed CSV line: {exc}") from exc
+    count = len(out) // HASH_SIZE
+    first = int(lines[0].split(b",")[0]) if count else -1
     return Piece(bytes(out), {s.decode(): a.tobytes() for s, a in found.items()}, count, first, previous)
 
 
