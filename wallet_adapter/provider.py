@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,6 +38,7 @@ from datetime import date
 from typing import TypeVar
 from urllib.parse import urlencode
 
+import certifi
 import httpx
 import msgspec
 
@@ -143,8 +145,7 @@ class SettlementNotReady(BankError):
 
 @dataclass(frozen=True)
 class BankClientOptions:
-    max_connections: int = 64
-    max_concurrency: int = 64  # calls in flight to this bank
+    max_concurrency: int = 64  # calls in flight to this bank, one connection each
     connect_timeout_s: float = 2.0
     timeout_s: float = 5.0  # read/write/pool: past it an answer counts as lost
     max_attempts: int = 8  # HTTP calls per operation, status queries included
@@ -187,7 +188,6 @@ class BankClient:
 
     def __init__(self, base_url: str, bank_code: str, api_key: str, public_key: bytes,
                  options: BankClientOptions | None = None, *,
-                 transport: httpx.AsyncBaseTransport | None = None,
                  rng: random.Random | None = None) -> None:
         if len(public_key) != 32:
             raise ValueError("public_key must be a raw 32-byte Ed25519 key")
@@ -198,20 +198,26 @@ class BankClient:
         self.breaker = CircuitBreaker(f"bank:{bank_code}", opts.breaker)
         self.stats: Counter[str] = Counter()
         self._prefix = f"/banks/{bank_code}/v1"
-        self._slots = asyncio.Semaphore(opts.max_concurrency)
         self._rng = rng or random.Random()
-        self._http = httpx.AsyncClient(
+        # The concurrency limit is a pool of lanes, each an httpx client with one connection:
+        # httpx's own pool spends CPU quadratic in its waiting requests and connections (64
+        # requests on one 64-connection client: ~100 calls/s here; on 64 lanes: ~1,200/s).
+        tls = ssl.create_default_context(cafile=certifi.where())  # loaded once, for all lanes
+        self._lanes: asyncio.LifoQueue[httpx.AsyncClient] = asyncio.LifoQueue()
+        self._all_lanes = [httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json",
                      "Content-Type": "application/json"},
             timeout=httpx.Timeout(opts.timeout_s, connect=opts.connect_timeout_s),
-            limits=httpx.Limits(max_connections=opts.max_connections,
-                                max_keepalive_connections=opts.max_connections),
-            transport=transport,
-        )
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            verify=tls,
+        ) for _ in range(opts.max_concurrency)]
+        for lane in self._all_lanes:
+            self._lanes.put_nowait(lane)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for lane in self._all_lanes:
+            await lane.aclose()
 
     async def __aenter__(self) -> BankClient:
         return self
@@ -466,7 +472,8 @@ class BankClient:
 
     async def _attempt(self, method: str, path: str, body: bytes | None = None) -> _Reply:
         """One HTTP call through the concurrency limit and the breaker; verified or `_Transient`."""
-        async with self._slots:
+        lane = await self._lanes.get()  # LIFO: the most recently used connection is warm
+        try:
             try:
                 permit = self.breaker.acquire()
             except BreakerOpen as exc:
@@ -475,7 +482,7 @@ class BankClient:
             verdict: bool | None = None  # None: tells nothing about the bank's health
             try:
                 self.stats["attempts"] += 1
-                reply = await self._exchange(method, path, body)
+                reply = await self._exchange(lane, method, path, body)
                 verdict = True
                 return reply
             except _Transient as exc:
@@ -491,10 +498,13 @@ class BankClient:
                     self.breaker.record_failure(permit)
                 else:
                     self.breaker.record_neutral(permit)
+        finally:
+            self._lanes.put_nowait(lane)
 
-    async def _exchange(self, method: str, path: str, body: bytes | None) -> _Reply:
+    async def _exchange(self, lane: httpx.AsyncClient, method: str, path: str,
+                        body: bytes | None) -> _Reply:
         try:
-            response = await self._http.request(method, path, content=body)
+            response = await lane.request(method, path, content=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}", maybe_applied=False) from exc
         except httpx.TransportError as exc:  # sent, and then the answer was lost

@@ -56,11 +56,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
+from urllib.parse import parse_qs
 
 import msgspec
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, asgi, get, post
+from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
-from litestar.params import FromHeader, FromPath, FromQuery, RawBody
+from litestar.params import FromHeader, RawBody
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from stimulus.signing import SigningKey
 from wallet_adapter.bank_protocol import (
@@ -97,7 +101,6 @@ T = TypeVar("T")
 
 MAX_BODY_BYTES = 1 << 20  # a full batch of 500 credits is ~250 KB
 SEED_FILE = "bank_ed25519.seed"
-PREFIX = "/banks/{bank_code:str}/v1"
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
@@ -107,8 +110,9 @@ DB_FILE = "bank.sqlite3"
 MAX_GROUP_COMMIT = 512  # requests committed together in one transaction (one fsync)
 MAX_PENDING_WRITES = 10_000  # requests waiting for the writer before new ones get 503
 READER_THREADS = 2
+SQLITE_CACHE_KIB = 256 * 1024  # per connection; a 300k-credit campaign's books are ~60 MB
+SQLITE_MMAP_BYTES = 1 << 30
 SETTLEMENT_GRACE = timedelta(minutes=1)  # a day's file is complete only after this much of the next
-_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS credits (
@@ -145,8 +149,8 @@ CREATE TABLE IF NOT EXISTS spends (
 CREATE INDEX IF NOT EXISTS spends_by_day ON spends (bank_code, settlement_date, settled_at);
 """
 
-_SELECT_CREDIT = """SELECT fingerprint, credit_id, wallet_id, amount_fen, credited_at
-    FROM credits WHERE bank_code = ? AND idempotency_key = ?"""
+_SELECT_CREDITS = """SELECT idempotency_key, fingerprint, credit_id, wallet_id, amount_fen,
+    credited_at FROM credits WHERE bank_code = ? AND idempotency_key IN ({marks})"""
 _INSERT_CREDIT = """INSERT INTO credits (bank_code, idempotency_key, fingerprint, credit_id,
     wallet_id, amount_fen, expires_at, restrictions, campaign_id, packet_id, credited_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
@@ -189,7 +193,8 @@ class Refusal(Exception):
 
 
 def _ts(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(_TS_FORMAT)
+    """Fixed-width UTC text, so the stored times sort as they happened."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _from_ts(raw: str) -> datetime:
@@ -220,37 +225,56 @@ def _credit_refusal(request: CreditRequest, now: datetime) -> Refusal | None:
     return None
 
 
-def record_credits(conn: sqlite3.Connection, bank_code: str,
-           items: list[CreditRequest]) -> list[CreditResult | Refusal]:
-    """Apply credits in order; a repeated key answers its first result, never a second credit."""
+def record_credits(conn: sqlite3.Connection,
+                   requests: list[tuple[str, CreditRequest]]) -> list[CreditResult | Refusal]:
+    """Apply (bank code, credit) pairs in order; a repeated key answers its first result.
+
+    Set-wise, for the group commit: one lookup per bank and chunk of keys, one executemany.
+    """
     now = datetime.now(UTC)
+    known: dict[tuple[str, str], tuple[bytes, str, str, int, datetime]] = {}
+    keys_by_bank: dict[str, list[str]] = {}
+    for bank_code, request in requests:
+        keys_by_bank.setdefault(bank_code, []).append(request.idempotency_key)
+    for bank_code, keys in keys_by_bank.items():
+        for start in range(0, len(keys), MAX_BATCH_ITEMS):
+            chunk = keys[start:start + MAX_BATCH_ITEMS]
+            rows = conn.execute(_SELECT_CREDITS.format(marks=",".join("?" * len(chunk))),
+                                (bank_code, *chunk))
+            for key, fingerprint, credit_id, wallet_id, amount_fen, credited_at in rows:
+                known[bank_code, key] = (fingerprint, credit_id, wallet_id, amount_fen,
+                                         _from_ts(credited_at))
     outcomes: list[CreditResult | Refusal] = []
-    for request in items:
+    inserts: list[tuple[object, ...]] = []
+    for bank_code, request in requests:
         key = request.idempotency_key
         fingerprint = _fingerprint(request)
-        row = conn.execute(_SELECT_CREDIT, (bank_code, key)).fetchone()
-        if row is not None:
-            if row[0] != fingerprint:
+        held = known.get((bank_code, key))
+        if held is not None:
+            if held[0] != fingerprint:
                 outcomes.append(Refusal(409, "idempotency_conflict",
                                         "this idempotency key was used with another payload",
                                         idempotency_key=key))
             else:
                 outcomes.append(CreditResult(
-                    status="credited", credit_id=row[1], idempotency_key=key, wallet_id=row[2],
-                    amount_fen=row[3], credited_at=_from_ts(row[4]), duplicate=True))
+                    status="credited", credit_id=held[1], idempotency_key=key, wallet_id=held[2],
+                    amount_fen=held[3], credited_at=held[4], duplicate=True))
             continue
         refusal = _credit_refusal(request, now)
         if refusal is not None:
             outcomes.append(refusal)
             continue
         credit_id = f"{bank_code}-{secrets.token_hex(10)}"
-        conn.execute(_INSERT_CREDIT, (
-            bank_code, key, fingerprint, credit_id, request.wallet_id, request.amount_fen,
-            _ts(request.expires_at), msgspec.json.encode(request.restrictions).decode(),
-            request.campaign_id, request.packet_id, _ts(now)))
+        inserts.append((bank_code, key, fingerprint, credit_id, request.wallet_id,
+                        request.amount_fen, _ts(request.expires_at),
+                        msgspec.json.encode(request.restrictions).decode(),
+                        request.campaign_id, request.packet_id, _ts(now)))
+        known[bank_code, key] = (fingerprint, credit_id, request.wallet_id, request.amount_fen,
+                                 now)
         outcomes.append(CreditResult(status="credited", credit_id=credit_id, idempotency_key=key,
                                      wallet_id=request.wallet_id, amount_fen=request.amount_fen,
                                      credited_at=now, duplicate=False))
+    conn.executemany(_INSERT_CREDIT, inserts)
     return outcomes
 
 
@@ -374,6 +398,15 @@ class _Job:
     future: asyncio.Future[Any]
 
 
+@dataclass(slots=True)
+class _CreditJob:
+    """Credits are the hot path: consecutive credit jobs are applied together, set-wise."""
+
+    bank_code: str
+    items: list[CreditRequest]
+    future: asyncio.Future[Any]
+
+
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
@@ -382,7 +415,7 @@ class Books:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job | _CreditJob | None] = queue.SimpleQueue()
         self._pending = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
@@ -394,6 +427,10 @@ class Books:
     def _connect(self, *, read_only: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=30)
+        # Keep the books' pages in memory: every page read is a syscall otherwise, and syscalls
+        # are what this machine is slowest at (random keys touch pages all over the B-trees).
+        conn.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+        conn.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
         if read_only:
             conn.execute("PRAGMA query_only = ON")
         else:
@@ -426,12 +463,23 @@ class Books:
 
     async def write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
         """Run `apply` in the writer's next transaction; return once that has committed."""
+        future = self._enqueue(lambda f: _Job(apply, f))
+        return cast(T, await future)
+
+    async def credit(self, bank_code: str,
+                     items: list[CreditRequest]) -> list[CreditResult | Refusal]:
+        """Apply credits in the writer's next transaction; return once that has committed."""
+        future = self._enqueue(lambda f: _CreditJob(bank_code, items, f))
+        return cast(list[CreditResult | Refusal], await future)
+
+    def _enqueue(self, job: Callable[[asyncio.Future[Any]], _Job | _CreditJob]
+                 ) -> asyncio.Future[Any]:
         if self._pending >= MAX_PENDING_WRITES:
             raise Refusal(503, "unavailable", "too many writes waiting; nothing was done")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending += 1
-        self._queue.put(_Job(apply, future))
-        return cast(T, await future)
+        self._queue.put(job(future))
+        return future
 
     async def read(self, fetch: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fetch` on a read-only connection, in one snapshot."""
@@ -475,11 +523,27 @@ class Books:
             conn.close()
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, group: list[_Job]) -> list[_Outcome]:
+    def _commit(conn: sqlite3.Connection, group: list[_Job | _CreditJob]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job in group:
+            start = 0
+            while start < len(group):
+                job = group[start]
+                if isinstance(job, _CreditJob):
+                    end = start
+                    while end < len(group) and isinstance(group[end], _CreditJob):
+                        end += 1
+                    segment = cast(list[_CreditJob], group[start:end])
+                    results = record_credits(conn, [(j.bank_code, item) for j in segment
+                                                    for item in j.items])
+                    offset = 0
+                    for credit_job in segment:
+                        count = len(credit_job.items)
+                        outcomes.append((credit_job.future, results[offset:offset + count], None))
+                        offset += count
+                    start = end
+                    continue
                 conn.execute("SAVEPOINT job")
                 try:
                     outcomes.append((job.future, job.apply(conn), None))
@@ -487,8 +551,9 @@ class Books:
                     conn.execute("ROLLBACK TO job")
                     outcomes.append((job.future, None, exc))
                 conn.execute("RELEASE job")
+                start += 1
             conn.execute("COMMIT")
-        except sqlite3.Error:
+        except Exception:  # nothing of the group is durable: every request in it fails
             log.exception("the group commit of %d requests failed", len(group))
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -599,6 +664,16 @@ def sandbox_public_key(data_dir: Path) -> bytes:
     return load_or_create_key(data_dir).public_bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A response body with its signature headers, before it is framed for a server."""
+
+    status: int
+    body: bytes
+    media_type: str
+    headers: dict[str, str]
+
+
 class Sandbox:
     """The bank's behaviour behind the HTTP routes: admission (faults), signing, the books."""
 
@@ -624,17 +699,16 @@ class Sandbox:
 
     # -- responses -----------------------------------------------------------------------------
 
-    def signed(self, body: bytes, status: int = 200, media_type: str = "application/json",
-               headers: dict[str, str] | None = None) -> Response[bytes]:
+    def answer(self, body: bytes, status: int = 200, media_type: str = "application/json",
+               headers: dict[str, str] | None = None) -> Answer:
         all_headers = {SIGNATURE_HEADER: self.key.sign(body).hex(), KEY_ID_HEADER: self.key.key_id}
         all_headers.update(headers or {})
-        return Response(content=body, status_code=status, media_type=media_type,
-                        headers=all_headers)
+        return Answer(status, body, media_type, all_headers)
 
-    def json(self, value: Any) -> Response[bytes]:
-        return self.signed(msgspec.json.encode(value))
+    def json(self, value: Any) -> Answer:
+        return self.answer(msgspec.json.encode(value))
 
-    def problem(self, refusal: Refusal) -> Response[bytes]:
+    def problem(self, refusal: Refusal) -> Answer:
         body: dict[str, Any] = {
             "type": "https://stimulus.example/bank-problems/" + refusal.code,
             "title": refusal.code.replace("_", " ").capitalize(),
@@ -644,7 +718,7 @@ class Sandbox:
         }
         if refusal.idempotency_key is not None:
             body["idempotency_key"] = refusal.idempotency_key
-        return self.signed(msgspec.json.encode(body), refusal.status, PROBLEM_MEDIA_TYPE,
+        return self.answer(msgspec.json.encode(body), refusal.status, PROBLEM_MEDIA_TYPE,
                            refusal.headers)
 
     # -- admission: authentication and faults --------------------------------------------------
@@ -747,129 +821,203 @@ def _parse_date(raw: str) -> date:
         raise Refusal(400, "invalid_request", "the date must be YYYY-MM-DD") from exc
 
 
-Auth = FromHeader[str | None]
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: dict[str, Any] = dict(await receive())
+        if message["type"] == "http.disconnect":
+            raise Refusal(400, "invalid_request", "the client went away mid-request")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise Refusal(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-def create_app(config: SandboxConfig) -> Litestar:
-    """The sandbox bank's ASGI app; its lifespan opens and closes the books."""
-    sandbox = Sandbox(config)
-    books = sandbox.books
+class BankRoutes:
+    """`/banks/{bank_code}/v1/...` as a bare ASGI app, mounted inside the Litestar app.
 
-    @get("/health")
-    async def health() -> Response[bytes]:
-        return sandbox.json(Health(status="ok", banks=list(sandbox.banks),
-                                   key_id=sandbox.key.key_id))
+    Why not Litestar handlers: on the 2-core machine Litestar's per-request machinery (kwargs
+    model, Request and Response objects, header containers) cost as much as the bank's own work
+    (signing, SQLite) and held the bank near 2.1k credits/s, short of the ~3k/s it must sustain.
+    Routing here is a split on "/" over seven fixed shapes; every answer is signed as elsewhere.
+    """
 
-    @get("/keys")
-    async def keys() -> Response[bytes]:
-        return sandbox.json({sandbox.key.key_id: sandbox.key.public_bytes.hex()})
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.books = sandbox.books
 
-    @get("/admin/knobs")
-    async def get_knobs(authorization: Auth = None) -> Response[bytes]:
-        sandbox.authorize(authorization)
-        return sandbox.json(sandbox.knobs_view())
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            answer = await self._route(scope, receive)
+        except Refusal as refusal:
+            answer = self.sandbox.problem(refusal)
+        except Exception:
+            log.exception("unhandled error on %s", scope.get("path"))
+            answer = self.sandbox.problem(Refusal(500, "internal_error", "the bank failed"))
+        headers = [(b"content-type", answer.media_type.encode()),
+                   (b"content-length", str(len(answer.body)).encode())]
+        headers.extend((name.lower().encode(), value.encode())
+                       for name, value in answer.headers.items())
+        await send(cast(Any, {"type": "http.response.start", "status": answer.status,
+                              "headers": headers}))
+        await send(cast(Any, {"type": "http.response.body", "body": answer.body}))
 
-    @post("/admin/knobs", status_code=200)
-    async def set_knobs(body: RawBody, authorization: Auth = None) -> Response[bytes]:
-        sandbox.authorize(authorization)
-        sandbox.update_knobs(_decode(body, KnobsUpdate))
-        return sandbox.json(sandbox.knobs_view())
+    async def _route(self, http_scope: Scope, receive: Receive) -> Answer:
+        scope = cast(dict[str, Any], http_scope)
+        parts = str(scope["path"]).strip("/").split("/")
+        if parts[0] == "banks":  # whether the mount left its prefix in the path or not
+            parts = parts[1:]
+        method = scope["method"]
+        if len(parts) < 3 or parts[1] != "v1":
+            raise Refusal(404, "not_found", "no such endpoint")
+        bank_code, _, resource, *rest = parts
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+        shape = (method, resource, len(rest), rest[1] if len(rest) == 2 else "")
+        if shape not in _SHAPES:
+            raise Refusal(404, "not_found", "no such endpoint")
+        bank = await self.sandbox.admit(bank_code, authorization)
+        body = await _read_body(receive) if method == "POST" else b""
+        if shape == ("POST", "credits", 0, ""):
+            return await self.credit(bank, body)
+        if shape == ("POST", "credits:batch", 0, ""):
+            return await self.credit_batch(bank, body)
+        if shape == ("GET", "credits", 1, ""):
+            key = rest[0]
+            return self.sandbox.json(
+                await self.books.read(lambda c: credit_record(c, bank.code, key)))
+        if shape == ("POST", "credits", 2, "reclaim"):
+            key = rest[0]
+            result: Any = await self.books.write(lambda c: record_reclaim(c, bank.code, key))
+            await self.sandbox.after_commit(bank)
+            return self.sandbox.json(result)
+        if shape == ("POST", "credits", 2, "spend"):
+            key, spend = rest[0], _decode(body, SpendRequest)
+            result = await self.books.write(lambda c: record_spend(c, bank.code, key, spend))
+            await self.sandbox.after_commit(bank)
+            return self.sandbox.json(result)
+        if shape == ("GET", "settlements", 1, ""):
+            day = _parse_date(rest[0])
+            return self.sandbox.answer(
+                await self.books.read(lambda c: settlement_file(c, bank.code, day)),
+                media_type=NDJSON_MEDIA_TYPE)
+        campaign_id = parse_qs(scope.get("query_string", b"").decode()).get("campaign_id", [None])[0]
+        return self.sandbox.json(
+            await self.books.read(lambda c: totals(c, bank.code, campaign_id)))
 
-    @get("/admin/stats")
-    async def stats(authorization: Auth = None) -> Response[bytes]:
-        sandbox.authorize(authorization)
-        return sandbox.json({code: dict(bank.stats) for code, bank in sandbox.banks.items()})
-
-    @post(PREFIX + "/credits", status_code=200)
-    async def credit(bank_code: FromPath[str], body: RawBody,
-                     authorization: Auth = None) -> Response[bytes]:
-        bank = await sandbox.admit(bank_code, authorization)
+    async def credit(self, bank: _Bank, body: bytes) -> Answer:
         request = _decode(body, CreditRequest)
-        outcome = (await books.write(lambda c: record_credits(c, bank_code, [request])))[0]
-        await sandbox.after_commit(bank)
+        (outcome,) = await self.books.credit(bank.code, [request])
+        await self.sandbox.after_commit(bank)
         if isinstance(outcome, Refusal):
             bank.stats["refused"] += 1
-            return sandbox.problem(outcome)
-        return sandbox.json(sandbox.disguise(bank, outcome))
+            return self.sandbox.problem(outcome)
+        return self.sandbox.json(self.sandbox.disguise(bank, outcome))
 
-    @post(PREFIX + "/credits:batch", status_code=200)
-    async def credit_batch(bank_code: FromPath[str], body: RawBody,
-                           authorization: Auth = None) -> Response[bytes]:
-        bank = await sandbox.admit(bank_code, authorization)
+    async def credit_batch(self, bank: _Bank, body: bytes) -> Answer:
         items = _decode(body, BatchCreditRequest).items
         assert len(items) <= MAX_BATCH_ITEMS
-        outcomes = await books.write(lambda c: record_credits(c, bank_code, items))
-        await sandbox.after_commit(bank)
+        outcomes = await self.books.credit(bank.code, items)
+        await self.sandbox.after_commit(bank)
         results = []
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, Refusal):
                 bank.stats["refused"] += 1
                 results.append(outcome.as_batch_item(item.idempotency_key))
             else:
-                results.append(batch_item(sandbox.disguise(bank, outcome)))
-        return sandbox.json(BatchCreditResponse(results=results))
+                results.append(batch_item(self.sandbox.disguise(bank, outcome)))
+        return self.sandbox.json(BatchCreditResponse(results=results))
 
-    @get(PREFIX + "/credits/{idempotency_key:str}")
-    async def credit_status(bank_code: FromPath[str], idempotency_key: FromPath[str],
-                            authorization: Auth = None) -> Response[bytes]:
-        await sandbox.admit(bank_code, authorization)
-        record = await books.read(lambda c: credit_record(c, bank_code, idempotency_key))
-        return sandbox.json(record)
 
-    @post(PREFIX + "/credits/{idempotency_key:str}/reclaim", status_code=200)
-    async def reclaim(bank_code: FromPath[str], idempotency_key: FromPath[str],
-                      authorization: Auth = None) -> Response[bytes]:
-        bank = await sandbox.admit(bank_code, authorization)
-        result = await books.write(lambda c: record_reclaim(c, bank_code, idempotency_key))
-        await sandbox.after_commit(bank)
-        return sandbox.json(result)
+_SHAPES = frozenset({
+    ("POST", "credits", 0, ""), ("POST", "credits:batch", 0, ""), ("GET", "credits", 1, ""),
+    ("POST", "credits", 2, "reclaim"), ("POST", "credits", 2, "spend"),
+    ("GET", "settlements", 1, ""), ("GET", "books", 0, ""),
+})
 
-    @post(PREFIX + "/credits/{idempotency_key:str}/spend", status_code=200)
-    async def spend(bank_code: FromPath[str], idempotency_key: FromPath[str], body: RawBody,
-                    authorization: Auth = None) -> Response[bytes]:
-        bank = await sandbox.admit(bank_code, authorization)
-        request = _decode(body, SpendRequest)
-        result = await books.write(
-            lambda c: record_spend(c, bank_code, idempotency_key, request))
-        await sandbox.after_commit(bank)
-        return sandbox.json(result)
+Auth = FromHeader[str | None]
 
-    @get(PREFIX + "/settlements/{settlement_date:str}")
-    async def settlement(bank_code: FromPath[str], settlement_date: FromPath[str],
-                         authorization: Auth = None) -> Response[bytes]:
-        await sandbox.admit(bank_code, authorization)
-        day = _parse_date(settlement_date)
-        body = await books.read(lambda c: settlement_file(c, bank_code, day))
-        return sandbox.signed(body, media_type=NDJSON_MEDIA_TYPE)
 
-    @get(PREFIX + "/books")
-    async def bank_books(bank_code: FromPath[str], authorization: Auth = None,
-                         campaign_id: FromQuery[str | None] = None) -> Response[bytes]:
-        await sandbox.admit(bank_code, authorization)
-        summary = await books.read(lambda c: totals(c, bank_code, campaign_id))
-        return sandbox.json(summary)
+def create_app(config: SandboxConfig) -> Litestar:
+    """The sandbox bank's ASGI app; its lifespan opens and closes the books."""
+    sandbox = Sandbox(config)
+    routes = BankRoutes(sandbox)
+
+    def respond(answer: Answer) -> Response[bytes]:
+        return Response(content=answer.body, status_code=answer.status,
+                        media_type=answer.media_type, headers=answer.headers)
+
+    @asgi("/banks", is_mount=True, copy_scope=False)
+    async def banks(scope: Scope, receive: Receive, send: Send) -> None:
+        await routes(scope, receive, send)
+
+    @get("/health")
+    async def health() -> Response[bytes]:
+        return respond(sandbox.json(Health(status="ok", banks=list(sandbox.banks),
+                                           key_id=sandbox.key.key_id)))
+
+    @get("/keys")
+    async def keys() -> Response[bytes]:
+        return respond(sandbox.json({sandbox.key.key_id: sandbox.key.public_bytes.hex()}))
+
+    @get("/admin/knobs")
+    async def get_knobs(authorization: Auth = None) -> Response[bytes]:
+        sandbox.authorize(authorization)
+        return respond(sandbox.json(sandbox.knobs_view()))
+
+    @post("/admin/knobs", status_code=200)
+    async def set_knobs(body: RawBody, authorization: Auth = None) -> Response[bytes]:
+        sandbox.authorize(authorization)
+        sandbox.update_knobs(_decode(body, KnobsUpdate))
+        return respond(sandbox.json(sandbox.knobs_view()))
+
+    @get("/admin/stats")
+    async def stats(authorization: Auth = None) -> Response[bytes]:
+        sandbox.authorize(authorization)
+        return respond(sandbox.json({code: dict(b.stats) for code, b in sandbox.banks.items()}))
 
     def on_refusal(request: Request[Any, Any, Any], exc: Refusal) -> Response[bytes]:
-        return sandbox.problem(exc)
+        return respond(sandbox.problem(exc))
 
     def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error")
-        return sandbox.problem(Refusal(exc.status_code, code, str(exc.detail)))
+        return respond(sandbox.problem(Refusal(exc.status_code, code, str(exc.detail))))
 
     def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
-        return sandbox.problem(Refusal(500, "internal_error", "the bank failed"))
+        return respond(sandbox.problem(Refusal(500, "internal_error", "the bank failed")))
 
     return Litestar(
-        route_handlers=[health, keys, get_knobs, set_knobs, stats, credit, credit_batch,
-                        credit_status, reclaim, spend, settlement, bank_books],
+        route_handlers=[banks, health, keys, get_knobs, set_knobs, stats],
         lifespan=[sandbox.lifespan],
         exception_handlers={Refusal: on_refusal, HTTPException: on_http_error,
                             Exception: on_error},
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=None,
+        state=State({"routes": routes}),
     )
+
+
+def served_app(config: SandboxConfig) -> ASGIApp:
+    """What `run` serves: the Litestar app, with bank requests handed to its `BankRoutes`
+    before Litestar's router (the same handler its mount calls; ~15 % less CPU per credit)."""
+    app = create_app(config)
+    routes: BankRoutes = app.state["routes"]
+
+    async def entry(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["path"].startswith("/banks/"):
+            await routes(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return entry
 
 
 def run(config: SandboxConfig, host: str, port: int) -> None:
@@ -886,7 +1034,7 @@ async def _serve(config: SandboxConfig, host: str, port: int) -> None:
 
     # Embedded, not granian's process workers: one process owns the SQLite writer and the
     # knobs, and a SIGKILL takes the whole bank down at once (as the crash tests expect).
-    server = Server(create_app(config), address=host, port=port, interface=Interfaces.ASGI,
+    server = Server(served_app(config), address=host, port=port, interface=Interfaces.ASGI,
                     http=HTTPModes.http1, websockets=False, backlog=2048,
                     log_level=LogLevels.warning, log_access=False)
     loop = asyncio.get_running_loop()

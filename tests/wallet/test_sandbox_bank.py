@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import msgspec
+from litestar.testing import TestClient
 
 from stimulus.signing import verify_signature
 from tests.wallet.conftest import AUTH, RunningBank, credit_request
 from wallet_adapter.bank_protocol import KEY_ID_HEADER, SIGNATURE_HEADER, CreditRequest
-from wallet_adapter.sandbox_bank import SEED_FILE
+from wallet_adapter.sandbox_bank import SEED_FILE, SandboxConfig, create_app
 
 
-def _post(bank: RunningBank, path: str, body: object, **kw: object) -> httpx.Response:
+def _post(bank: RunningBank, path: str, body: object) -> httpx.Response:
     return httpx.post(bank.url + path, content=msgspec.json.encode(body),
                       headers={**AUTH, "Content-Type": "application/json"}, timeout=5)
 
@@ -119,3 +121,19 @@ def test_books_detect_a_packet_credited_under_two_keys(bank: RunningBank,
     books = httpx.get(f"{bank.url}/banks/ICBC/v1/books", params={"campaign_id": campaign_id},
                       headers=AUTH).json()
     assert books["credits"] == 2 and books["double_credits"] == 1
+
+
+def test_the_litestar_app_alone_serves_the_same_bank(tmp_path: Path) -> None:
+    """`create_app` (mounted routes, no fast path in front) for embedding in other servers."""
+    config = SandboxConfig(data_dir=tmp_path, banks=("ICBC",))
+    request = credit_request("t-mount", "p-1")
+    with TestClient(create_app(config)) as client:
+        first = client.post("/banks/ICBC/v1/credits", content=msgspec.json.encode(request),
+                            headers=AUTH)
+        again = client.post("/banks/ICBC/v1/credits", content=msgspec.json.encode(request),
+                            headers=AUTH)
+        books = client.get("/banks/ICBC/v1/books", headers=AUTH)
+        health = client.get("/health")
+    assert first.status_code == 200 and again.json()["duplicate"] is True
+    assert books.json()["credits"] == 1
+    assert health.json()["key_id"] == first.headers[KEY_ID_HEADER]
