@@ -1,0 +1,113 @@
+"""After a run, the system's own truth: what it acknowledged is what it holds, and the money adds up.
+
+HTTP answers only say what the server claimed. These checks ask PostgreSQL and the operator
+banks: every acknowledged registration is a committed row (and no row went unacknowledged);
+every packet issued is one credit at a bank and no packet was credited twice; the ledger's
+postings balance and the audit log's chain is intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+
+from stimulus import audit_log, ledger
+from stimulus.db import _init_connection
+from stimulus.settings import Settings
+from stimulus.stack import child_env
+
+BANK_API_KEY_HEADER = {"Authorization": "Bearer sandbox-api-key"}
+ISSUANCE_POLL_S = 2.0
+
+
+@dataclass(frozen=True)
+class Truth:
+    name: str
+    expected: str
+    actual: str
+    ok: bool
+
+
+def _eq(name: str, expected: int, actual: int) -> Truth:
+    return Truth(name, f"{expected:,}", f"{actual:,}", expected == actual)
+
+
+async def registrations(conn: asyncpg.Connection, campaign_id: str, acks: dict[str, int]) -> list[Truth]:
+    rows, ticket_sum = await conn.fetchrow(
+        """SELECT count(*), COALESCE(sum(ticket), 0)::bigint FROM registrations
+           WHERE campaign_id = $1 AND withdrawn_at IS NULL""", campaign_id)
+    created = acks.get("registrations_created", 0)
+    return [
+        _eq("registrations acknowledged (201) == rows committed", created, int(rows)),
+        _eq("sum of acknowledged tickets == sum of committed tickets",
+            acks.get("registrations_created_ticket_sum", 0), int(ticket_sum)),
+        _eq("repeated registrations (200) in a run of first-time citizens", 0,
+            acks.get("registrations_repeated", 0)),
+    ]
+
+
+async def ledger_and_log(conn: asyncpg.Connection) -> list[Truth]:
+    breaks = await ledger.check_postings_balanced(conn)
+    chain = await audit_log.verify_chain(conn)
+    return [
+        Truth("ledger postings sum to zero", "0 breaks", f"{len(breaks)} breaks"
+              + (f": {breaks[0].detail}" if breaks else ""), not breaks),
+        Truth("audit log hash chain intact", "intact",
+              f"{chain.rows:,} entries, " + ("intact" if chain.ok else f"broken at {chain.first_break}"),
+              chain.ok),
+    ]
+
+
+def ledger_audit_command(settings: Settings) -> Truth | None:
+    """`stimulus audit ledger`, where the build has it: the ledger's own invariants."""
+    from stimulus.cli import audit
+
+    if "ledger" not in audit.commands:
+        return None
+    done = subprocess.run([sys.executable, "-m", "stimulus.cli", "audit", "ledger"], env=child_env(settings),
+                          capture_output=True, text=True, timeout=600)
+    last = (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:] or [""]
+    return Truth("stimulus audit ledger", "exit 0", f"exit {done.returncode}: {last[0][:80]}",
+                 done.returncode == 0)
+
+
+def bank_books(bank_url: str, banks: list[str], campaign_id: str) -> dict[str, int]:
+    """The operator banks' own totals for a campaign, summed over the banks."""
+    totals = {"credits": 0, "credited_fen": 0, "double_credits": 0}
+    with httpx.Client(base_url=bank_url, timeout=30, headers=BANK_API_KEY_HEADER) as client:
+        for code in banks:
+            books = client.get(f"/banks/{code}/v1/books", params={"campaign_id": campaign_id})
+            books.raise_for_status()
+            body: dict[str, Any] = books.json()
+            for key in totals:
+                totals[key] += int(body.get(key, 0))
+    return totals
+
+
+def wait_until(predicate: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(ISSUANCE_POLL_S)
+    return bool(predicate())
+
+
+def run_db(database_url: str, fn: Any) -> Any:
+    async def go() -> Any:
+        conn = await asyncpg.connect(database_url)
+        # The codecs the application uses: the audit log's hashes cover its jsonb as decoded.
+        await _init_connection(conn)
+        try:
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
