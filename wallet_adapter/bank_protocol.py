@@ -27,7 +27,9 @@ Signed responses
 Errors
     RFC 9457 problem details (`application/problem+json`) with a stable `code`. Permanent
     refusals of a credit are 409 (`idempotency_conflict`) and 422 (`wallet_not_found`,
-    `wallet_frozen`, `amount_exceeds_wallet_limit`, `already_expired`); a malformed request is
+    `wallet_frozen`, `amount_exceeds_wallet_limit`, `already_expired`), and their problem
+    bodies carry the credit's `idempotency_key` (so a replayed refusal cannot fail another
+    packet); a malformed request is
     400 `invalid_request`; an unknown bank is 404 `bank_not_found`; 429 `rate_limited` carries
     `Retry-After` (whole seconds) and means the request was not processed; 503 `unavailable`
     and every other 5xx, timeout or dropped connection leave the outcome unknown to the client.
@@ -59,8 +61,9 @@ Endpoints (under `/banks/{bank_code}/v1`)
         by `type`: zero or more `{"type":"line", spend_id, idempotency_key, merchant_id,
         amount_fen, settled_at}` ordered by (settled_at, spend_id), then exactly one
         `{"type":"trailer", bank_code, settlement_date, complete, line_count, total_fen}`.
-        `complete` is false while the day is still running (the file may still grow); a date
-        after the bank's today is 404 `settlement_not_ready`. The whole file is signed.
+        `complete` is false until one minute into the next day (until then the file may still
+        grow); a date after the bank's today is 404 `settlement_not_ready`. The whole file is
+        signed; a reader checks `line_count` and `total_fen` against the lines it got.
     `GET /books[?campaign_id=...]` -> 200 `Books`: the bank's own totals. `double_credits`
         counts (campaign_id, packet_id) pairs credited under more than one idempotency key:
         it stays 0 as long as callers derive one key per packet.

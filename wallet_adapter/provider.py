@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import ssl
 import time
 from collections import Counter
@@ -45,6 +46,7 @@ import msgspec
 from stimulus.signing import key_id_for, verify_signature
 from wallet_adapter.backoff import Backoff
 from wallet_adapter.bank_protocol import (
+    IDEMPOTENCY_KEY_PATTERN,
     KEY_ID_HEADER,
     MAX_BATCH_ITEMS,
     SIGNATURE_HEADER,
@@ -72,6 +74,7 @@ log = logging.getLogger("wallet_adapter.provider")
 T = TypeVar("T")
 
 PERMANENT_STATUSES = frozenset({409, 422})
+_KEY_FORMAT = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 class BankError(Exception):
@@ -365,11 +368,14 @@ class BankClient:
 
     async def status(self, idempotency_key: str) -> CreditRecord | None:
         """The credit under this key, or None if the bank never made it."""
+        _check_key_format(idempotency_key)
         return await self._retrying("status", idempotency_key,
                                     lambda: self._status_once(idempotency_key))
 
     async def reclaim(self, idempotency_key: str) -> ReclaimResult:
         """Take back the unspent balance (at expiry); repeating it answers the same figures."""
+        _check_key_format(idempotency_key)
+
         async def once() -> ReclaimResult:
             path = f"{self._prefix}/credits/{idempotency_key}/reclaim"
             reply = await self._attempt("POST", path, b"")
@@ -381,6 +387,7 @@ class BankClient:
 
     async def spend(self, idempotency_key: str, request: SpendRequest) -> SpendResult:
         """Sandbox helper: a citizen pays a merchant from the packet (idempotent by spend id)."""
+        _check_key_format(idempotency_key)
         body = msgspec.json.encode(request)
 
         async def once() -> SpendResult:
@@ -553,6 +560,11 @@ class BankClient:
             raise ProtocolError("the settlement file does not add up to its trailer")
         return SettlementFile(bank_code=trailer.bank_code, settlement_date=settlement_date,
                               complete=trailer.complete, lines=lines, total_fen=trailer.total_fen)
+
+
+def _check_key_format(idempotency_key: str) -> None:
+    if not _KEY_FORMAT.match(idempotency_key):  # it goes into a URL path
+        raise ValueError(f"not an idempotency key: {idempotency_key!r}")
 
 
 def _check_key(request: CreditRequest) -> None:
