@@ -62,7 +62,7 @@ class RunResult:
     stats: dict[str, thresholds.EndpointStats]
     checks: list[thresholds.Check]
     truths: list[truth.Truth]
-    acks: dict[str, int]
+    acks: Acknowledged
     skipped_sections: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -79,7 +79,8 @@ class RunResult:
             "endpoints": {k: asdict(v) for k, v in self.stats.items()},
             "thresholds": [asdict(c) for c in self.checks],
             "truth": [asdict(t) for t in self.truths],
-            "acknowledged": self.acks, "skipped_sections": self.skipped_sections,
+            "acknowledged": self.acks.counts,
+            "distinct_seen": {k: len(v) for k, v in self.acks.seen.items()}, "skipped_sections": self.skipped_sections,
         }
 
 
@@ -138,16 +139,32 @@ def prepare_plan(request: RunRequest, target: Target, run_dir: Path, scale: Scal
     return plan, skipped
 
 
-def _acks(run_dir: Path) -> dict[str, int]:
-    path = run_dir / "acks.json"
-    return {k: int(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+@dataclass(frozen=True)
+class Acknowledged:
+    """What the simulated users were told: counts of acknowledgements, distinct values seen."""
+
+    counts: dict[str, int]
+    seen: dict[str, list[int]]
+
+    @classmethod
+    def read(cls, path: Path) -> Acknowledged:
+        if not path.exists():
+            return cls({}, {})
+        raw = json.loads(path.read_text())
+        return cls({k: int(v) for k, v in raw.get("counts", {}).items()},
+                   {k: [int(x) for x in v] for k, v in raw.get("seen", {}).items()})
 
 
-def check_truth(target: Target, plan: dict[str, Any], acks: dict[str, int]) -> list[truth.Truth]:
+def check_truth(target: Target, plan: dict[str, Any], acks: Acknowledged) -> list[truth.Truth]:
     found: list[truth.Truth] = []
+    db = target.database_url
     if "registration" in plan:
         cid = plan["registration"]["campaign_id"]
-        found += truth.run_db(target.database_url, lambda conn: truth.registrations(conn, cid, acks))
+        found += truth.run_db(db, lambda conn: truth.registrations(conn, cid, acks.counts))
+    drawn = plan.get("results") or plan.get("claims")
+    if drawn is not None:
+        won, lost = acks.seen.get("results_won", []), acks.seen.get("results_lost", [])
+        found += truth.run_db(db, lambda conn: truth.results(conn, drawn["campaign_id"], won, lost))
     found += truth.run_db(target.database_url, truth.ledger_and_log)
     command = truth.ledger_audit_command(target.settings)
     if command is not None:
@@ -179,7 +196,7 @@ def execute(request: RunRequest, target: Target, say: Callable[[str], None]) -> 
     stats = thresholds.read_stats(ran.stats_path)
     limits = thresholds.load(request.thresholds_path, scenario.name, request.profile)
     checks = thresholds.evaluate(limits, stats)
-    acks = _acks(run_dir)
+    acks = Acknowledged.read(run_dir / "acks.json")
     truths = check_truth(target, plan, acks)
     if not request.keep_tokens:
         for tokens in run_dir.glob("tokens-*.tsv"):

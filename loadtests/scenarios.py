@@ -59,14 +59,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         "results are published: every registrant checks, some verify their inclusion; an auditor downloads",
         ("results", "audit"),
         full=Scale(users=1500, duration_s=180, registrants=100_000),
-        smoke=Scale(users=20, duration_s=8, registrants=120),
+        smoke=Scale(users=20, duration_s=6, registrants=120),
     ),
     Scenario(
         "claim-rush", "claim_rush.py",
         "every winner binds a wallet and claims once; issuance credits the operator banks",
         ("claims",),
         full=Scale(users=2000, duration_s=1500, registrants=300_000, winners=300_000),
-        smoke=Scale(users=20, duration_s=8, registrants=60, winners=60),
+        smoke=Scale(users=20, duration_s=6, registrants=60, winners=60),
         needs=(CLAIM_ENDPOINT,),
     ),
     Scenario(
@@ -75,7 +75,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         ("redemptions",),
         full=Scale(users=300, duration_s=300, registrants=20_000, winners=20_000, merchants=200,
                    claimed=20_000),
-        smoke=Scale(users=10, duration_s=8, registrants=60, winners=60, merchants=4, claimed=60),
+        smoke=Scale(users=10, duration_s=6, registrants=60, winners=60, merchants=4, claimed=60),
         needs=(CLAIM_ENDPOINT, REDEMPTION_ENDPOINT),
     ),
     Scenario(
@@ -84,7 +84,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         ("registration", "results", "audit", "claims", "redemptions"),
         full=Scale(users=400, duration_s=1800, registrants=40_000, winners=10_000, merchants=100,
                    claimed=2_000),
-        smoke=Scale(users=20, duration_s=8, registrants=120, winners=60, merchants=4, claimed=20),
+        smoke=Scale(users=20, duration_s=6, registrants=120, winners=60, merchants=4, claimed=20),
         optional={"claims": CLAIM_ENDPOINT, "redemptions": REDEMPTION_ENDPOINT},
     ),
 )}

@@ -53,6 +53,20 @@ async def registrations(conn: asyncpg.Connection, campaign_id: str, acks: dict[s
     ]
 
 
+async def results(conn: asyncpg.Connection, campaign_id: str, won: list[int], lost: list[int]) -> list[Truth]:
+    """Every answer to "did I win?" agrees with the draw the database holds."""
+    winners = {int(r[0]) for r in await conn.fetch(
+        "SELECT ticket FROM draw_winners WHERE campaign_id = $1", campaign_id)}
+    wrong_won = sum(1 for t in won if t not in winners)
+    wrong_lost = sum(1 for t in lost if t in winners)
+    return [
+        Truth("answers 'you won' are drawn winners", "0 wrong", f"{wrong_won:,} wrong of {len(won):,} tickets",
+              wrong_won == 0),
+        Truth("answers 'you did not win' are not drawn winners", "0 wrong",
+              f"{wrong_lost:,} wrong of {len(lost):,} tickets", wrong_lost == 0),
+    ]
+
+
 async def ledger_and_log(conn: asyncpg.Connection) -> list[Truth]:
     breaks = await ledger.check_postings_balanced(conn)
     chain = await audit_log.verify_chain(conn)

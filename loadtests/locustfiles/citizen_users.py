@@ -13,7 +13,16 @@ from typing import Any
 
 import gevent
 from locust import FastHttpUser, between, task
-from plan_feed import acknowledge, bearer, citizens, inclusion_ok, section, wallet_for
+from plan_feed import (
+    acknowledge,
+    bearer,
+    citizens,
+    inclusion_ok,
+    pause,
+    remember,
+    section,
+    wallet_for,
+)
 
 CAMPAIGN = "/v1/campaigns/{id}"
 REGISTER = "/v1/campaigns/{id}/registrations"
@@ -23,10 +32,6 @@ PROOF = "/v1/campaigns/{id}/tickets/{ticket}/proof"
 COMMITMENT = "/v1/campaigns/{id}/commitment"
 CLAIM = "/v1/campaigns/{id}/claim"
 OUT_OF_CITIZENS_PAUSE_S = 1.0
-
-
-def _think(low_s: float, high_s: float) -> None:
-    gevent.sleep(random.uniform(low_s, high_s))
 
 
 def _body(response: Any) -> dict[str, Any]:
@@ -55,7 +60,7 @@ class Registrant(FastHttpUser):
             return
         cid = self.campaign_id
         self.client.get(f"/v1/campaigns/{cid}", name=CAMPAIGN)
-        _think(0.5, 2.0)
+        pause(self, 0.5, 2.0)
         # Half the citizens name the wallet for the packet already at registration.
         payload = {"wallet": wallet_for(citizen["number"], ["ICBC", "CCB", "BOC"])} \
             if citizen["number"] % 2 == 0 else {}
@@ -71,7 +76,7 @@ class Registrant(FastHttpUser):
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:120]}")
                 return
         if random.random() < 0.3:
-            _think(1.0, 3.0)
+            pause(self, 1.0, 3.0)
             self.client.get(f"/v1/campaigns/{cid}/registrations/me", headers=bearer(citizen["token"]),
                             name=OWN_REGISTRATION)
 
@@ -97,6 +102,7 @@ class _Drawn(FastHttpUser):
             if response.status_code != 200 or "won" not in body or "ticket" not in body:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:120]}")
                 return None
+            remember("results_won" if body["won"] else "results_lost", int(body["ticket"]))
             return body
 
     def verify_inclusion(self, ticket: int) -> None:
@@ -129,10 +135,10 @@ class ResultChecker(_Drawn):
         if result is None:
             return
         if random.random() < 0.3:
-            _think(1.0, 4.0)
+            pause(self, 1.0, 4.0)
             self.verify_inclusion(int(result["ticket"]))
         if random.random() < 0.15:
-            _think(2.0, 6.0)
+            pause(self, 2.0, 6.0)
             self.check_result(citizen["token"])
 
 
@@ -157,7 +163,7 @@ class Claimant(_Drawn):
         result = self.check_result(citizen["token"])
         if result is None or not result["won"]:
             return
-        _think(1.0, 3.0)
+        pause(self, 1.0, 3.0)
         body = json.dumps({"wallet": wallet_for(citizen["number"], self.banks)})
         with self.client.post(f"/v1/campaigns/{self.campaign_id}/claim", data=body,
                               headers={**bearer(citizen["token"], idempotent=True),

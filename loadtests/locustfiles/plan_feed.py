@@ -29,8 +29,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import events
+from locust.exception import StopUser
 from locust.runners import WorkerRunner
+from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 PLAN_ENV = "STIMULUS_LOAD_PLAN"
 GENERATORS_ENV = "STIMULUS_LOAD_GENERATORS"
@@ -38,6 +41,9 @@ GENERATORS_ENV = "STIMULUS_LOAD_GENERATORS"
 _plan: dict[str, Any] | None = None
 _feeds: dict[str, Feed] = {}
 acks: Counter[str] = Counter()
+# Distinct values seen in answers (e.g. tickets told "you won"), for checks against the database.
+seen: dict[str, set[int]] = {}
+_unsent: dict[str, set[int]] = {}
 
 
 def plan() -> dict[str, Any]:
@@ -123,6 +129,18 @@ def records(environment: Any, name: str, key: str, cycle: bool = False) -> Feed:
     return _feeds[feed_key]
 
 
+def pause(user: Any, low_s: float, high_s: float) -> None:
+    """A person's pause inside a visit. Like `User.wait`, a run that is stopping may end the user
+    here, between requests, but never inside one, so no answer is lost at the end of a run."""
+    if user._state == LOCUST_STATE_STOPPING:
+        raise StopUser()
+    user._state = LOCUST_STATE_WAITING
+    gevent.sleep(random.uniform(low_s, high_s))
+    if user._state == LOCUST_STATE_STOPPING:
+        raise StopUser()
+    user._state = LOCUST_STATE_RUNNING
+
+
 def bearer(token: str, idempotent: bool = False) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     if idempotent:
@@ -140,6 +158,12 @@ def acknowledge(kind: str, ticket: int | None = None) -> None:
     acks[kind] += 1
     if ticket is not None:
         acks[kind + "_ticket_sum"] += ticket
+
+
+def remember(kind: str, value: int) -> None:
+    if value not in seen.setdefault(kind, set()):
+        seen[kind].add(value)
+        _unsent.setdefault(kind, set()).add(value)
 
 
 # -- RFC 6962 inclusion proofs, as the citizen's app checks them --------------------------------
@@ -177,19 +201,23 @@ def inclusion_ok(leaf: bytes, index: int, size: int, path: list[bytes], root: by
 @events.report_to_master.add_listener
 def _send_acks(client_id: str, data: dict[str, Any]) -> None:
     data["stimulus_acks"] = dict(acks)
+    data["stimulus_seen"] = {kind: sorted(values) for kind, values in _unsent.items()}
     acks.clear()
+    _unsent.clear()
 
 
 @events.worker_report.add_listener
 def _receive_acks(client_id: str, data: dict[str, Any]) -> None:
     acks.update(data.get("stimulus_acks", {}))
+    for kind, values in data.get("stimulus_seen", {}).items():
+        seen.setdefault(kind, set()).update(values)
 
 
 _environments: list[Any] = []
 
 
 @events.init.add_listener
-def _remember(environment: Any, **_: Any) -> None:
+def _keep_environment(environment: Any, **_: Any) -> None:
     _environments.append(environment)
 
 
@@ -200,7 +228,9 @@ def _write_acks(**_: Any) -> None:
         return
     target = plan().get("acks_file")
     if target:
-        plan_file(target).write_text(json.dumps(dict(acks), sort_keys=True))
+        plan_file(target).write_text(json.dumps(
+            {"counts": dict(acks), "seen": {kind: sorted(values) for kind, values in seen.items()}},
+            sort_keys=True))
 
 
 # Written at the end of the test and again at exit, after the workers' last reports are in.
