@@ -52,7 +52,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         "registration opens: citizens read the campaign, register, re-read their receipt",
         ("registration",),
         full=Scale(users=1000, duration_s=300),
-        smoke=Scale(users=20, duration_s=8),
+        smoke=Scale(users=20, duration_s=6),
     ),
     Scenario(
         "result-spike", "result_spike.py",
