@@ -46,6 +46,7 @@ class LocustOptions:
             sys.executable, "-m", "locust", "-f", str(self.locustfile), "--headless",
             "-H", self.host, "-u", str(self.users), "-t", f"{self.duration_s}s",
             "--csv", str(self.run_dir / "locust"), "--html", str(self.run_dir / "report.html"),
+            "--json-file", str(self.run_dir / "locust_final"),
             "--stop-timeout", str(STOP_TIMEOUT_S), "--only-summary", "--loglevel", "WARNING",
         ]
         if self.processes > 1:
@@ -67,7 +68,7 @@ class LocustRun:
 
     @property
     def stats_path(self) -> Path:
-        return self.log_path.parent / "locust_stats.csv"
+        return self.log_path.parent / "locust_final.json"
 
 
 GROUPS = ("locust", "api", "workers", "bank", "postgres", "redis")

@@ -9,7 +9,7 @@ the full run's throughput floors.
 
 from __future__ import annotations
 
-import csv
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,20 +55,45 @@ class Check:
         return ">=" if self.metric.startswith("min_") else "<="
 
 
+def _percentile(histogram: dict[int, int], requests: int, fraction: float) -> float:
+    """Locust's own rule over its rounded response-time histogram, so figures match its report."""
+    below = int(requests * fraction)
+    seen = 0
+    for response_ms in sorted(histogram, reverse=True):
+        seen += histogram[response_ms]
+        if requests - seen <= below:
+            return float(response_ms)
+    return 0.0
+
+
+def _entry(key: str, histogram: dict[int, int], requests: int, failures: int, started: float,
+           last: float, max_ms: float) -> EndpointStats:
+    rps = requests / (last - started) if last > started else 0.0
+    return EndpointStats(key, requests, failures, rps, _percentile(histogram, requests, 0.50),
+                         _percentile(histogram, requests, 0.95), _percentile(histogram, requests, 0.99),
+                         max_ms)
+
+
 def read_stats(path: Path) -> dict[str, EndpointStats]:
-    """locust's `_stats.csv`: one row per (method, name) and the aggregate."""
+    """Locust's final statistics (`--json-file`), written after the last user stopped; the CSV
+    files are periodic snapshots that can miss the requests finished while users stop."""
     stats: dict[str, EndpointStats] = {}
-    with path.open() as fh:
-        for row in csv.DictReader(fh):
-            key = row["Name"] if row["Name"] == AGGREGATED else f"{row['Type']} {row['Name']}"
-
-            def ms(column: str, row: dict[str, str] = row) -> float:
-                value = row.get(column, "")
-                return float(value) if value not in ("", "N/A") else 0.0
-
-            stats[key] = EndpointStats(key, int(row["Request Count"]), int(row["Failure Count"]),
-                                       float(row["Requests/s"] or 0), ms("50%"), ms("95%"), ms("99%"),
-                                       ms("Max Response Time"))
+    total: dict[int, int] = {}
+    requests = failures = 0
+    started, last, max_ms = float("inf"), 0.0, 0.0
+    for raw in json.loads(path.read_text()):
+        histogram = {int(k): int(v) for k, v in raw["response_times"].items()}
+        entry_last = float(raw["last_request_timestamp"] or raw["start_time"])
+        key = f"{raw['method']} {raw['name']}"
+        stats[key] = _entry(key, histogram, raw["num_requests"], raw["num_failures"], raw["start_time"],
+                            entry_last, float(raw["max_response_time"] or 0))
+        for k, v in histogram.items():
+            total[k] = total.get(k, 0) + v
+        requests += raw["num_requests"]
+        failures += raw["num_failures"]
+        started, last = min(started, raw["start_time"]), max(last, entry_last)
+        max_ms = max(max_ms, float(raw["max_response_time"] or 0))
+    stats[AGGREGATED] = _entry(AGGREGATED, total, requests, failures, started if requests else 0.0, last, max_ms)
     return stats
 
 
