@@ -71,10 +71,13 @@ def create_app(settings: Settings) -> Litestar:
             raise RuntimeError("the API needs DATABASE_URL and REDIS_URL (stimulus up sets them)")
         pool = await db.create_pool(settings.database_url, settings.db_pool_min,
                                     settings.db_pool_max, settings.db_command_timeout_s)
-        redis = redis_asyncio.Redis.from_url(
+        # A blocking pool: at peak, more requests than connections wait their turn instead of
+        # failing with "Too many connections" (the plain pool raises at its cap).
+        redis = redis_asyncio.Redis.from_pool(redis_asyncio.BlockingConnectionPool.from_url(
             settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-            max_connections=REDIS_MAX_CONNECTIONS, decode_responses=False,
-        )
+            max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_SOCKET_TIMEOUT_S,
+            decode_responses=False,
+        ))
         services = Services(
             settings=settings, pool=pool, redis=redis,
             verifier=TokenVerifier(settings.idp_public_keys, settings.idp_issuer,
