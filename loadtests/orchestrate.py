@@ -23,7 +23,9 @@ from loadtests.target import Target
 
 PLAN_ENV = "STIMULUS_LOAD_PLAN"
 SESSION_SECONDS_PER_CITIZEN = 2.0   # a registrant's visit with its pauses, a little faster than average
-ISSUANCE_WAIT_S = 600.0
+# After the run, issuance may still be crediting: wait for it, at no less than this rate.
+ISSUANCE_WAIT_MIN_S = 60.0
+ISSUANCE_FLOOR_PER_S = 100.0
 
 
 class MissingEndpoint(Exception):
@@ -165,10 +167,12 @@ def check_truth(target: Target, plan: dict[str, Any], acks: Acknowledged) -> lis
     if drawn is not None:
         won, lost = acks.seen.get("results_won", []), acks.seen.get("results_lost", [])
         found += truth.run_db(db, lambda conn: truth.results(conn, drawn["campaign_id"], won, lost))
-    found += truth.run_db(target.database_url, truth.ledger_and_log)
-    command = truth.ledger_audit_command(target.settings)
-    if command is not None:
-        found.append(command)
+    if "claims" in plan:
+        spec = plan["claims"]
+        wait_s = max(ISSUANCE_WAIT_MIN_S, acks.counts.get("claims_accepted", 0) / ISSUANCE_FLOOR_PER_S)
+        found += truth.claims(db, target.bank_url, spec["banks"], spec["campaign_id"], acks.counts, wait_s)
+    campaigns = sorted({s["campaign_id"] for s in plan.values() if isinstance(s, dict) and "campaign_id" in s})
+    found += truth.run_db(db, lambda conn: truth.ledger_and_log(conn, campaigns))
     return found
 
 

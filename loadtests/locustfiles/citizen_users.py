@@ -31,6 +31,8 @@ RESULT = "/v1/campaigns/{id}/result"
 PROOF = "/v1/campaigns/{id}/tickets/{ticket}/proof"
 COMMITMENT = "/v1/campaigns/{id}/commitment"
 CLAIM = "/v1/campaigns/{id}/claim"
+CLAIM_STATUS = "/v1/campaigns/{id}/claim"
+CLAIMED_STATES = ("issuing", "issued")
 OUT_OF_CITIZENS_PAUSE_S = 1.0
 
 
@@ -169,7 +171,15 @@ class Claimant(_Drawn):
                               headers={**bearer(citizen["token"], idempotent=True),
                                        "Content-Type": "application/json"},
                               name=CLAIM, catch_response=True) as response:
-            if response.status_code in (200, 201, 202):
+            if response.status_code == 202:
                 acknowledge("claims_accepted")
             else:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:120]}")
+                return
+        if random.random() < 0.5:
+            # The app shows the packet: "issuing" until the bank has credited the wallet.
+            pause(self, 2.0, 5.0)
+            with self.client.get(f"/v1/campaigns/{self.campaign_id}/claim", headers=bearer(citizen["token"]),
+                                 name=CLAIM_STATUS, catch_response=True) as response:
+                if response.status_code != 200 or _body(response).get("state") not in CLAIMED_STATES:
+                    response.failure(f"HTTP {response.status_code}: {(response.text or '')[:120]}")

@@ -7,6 +7,7 @@ the endpoint's name.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,12 +23,40 @@ from loadtests.orchestrate import MissingEndpoint, RunRequest, RunResult, execut
 from loadtests.scenarios import SCENARIOS
 from loadtests.target import Target
 from tests.conftest import Stack
+from tests.wallet.conftest import RunningBank
+from tests.wallet.conftest import bank as bank  # the session's sandbox bank, as a fixture here
 
 
 @pytest.fixture(scope="module")
-def target(stack: Stack, api_url: str, operator_token: str, second_operator_token: str) -> Iterator[Target]:
-    yield Target(api_url, stack.settings, stack.settings.bank_url, started_here=False,
-                 maker_token=operator_token, checker_token=second_operator_token)
+def pipeline(stack: Stack, bank: RunningBank, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """The issuance dispatcher and a worker, as `stimulus up` runs them, crediting the sandbox bank."""
+    if importlib.util.find_spec("wallet_adapter.issuance_worker") is None:
+        yield None
+        return
+    env = {**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
+           "STIMULUS_STATE_DIR": str(stack.settings.state_dir), "STIMULUS_SANDBOX": "1",
+           "STIMULUS_BANK_URL": bank.url, "STIMULUS_LOG_LEVEL": "WARNING"}
+    logs = tmp_path_factory.mktemp("pipeline")
+    workers = [subprocess.Popen([sys.executable, "-m", "stimulus.cli", "worker", name], env=env,
+                                stdout=(logs / f"{name}.log").open("wb"), stderr=subprocess.STDOUT)
+               for name in ("issuance-dispatcher", "issuance")]
+    try:
+        yield bank.url
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+@pytest.fixture(scope="module")
+def target(stack: Stack, api_url: str, operator_token: str, second_operator_token: str,
+           pipeline: str | None) -> Target:
+    return Target(api_url, stack.settings, pipeline, started_here=False,
+                  maker_token=operator_token, checker_token=second_operator_token)
 
 
 def _explain(result: RunResult) -> str:
@@ -55,6 +84,7 @@ def test_result_spike(target: Target, tmp_path: Path) -> None:
 def test_claim_rush(target: Target, tmp_path: Path) -> None:
     result = _smoke("claim-rush", target, tmp_path)
     assert result.acks.counts.get("claims_accepted", 0) >= 10
+    assert any(t.name == "packets issued == bank credits" and t.ok for t in result.truths)
 
 
 def test_redemption_steady(target: Target, tmp_path: Path) -> None:
