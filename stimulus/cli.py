@@ -214,6 +214,20 @@ def audit_log_check() -> None:
         sys.exit(1)
 
 
+@audit.command("ledger")
+@click.option("--campaign", "campaign_id", default=None, help="only this campaign's accounts and packets")
+def audit_ledger_check(campaign_id: str | None) -> None:
+    """Check the ledger's invariants; exit 1 naming every break."""
+    from stimulus.ledger_audit import audit as audit_ledger
+
+    breaks = run_db(lambda conn: audit_ledger(conn, campaign_id))
+    for found in breaks:
+        click.echo(f"BREAK {found.check}: {found.detail}")
+    if breaks:
+        sys.exit(1)
+    click.echo("ledger OK: postings balanced, budgets respected, packet histories match their postings")
+
+
 @main.command()
 @click.option("--citizens", type=int, default=3000, show_default=True)
 @click.option("--serve", is_flag=True, help="keep the stack running after the demo")

@@ -67,6 +67,18 @@ def _load_or_create_secret(path: Path, size: int = 32) -> Secret:
     return Secret(value)
 
 
+def _banks(raw: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """`ICBC,CCB=https://ccb.example/wallet` -> codes, and the URLs given per code."""
+    codes: list[str] = []
+    urls: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        code, _, url = item.partition("=")
+        codes.append(code.strip())
+        if url.strip():
+            urls[code.strip()] = url.strip()
+    return tuple(codes), urls
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
@@ -95,6 +107,12 @@ class Settings:
     log_level: str
     bank_url: str | None
     bank_port: int
+    # Operator banks: codes served at `bank_url` unless given their own URL, the API key, and
+    # each bank's pinned Ed25519 response key (the sandbox's is read from its /keys when absent).
+    bank_codes: tuple[str, ...] = ("ICBC", "CCB", "BOC")
+    bank_urls: dict[str, str] = field(default_factory=dict)
+    bank_api_key: Secret = field(default_factory=lambda: Secret(b"sandbox-api-key"))
+    bank_public_keys: dict[str, bytes] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -126,6 +144,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         idp_public_keys[kid.strip()] = bytes.fromhex(hex_key.strip())
     if sandbox:
         idp_public_keys.setdefault(idp_key.key_id, idp_key.public_bytes)
+    bank_codes, bank_urls = _banks(env.get("STIMULUS_BANKS", "ICBC,CCB,BOC"))
+    bank_public_keys = {
+        code.strip(): bytes.fromhex(hex_key.strip())
+        for code, _, hex_key in (item.partition(":") for item in
+                                 filter(None, env.get("STIMULUS_BANK_PUBLIC_KEYS", "").split(",")))
+    }
     exempt = frozenset(
         filter(None, (a.strip() for a in env.get("STIMULUS_RATE_LIMIT_EXEMPT", "").split(",")))
     )
@@ -156,6 +180,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         log_level=env.get("STIMULUS_LOG_LEVEL", "INFO"),
         bank_url=env.get("STIMULUS_BANK_URL") or None,
         bank_port=_env_int(env, "STIMULUS_BANK_PORT", 8100),
+        bank_codes=bank_codes,
+        bank_urls=bank_urls,
+        bank_api_key=Secret(env.get("STIMULUS_BANK_API_KEY", "sandbox-api-key").encode()),
+        bank_public_keys=bank_public_keys,
         extra={k: v for k, v in env.items() if k.startswith("STIMULUS_X_")},
     )
 

@@ -1,0 +1,131 @@
+"""HTTP: a winner claims their packet by binding a wallet; operators start bulk issuance and
+watch its progress.
+
+A claim is acknowledged (202, with the status URL in `Location`) only after the wallet binding
+and the outbox row have committed; the credit itself happens in the workers. The same claim
+again is a no-op answered with the packet's current state; another wallet once one is bound is
+409. `Idempotency-Key` replays the first answer to a retried request.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from lottery import campaigns
+from lottery.registration import find_own
+from stimulus import approvals
+from stimulus.approvals import Approval
+from stimulus.auth import Principal, require_role
+from stimulus.errors import DomainError, InvalidInput, NotFound
+from stimulus.idempotency import StoredResponse, fingerprint
+from stimulus.identity import Citizen
+from stimulus.ratelimit import Limit
+from stimulus.services import Services
+from wallet_adapter import issuance, packets
+from wallet_adapter.banks import check_wallet
+from wallet_adapter.packets import PacketView, Wallet
+from wallet_adapter.progress import IssuanceProgress, issuance_progress
+
+MEDIA_TYPE = "application/json"
+CampaignId = Parameter(pattern=r"^[a-z0-9][a-z0-9-]{2,39}$", description="campaign id")
+
+
+class ClaimRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    wallet: Wallet
+
+
+def _status_url(campaign_id: str) -> str:
+    return f"/v1/campaigns/{campaign_id}/claim"
+
+
+def parse_claim(body: bytes) -> ClaimRequest:
+    try:
+        return msgspec.json.decode(body, type=ClaimRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc), code="validation_failed") from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("the body is not valid JSON", code="malformed_json") from exc
+
+
+async def _rate_limit(services: Services, citizen: Citizen) -> None:
+    per_min = services.settings.rate_limit_identity_per_min
+    if per_min:
+        await services.limiter.check([Limit("claim:" + citizen.id_hmac.hex()[:32], per_min,
+                                            max(1, per_min // 6))], int(time.time() * 1000))
+
+
+@post("/v1/campaigns/{campaign_id:str}/claim", tags=["citizen"], status_code=202,
+      summary="Claim your red packet by binding a wallet (operator bank code + wallet id)")
+async def claim(request: Request[Any, Any, Any], services: Services, citizen: Citizen,
+                campaign_id: str = CampaignId) -> Response[bytes]:
+    """Binds the wallet and queues the credit; 202 with the packet and its status URL.
+
+    The same claim again answers the same way; another wallet after one is bound is 409
+    `wallet_already_bound`; after the claim deadline 409 `claim_deadline_passed`; a registrant
+    who did not win 404 `not_a_winner`.
+    """
+    await _rate_limit(services, citizen)
+    body = await request.body()
+    idem_key = request.headers.get("idempotency-key")
+    scope = "citizen:" + citizen.id_hmac.hex()
+    print_ = fingerprint("POST", request.url.path, body)
+    headers = {"Location": _status_url(campaign_id)}
+    if idem_key is not None:
+        stored = await services.idempotency.begin(scope, idem_key, print_)
+        if stored is not None:
+            return Response(stored.body, status_code=stored.status, media_type=MEDIA_TYPE,
+                            headers={**stored.headers, "Idempotent-Replayed": "true"})
+    try:
+        content = msgspec.json.encode(await _claim(services, citizen, campaign_id, body))
+    except DomainError:
+        if idem_key is not None:
+            await services.idempotency.release(scope, idem_key)
+        raise
+    if idem_key is not None:
+        await services.idempotency.complete(scope, idem_key, print_, StoredResponse(202, content, headers))
+    return Response(content, status_code=202, media_type=MEDIA_TYPE, headers=headers)
+
+
+async def _claim(services: Services, citizen: Citizen, campaign_id: str, body: bytes) -> PacketView:
+    wallet = parse_claim(body).wallet
+    check_wallet(services.settings, wallet.bank_code, wallet.wallet_id)
+    campaign = await campaigns.fetch(services.pool, campaign_id)
+    own = await find_own(services.pool, campaign_id, citizen.id_hmac)
+    async with services.pool.acquire() as conn:
+        outcome = await issuance.claim(conn, campaign, own.ticket, wallet)
+    if outcome.created:
+        await issuance.ensure_issuing(services.pool, campaign, "system:claims")
+    return outcome.view
+
+
+@get("/v1/campaigns/{campaign_id:str}/claim", tags=["citizen"], summary="Your packet: state, wallet, amounts")
+async def claim_status(services: Services, citizen: Citizen, campaign_id: str = CampaignId) -> PacketView:
+    own = await find_own(services.pool, campaign_id, citizen.id_hmac)
+    row = await packets.find(services.pool, campaign_id, own.ticket)
+    if row is None:
+        raise NotFound("this registration did not win a packet", code="not_a_winner")
+    return packets.view_from_row(row)
+
+
+@post("/v1/admin/campaigns/{campaign_id:str}/issuance", tags=["operator"], status_code=202,
+      summary="Request bulk issuance to the wallets given at registration (a second operator approves)")
+async def request_bulk(services: Services, principal: Principal, campaign_id: str = CampaignId) -> Approval:
+    require_role(principal, "operator")
+    async with services.pool.acquire() as conn:
+        return await approvals.request(conn, issuance.BULK_START, campaign_id, {}, principal.actor)
+
+
+@get("/v1/admin/campaigns/{campaign_id:str}/issuance", tags=["operator"],
+     summary="Issuance progress: issued / failed / pending per bank, rate and ETA")
+async def progress(services: Services, principal: Principal, campaign_id: str = CampaignId) -> IssuanceProgress:
+    require_role(principal, "operator", "auditor")
+    await campaigns.fetch(services.pool, campaign_id)
+    return await issuance_progress(services.pool, campaign_id)
+
+
+ROUTES = [claim, claim_status, request_bulk, progress]
