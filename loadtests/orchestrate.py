@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import thresholds, truth
+from loadtests.cpu import find_watched
 from loadtests.prepare import Preparer
 from loadtests.runner import LocustOptions, LocustRun, run_locust
 from loadtests.scenarios import Scale, Scenario
@@ -194,7 +195,7 @@ def execute(request: RunRequest, target: Target, say: Callable[[str], None]) -> 
                             master_bind_port=request.master_bind_port)
     say(f"locust: {scale.users:,} peak users for {scale.duration_s} s (shape {scenario.locustfile})")
     env = {**os.environ, PLAN_ENV: str(plan_path), "PYTHONUNBUFFERED": "1"}
-    ran = run_locust(options, env, say)
+    ran = run_locust(options, env, say, find_watched(target.base_url, target.settings, target.supervisor_pid))
     if not ran.stats_path.exists():
         raise RuntimeError(f"locust wrote no statistics (exit {ran.returncode}); see {ran.log_path}")
     stats = thresholds.read_stats(ran.stats_path)

@@ -9,7 +9,6 @@ sandbox bank, PostgreSQL, Redis, and whatever else ran.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import signal
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
+from loadtests.cpu import CpuMeter, Watched
 
 STOP_TIMEOUT_S = 15          # users finish the request they are in, so no answer is lost at the end
 START_GRACE_S = 60           # locust's own start-up and its final reports
@@ -71,95 +70,6 @@ class LocustRun:
         return self.log_path.parent / "locust_final.json"
 
 
-GROUPS = ("locust", "api", "workers", "bank", "postgres", "redis")
-
-
-def _group_of(proc: psutil.Process, locust_pids: set[int]) -> str | None:
-    if proc.pid in locust_pids:
-        return "locust"
-    try:
-        name = proc.name()
-        cmdline = " ".join(proc.cmdline())
-    except psutil.Error:
-        return None
-    if name == "postgres" or name.startswith("postgres:"):
-        return "postgres"
-    if name.startswith("redis-server"):
-        return "redis"
-    if "granian" in cmdline and "stimulus.app" in cmdline:
-        return "api"
-    if "wallet_adapter.sandbox_bank" in cmdline or "sandbox-bank" in cmdline:
-        return "bank"
-    if "stimulus.cli worker" in cmdline or "stimulus worker" in cmdline:
-        return "workers"
-    return None
-
-
-class CpuMeter:
-    """CPU seconds per group between `start` and `stop`.
-
-    Processes alive at the start count from there; processes born during the run (locust and
-    its children) count from their birth. Locust's processes are sampled often, because they
-    exit before the final sample; the servers outlive the run.
-    """
-
-    def __init__(self) -> None:
-        self.baseline: dict[int, tuple[str, float]] = {}
-        self.last: dict[int, float] = {}
-        self.machine_start = 0.0
-        self.machine_s = 0.0
-
-    @staticmethod
-    def _busy() -> float:
-        t = psutil.cpu_times()
-        return float(t.user + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
-
-    def _record(self, proc: psutil.Process, group: str, running: bool) -> None:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:
-            return
-        used = float(t.user + t.system)
-        if proc.pid not in self.baseline:
-            self.baseline[proc.pid] = (group, used if not running else 0.0)
-        self.last[proc.pid] = used
-
-    def sample(self, locust_pids: set[int], everything: bool = True) -> None:
-        if not everything:
-            for pid in locust_pids:
-                with contextlib.suppress(psutil.Error):
-                    self._record(psutil.Process(pid), "locust", running=True)
-            return
-        for proc in psutil.process_iter():
-            group = _group_of(proc, locust_pids)
-            if group is not None:
-                self._record(proc, group, running=True)
-
-    def start(self) -> None:
-        for proc in psutil.process_iter():
-            group = _group_of(proc, set())
-            if group is not None:
-                self._record(proc, group, running=False)
-        self.machine_start = self._busy()
-
-    def stop(self, locust_pids: set[int]) -> dict[str, float]:
-        self.sample(locust_pids)
-        self.machine_s = self._busy() - self.machine_start
-        totals = dict.fromkeys(GROUPS, 0.0)
-        for pid, (group, at_start) in self.baseline.items():
-            totals[group] += max(0.0, self.last.get(pid, at_start) - at_start)
-        totals["other"] = max(0.0, self.machine_s - sum(totals.values()))
-        return totals
-
-
-def _tree(pid: int) -> set[int]:
-    try:
-        root = psutil.Process(pid)
-        return {pid, *(c.pid for c in root.children(recursive=True))}
-    except psutil.Error:
-        return {pid}
-
-
 def _progress(run_dir: Path) -> str:
     history = run_dir / "locust_stats_history.csv"
     try:
@@ -175,16 +85,16 @@ def _progress(run_dir: Path) -> str:
             f"requests {int(float(last.get('Total Request Count') or 0)):,}")
 
 
-def run_locust(options: LocustOptions, env: dict[str, str], say: Callable[[str], None]) -> LocustRun:
+def run_locust(options: LocustOptions, env: dict[str, str], say: Callable[[str], None],
+               watched: Watched) -> LocustRun:
     """Run locust until its shape ends (or the time bound), measuring CPU on the way."""
     command = options.command()
     log_path = options.run_dir / "locust.log"
-    meter = CpuMeter()
+    meter = CpuMeter(watched)
     meter.start()
     started = time.perf_counter()
     deadline = started + options.duration_s + STOP_TIMEOUT_S + START_GRACE_S
     timed_out = False
-    locust_pids: set[int] = set()
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, cwd=options.run_dir)
@@ -192,11 +102,10 @@ def run_locust(options: LocustOptions, env: dict[str, str], say: Callable[[str],
         try:
             while process.poll() is None:
                 time.sleep(0.5)
-                locust_pids |= _tree(process.pid)
-                meter.sample(locust_pids, everything=False)
+                meter.sample_locust(process.pid)
                 now = time.perf_counter()
                 if now >= next_report:
-                    meter.sample(locust_pids)
+                    meter.sample()
                     say(f"{now - started:6.0f} s  {_progress(options.run_dir)}")
                     next_report = now + PROGRESS_EVERY_S
                 if now > deadline and not timed_out:
@@ -211,7 +120,7 @@ def run_locust(options: LocustOptions, env: dict[str, str], say: Callable[[str],
             process.wait()
             raise
     wall_s = time.perf_counter() - started
-    cpu = meter.stop(locust_pids)
+    cpu = meter.stop()
     return LocustRun(command, process.returncode, wall_s, timed_out, cpu, log_path)
 
 

@@ -17,8 +17,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
@@ -47,7 +46,7 @@ class Target:
     started_here: bool
     maker_token: str = ""
     checker_token: str = ""
-    _stops: list[object] = field(default_factory=list)
+    supervisor_pid: int | None = None   # the process whose children are the API, workers and bank
 
     @property
     def database_url(self) -> str:
@@ -127,12 +126,8 @@ def _own_stack(settings: Settings) -> Iterator[Target]:
         supervisor.start()
         assert supervisor.stack is not None
         target = Target(f"http://{own.host}:{port}", supervisor.stack.settings, supervisor.bank_url,
-                        started_here=True)
+                        started_here=True, supervisor_pid=os.getpid())
         target.maker_token, target.checker_token = asyncio.run(_operator_tokens(target.database_url))
         yield target
     finally:
         supervisor.stop()
-
-
-def stack_logs(target: Target) -> Path:
-    return target.settings.state_dir / "logs"
