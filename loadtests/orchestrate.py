@@ -136,7 +136,9 @@ def prepare_plan(request: RunRequest, target: Target, run_dir: Path, scale: Scal
             if "audit" in sections:
                 plan["audit"] = preparer.audit_section(drawn)
             if "claims" in sections:
-                plan["claims"] = preparer.claims_section(drawn)
+                # In the claim rush every winner claims within the run; in a mix only some do.
+                plan["claims"] = {**preparer.claims_section(drawn),
+                                  "every_winner_claims": request.scenario.name == "claim-rush"}
     finally:
         preparer.close()
     return plan, skipped
@@ -171,7 +173,8 @@ def check_truth(target: Target, plan: dict[str, Any], acks: Acknowledged) -> lis
     if "claims" in plan:
         spec = plan["claims"]
         wait_s = max(ISSUANCE_WAIT_MIN_S, acks.counts.get("claims_accepted", 0) / ISSUANCE_FLOOR_PER_S)
-        found += truth.claims(db, target.bank_url, spec["banks"], spec["campaign_id"], acks.counts, wait_s)
+        found += truth.claims(db, target.bank_url, spec["banks"], spec["campaign_id"], acks.counts, wait_s,
+                              spec["count"] if spec.get("every_winner_claims") else None)
     campaigns = sorted({s["campaign_id"] for s in plan.values() if isinstance(s, dict) and "campaign_id" in s})
     found += truth.run_db(db, lambda conn: truth.ledger_and_log(conn, campaigns))
     return found

@@ -66,7 +66,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         "every winner binds a wallet and claims once; issuance credits the operator banks",
         ("claims",),
         full=Scale(users=2000, duration_s=1500, registrants=300_000, winners=300_000),
-        smoke=Scale(users=20, duration_s=6, registrants=60, winners=60),
+        smoke=Scale(users=30, duration_s=20, registrants=30, winners=30),
         needs=(CLAIM_ENDPOINT,),
     ),
     Scenario(

@@ -95,7 +95,7 @@ async def claimed_packets(conn: asyncpg.Connection, campaign_id: str) -> dict[st
 
 
 def claims(database_url: str, bank_url: str | None, banks: list[str], campaign_id: str,
-           acks: dict[str, int], wait_s: float) -> list[Truth]:
+           acks: dict[str, int], wait_s: float, every_winner: int | None = None) -> list[Truth]:
     """Every acknowledged claim is a claimed packet; every claimed packet ends issued, once, at a
     bank that holds exactly that credit."""
     def snapshot() -> dict[str, tuple[int, int]]:
@@ -105,6 +105,8 @@ def claims(database_url: str, bank_url: str | None, banks: list[str], campaign_i
     accepted = acks.get("claims_accepted", 0)
     claimed = sum(n for n, _ in snapshot().values())
     found = [_eq("claims acknowledged (202) == packets claimed", accepted, claimed)]
+    if every_winner is not None:
+        found.append(_eq("every winner's claim acknowledged", every_winner, accepted))
     started = time.monotonic()
     wait_until(lambda: "issuing" not in snapshot(), wait_s)
     states = snapshot()

@@ -17,10 +17,12 @@ from plan_feed import (
     acknowledge,
     bearer,
     citizens,
+    finish_when_done,
     inclusion_ok,
     pause,
     remember,
     section,
+    visit,
     wallet_for,
 )
 
@@ -151,17 +153,25 @@ class Claimant(_Drawn):
     wait_time = between(0.5, 1.5)
     feed_section = "claims"
     feed_cycles = False
+    # In the claim rush the run is over when every winner has claimed; in a mix it is not.
+    end_run_when_all_claimed = False
 
     def on_start(self) -> None:
         super().on_start()
         self.banks = list(section("claims")["banks"])
 
     @task
-    def visit(self) -> None:
+    def claim_visit(self) -> None:
         citizen = self.feed.next()
         if citizen is None:
+            if self.end_run_when_all_claimed:
+                finish_when_done(self.environment, "claim")
             gevent.sleep(OUT_OF_CITIZENS_PAUSE_S)
             return
+        with visit("claim"):
+            self.claim(citizen)
+
+    def claim(self, citizen: dict[str, Any]) -> None:
         result = self.check_result(citizen["token"])
         if result is None or not result["won"]:
             return
@@ -176,7 +186,7 @@ class Claimant(_Drawn):
             else:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:120]}")
                 return
-        if random.random() < 0.5:
+        if random.random() < 0.3:
             # The app shows the packet: "issuing" until the bank has credited the wallet.
             pause(self, 2.0, 5.0)
             with self.client.get(f"/v1/campaigns/{self.campaign_id}/claim", headers=bearer(citizen["token"]),

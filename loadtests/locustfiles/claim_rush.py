@@ -9,4 +9,4 @@ __all__ = ["ClaimRush", "Winner"]
 
 
 class Winner(citizen_users.Claimant):
-    pass
+    end_run_when_all_claimed = True

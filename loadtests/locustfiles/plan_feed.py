@@ -26,6 +26,8 @@ import os
 import random
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,28 @@ def pause(user: Any, low_s: float, high_s: float) -> None:
     if user._state == LOCUST_STATE_STOPPING:
         raise StopUser()
     user._state = LOCUST_STATE_RUNNING
+
+
+_ending: list[bool] = []
+_in_visit: Counter[str] = Counter()
+
+
+@contextmanager
+def visit(kind: str) -> Iterator[None]:
+    """Marks a visit in progress, so the end of a run can wait for the visits under way."""
+    _in_visit[kind] += 1
+    try:
+        yield
+    finally:
+        _in_visit[kind] -= 1
+
+
+def finish_when_done(environment: Any, kind: str) -> None:
+    """This generator's records of `kind` are all handed out: once no visit is still under way,
+    end its part of the run (users then stop at their next pause)."""
+    if not _ending and _in_visit[kind] == 0:
+        _ending.append(True)
+        gevent.spawn(environment.runner.quit)
 
 
 def bearer(token: str, idempotent: bool = False) -> dict[str, str]:
