@@ -30,7 +30,7 @@ class Watched:
     named: dict[int, str] = field(default_factory=dict)   # single processes with a known group
 
 
-def _listening_pid(port: int) -> int | None:
+def listening_pid(port: int) -> int | None:
     with contextlib.suppress(psutil.Error):
         for conn in psutil.net_connections("tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
@@ -62,12 +62,12 @@ def _postmaster(settings: Settings) -> int | None:
         with contextlib.suppress(ValueError, IndexError, OSError):
             return int(pid_file.read_text().splitlines()[0])
     url = urlsplit(settings.database_url or "")
-    return _listening_pid(url.port) if url.hostname in ("127.0.0.1", "localhost") and url.port else None
+    return listening_pid(url.port) if url.hostname in ("127.0.0.1", "localhost") and url.port else None
 
 
 def find_watched(base_url: str, settings: Settings, supervisor_pid: int | None = None) -> Watched:
     api_port = urlsplit(base_url).port
-    api_pid = _listening_pid(api_port) if api_port else None
+    api_pid = listening_pid(api_port) if api_port else None
     server = supervisor_pid or (_server_root(api_pid) if api_pid else None)
     redis_port = urlsplit(settings.redis_url or "").port
     port_file = settings.state_dir / "redis.port"
@@ -76,7 +76,7 @@ def find_watched(base_url: str, settings: Settings, supervisor_pid: int | None =
         with contextlib.suppress(ValueError, OSError):
             redis_port = int(port_file.read_text())
     return Watched(server=server, postgres=_postmaster(settings),
-                   redis=_listening_pid(redis_port) if redis_port else None)
+                   redis=listening_pid(redis_port) if redis_port else None)
 
 
 def _server_group(proc: psutil.Process) -> str | None:

@@ -88,9 +88,7 @@ class RunResult:
 
 
 def run_dir_for(target: Target, scenario: str, out_dir: Path | None) -> Path:
-    # A stack started for the run keeps its data in <state>/load/stack: its runs sit beside it.
-    base = out_dir or (target.settings.state_dir.parent if target.started_here
-                       else target.settings.state_dir / "load")
+    base = out_dir or target.runs_dir or target.settings.state_dir / "load"
     path = base / f"{scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     path.mkdir(parents=True, exist_ok=True)
     return path

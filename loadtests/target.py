@@ -18,10 +18,14 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+import psutil
 
+from loadtests.cpu import listening_pid
 from stimulus import auth
 from stimulus.embedded import EmbeddedPostgres, free_port, socket_dir_for
 from stimulus.settings import Settings, load_settings
@@ -47,6 +51,7 @@ class Target:
     maker_token: str = ""
     checker_token: str = ""
     supervisor_pid: int | None = None   # the process whose children are the API, workers and bank
+    runs_dir: Path | None = None        # where run directories go: <state dir of this command>/load
 
     @property
     def database_url(self) -> str:
@@ -59,6 +64,26 @@ def _ready(base_url: str) -> bool:
         return httpx.get(base_url.rstrip("/") + "/ready", timeout=READY_TIMEOUT_S).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+SERVER_KEYS = ("DATABASE_URL", "REDIS_URL", "STIMULUS_STATE_DIR", "STIMULUS_BANK_URL", "STIMULUS_BANKS",
+               "STIMULUS_SANDBOX", "STIMULUS_SANDBOX_IDP_KEY", "STIMULUS_IDP_ISSUER", "STIMULUS_IDP_AUDIENCE")
+
+
+def _server_environment(base_url: str) -> dict[str, str]:
+    """The settings an API on this machine runs with (its process environment): its database,
+    Redis, bank and state directory, whose sandbox identity key must sign the run's tokens."""
+    parts = urlsplit(base_url)
+    if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+        return {}
+    pid = listening_pid(parts.port)
+    if pid is None:
+        return {}
+    try:
+        environ = psutil.Process(pid).environ()
+    except psutil.Error:
+        return {}
+    return {k: environ[k] for k in SERVER_KEYS if environ.get(k)}
 
 
 def _database_settings(settings: Settings) -> Settings:
@@ -86,19 +111,24 @@ async def _operator_tokens(database_url: str) -> tuple[str, str]:
 def attach(host: str | None, fresh: bool = False) -> Iterator[Target]:
     """The target for a run; a stack started here is stopped when the block ends."""
     settings = load_settings()
+    runs_dir = settings.state_dir / "load"
     default_url = f"http://{settings.host}:{settings.port}"
     if host is None and not fresh and _ready(default_url):
         host = default_url
     if host is not None:
         if not _ready(host):
             raise TargetError(f"{host}/ready does not answer 200: start the stack (`stimulus up`) first")
+        server_env = _server_environment(host)
+        if server_env:
+            settings = load_settings({**os.environ, **server_env})
         settings = _database_settings(settings)
         target = Target(host.rstrip("/"), settings, settings.bank_url or _local_bank(settings),
-                        started_here=False)
+                        started_here=False, runs_dir=runs_dir)
         target.maker_token, target.checker_token = asyncio.run(_operator_tokens(target.database_url))
         yield target
         return
     with _own_stack(settings) as target:
+        target.runs_dir = runs_dir
         yield target
 
 
