@@ -54,6 +54,7 @@ from wallet_adapter.provider import BankUnavailable, CircuitOpen
 log = logging.getLogger("wallet_adapter.issuance_worker")
 
 T = TypeVar("T")
+REPORT_EVERY_S = 10
 
 TRANSIENT_DB = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.InsufficientResourcesError, asyncpg.DeadlockDetectedError,
@@ -94,13 +95,14 @@ class _Row:
     wallet_bank: str | None
     wallet_id: str | None
     refused_by: tuple[str, ...]
+    key: str  # the packet's one idempotency key, derived once
 
 
 @dataclass
 class _Outcomes:
     credited: list[Credited] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
-    finished: list[int] = field(default_factory=list)  # outbox rows with nothing (more) to do
+    finished: list[tuple[int, int]] = field(default_factory=list)  # (outbox row, packet): nothing more to do
     dead: dict[int, str] = field(default_factory=dict)  # outbox row -> why it needs a human
 
 
@@ -110,11 +112,15 @@ class _Terms:
     restrictions: Restrictions
 
 
+# Row by row through the primary keys (LATERAL): statistics taken before a bulk start say no
+# packet is `issuing`, and a plan built on them would scan the whole table for every batch.
 _LOAD = """
 SELECT o.id AS outbox_id, o.packet_id, o.campaign_id, o.bank_code,
        (o.done_at IS NULL AND o.dead_at IS NULL) AS open,
        p.state, p.amount_fen, p.wallet_bank, p.wallet_id, p.refused_by
-FROM issuance_outbox o JOIN packets p ON p.id = o.packet_id
+FROM issuance_outbox o,
+     LATERAL (SELECT state, amount_fen, wallet_bank, wallet_id, refused_by FROM packets
+              WHERE id = o.packet_id) p
 WHERE o.id = ANY($1::bigint[])
 """
 
@@ -134,6 +140,7 @@ class IssuanceWorker:
         tasks = [asyncio.create_task(self._reader(code, stop), name=f"reader-{code}-{n}")
                  for code in codes for n in range(self.options.slots)]
         tasks += [asyncio.create_task(self._reclaimer(code, stop), name=f"reclaimer-{code}") for code in codes]
+        tasks.append(asyncio.create_task(self._report(stop), name="report"))
         log.info("issuance worker %s: %d readers on %s", self.options.consumer, len(tasks) - len(codes),
                  ",".join(codes))
         try:
@@ -144,6 +151,15 @@ class IssuanceWorker:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- loops ---------------------------------------------------------------------------------
+
+    async def _report(self, stop: asyncio.Event) -> None:
+        last = 0
+        while not stop.is_set():
+            await _wait(stop, REPORT_EVERY_S)
+            if self.processed != last:
+                log.info("issuance worker %s: %d work items settled in the last %ds (%d in all)",
+                         self.options.consumer, self.processed - last, REPORT_EVERY_S, self.processed)
+                last = self.processed
 
     async def _reader(self, bank: str, stop: asyncio.Event) -> None:
         key = streams.stream_key(self.options.prefix, bank)
@@ -250,7 +266,8 @@ class IssuanceWorker:
         records = await self.pool.fetch(_LOAD, ids)
         return {r["outbox_id"]: _Row(r["outbox_id"], r["packet_id"], r["campaign_id"], r["bank_code"],
                                      r["open"], r["state"], r["amount_fen"], r["wallet_bank"], r["wallet_id"],
-                                     tuple(r["refused_by"])) for r in records}
+                                     tuple(r["refused_by"]), idempotency_key_for(r["campaign_id"], str(r["packet_id"])))
+                for r in records}
 
     def _sort(self, bank: str, ids: list[int], rows: dict[int, _Row], outcomes: _Outcomes) -> list[_Row]:
         """The rows that need a credit now; the rest are settled into `outcomes` without the bank."""
@@ -265,9 +282,9 @@ class IssuanceWorker:
             elif row.bank_code != bank or row.wallet_bank != bank:
                 outcomes.dead[outbox_id] = f"row for {row.bank_code}, packet bound to {row.wallet_bank}, stream {bank}"
             elif row.state != packets.ISSUING:
-                outcomes.finished.append(outbox_id)  # the packet reached an outcome another way
+                outcomes.finished.append((outbox_id, row.packet_id))  # it reached an outcome another way
             elif row.packet_id in seen_packets:
-                outcomes.finished.append(outbox_id)
+                outcomes.finished.append((outbox_id, row.packet_id))
             else:
                 seen_packets.add(row.packet_id)
                 work.append(row)
@@ -296,7 +313,7 @@ class IssuanceWorker:
         BANK_CALLS.labels(bank).observe(time.monotonic() - started)
         BATCH_ITEMS.observe(len(work))
         outcomes.credited.extend(earlier.values())
-        by_key = {idempotency_key_for(row.campaign_id, str(row.packet_id)): row for row in todo}
+        by_key = {row.key: row for row in todo}
         for result in results:
             row = by_key[result.idempotency_key]
             if isinstance(result, CreditResult):
@@ -307,10 +324,10 @@ class IssuanceWorker:
             else:
                 outcomes.dead[row.outbox_id] = f"bank refused with {result.status} {result.code}: {result.detail}"
                 continue
-            outcomes.finished.append(row.outbox_id)
+            outcomes.finished.append((row.outbox_id, row.packet_id))
         for row in work:
             if row.packet_id in earlier:
-                outcomes.finished.append(row.outbox_id)
+                outcomes.finished.append((row.outbox_id, row.packet_id))
 
     async def _earlier_credits(self, bank: str, work: list[_Row]) -> dict[int, Credited]:
         """A packet re-claimed at this bank after another refused it: a late success at the
@@ -320,8 +337,7 @@ class IssuanceWorker:
             for other in row.refused_by:
                 if other == bank or other not in self.banks.codes:
                     continue
-                record = await self.banks.client(other).status(
-                    idempotency_key_for(row.campaign_id, str(row.packet_id)))
+                record = await self.banks.client(other).status(row.key)
                 if record is not None:
                     found[row.packet_id] = Credited(row.packet_id, other, record.wallet_id, record.credit_id,
                                                     record.credited_at)
@@ -337,7 +353,7 @@ class IssuanceWorker:
             self._terms[row.campaign_id] = terms
         assert row.wallet_id is not None
         return CreditRequest(
-            idempotency_key=idempotency_key_for(row.campaign_id, str(row.packet_id)), wallet_id=row.wallet_id,
+            idempotency_key=row.key, wallet_id=row.wallet_id,
             amount_fen=row.amount_fen, expires_at=terms.expires_at, restrictions=terms.restrictions,
             campaign_id=row.campaign_id, packet_id=str(row.packet_id))
 
@@ -349,13 +365,16 @@ class IssuanceWorker:
                 await conn.execute(
                     """UPDATE issuance_outbox o SET dead_at = now(), dead_reason = d.reason
                        FROM unnest($1::bigint[], $2::text[]) AS d(id, reason)
-                       WHERE o.id = d.id AND o.done_at IS NULL""",
+                       WHERE o.id = ANY($1::bigint[]) AND o.id = d.id AND o.done_at IS NULL""",
                     list(outcomes.dead), list(outcomes.dead.values()))
-            if outcomes.finished:
+            # Rows of packets that just moved were closed with them; the rest are closed here.
+            closed = set(issued) | set(failed) | set(cancelled)
+            finished = [outbox_id for outbox_id, packet_id in outcomes.finished if packet_id not in closed]
+            if finished:
                 await conn.execute(
                     """UPDATE issuance_outbox SET done_at = now()
                        WHERE id = ANY($1::bigint[]) AND done_at IS NULL AND dead_at IS NULL""",
-                    outcomes.finished)
+                    finished)
         moved = set(issued)
         for credit in outcomes.credited:
             PACKETS.labels(credit.bank_code, "issued" if credit.packet_id in moved else "repeat").inc()

@@ -37,6 +37,7 @@ log = logging.getLogger("wallet_adapter.outbox")
 LEADER_LOCK_ID = 0x5717_0200
 TRANSIENT = (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSError, TimeoutError)
 ACTOR = "system:issuance-dispatcher"
+REPORT_EVERY_S = 10
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Dispatcher:
         self._lock_conn: asyncpg.Connection | None = None
         self._due: dict[str, float] = {}
         self.published = 0
+        self._reported = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -106,6 +108,10 @@ class Dispatcher:
             await self.claim_deadlines()
         if self._is_due("gauges", self.options.gauges_s):
             await self.update_gauges()
+        if self._is_due("report", REPORT_EVERY_S) and self.published != self._reported:
+            log.info("dispatcher: %d work items published in the last %ds (%d in all)",
+                     self.published - self._reported, REPORT_EVERY_S, self.published)
+            self._reported = self.published
         return moved
 
     def _is_due(self, name: str, every_s: float) -> bool:
@@ -182,7 +188,8 @@ class Dispatcher:
             await conn.execute(
                 """UPDATE issuance_outbox o SET published_at = now(), publish_count = publish_count + 1,
                           stream_entry = e.entry
-                   FROM unnest($1::bigint[], $2::text[]) AS e(id, entry) WHERE o.id = e.id""",
+                   FROM unnest($1::bigint[], $2::text[]) AS e(id, entry)
+                   WHERE o.id = ANY($1::bigint[]) AND o.id = e.id""",
                 ids, [entry for entry, chunk in zip(entry_ids, chunks, strict=True) for _ in chunk])
         stream.in_flight.update(zip(entry_ids, chunks, strict=True))
         return len(ids)

@@ -18,6 +18,10 @@ keyed (kind, packet id) so a repeated step posts nothing twice:
 `failed` keeps the money allocated: a refused wallet (unknown, frozen, over its limit) is the
 citizen's to fix, so they may claim again with another wallet until the claim deadline. What
 was spent stays on `issued` until the merchants' reconciliation moves it to `redeemed`.
+
+Batch updates join `unnest(...)` arrays and also say `id = ANY($1)`: statistics gathered before
+a bulk start claim that no packet is `issuing`, and without the index condition the planner
+then scans the whole table once per row of the batch.
 """
 
 from __future__ import annotations
@@ -165,7 +169,7 @@ async def apply_issued(conn: asyncpg.Connection, credits: Sequence[Credited]) ->
                   updated_at = now()
            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
                 AS r(id, bank, wallet, credit_id, credited_at)
-           WHERE p.id = r.id AND p.state IN ('issuing', 'failed')
+           WHERE p.id = ANY($1::bigint[]) AND p.id = r.id AND p.state IN ('issuing', 'failed')
            RETURNING p.id, p.campaign_id, p.amount_fen""",
         [c.packet_id for c in credits], [c.bank_code for c in credits],
         [c.wallet_id for c in credits], [c.credit_id for c in credits],
@@ -197,7 +201,8 @@ async def apply_refused(conn: asyncpg.Connection, refusals: Sequence[Refused]) -
                                         ELSE array_append(p.refused_by, r.bank) END,
                       updated_at = now()
                FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS r(id, bank, wallet, code)
-               WHERE p.id = r.id AND p.state = 'issuing' AND p.wallet_bank = r.bank AND p.wallet_id = r.wallet
+               WHERE p.id = ANY($1::bigint[]) AND p.id = r.id AND p.state = 'issuing'
+                 AND p.wallet_bank = r.bank AND p.wallet_id = r.wallet
                RETURNING p.id""",
             [r.packet_id for r in fixable], [r.bank_code for r in fixable],
             [r.wallet_id for r in fixable], [r.code for r in fixable])
@@ -218,7 +223,7 @@ async def cancel(conn: asyncpg.Connection, packet_ids: Sequence[int], *,
         """UPDATE packets p SET state = 'cancelled', closed_at = now(), updated_at = now(),
                   failure_code = COALESCE(r.code, p.failure_code)
            FROM unnest($1::bigint[], $2::text[]) AS r(id, code)
-           WHERE p.id = r.id AND p.state = ANY($3::text[])
+           WHERE p.id = ANY($1::bigint[]) AND p.id = r.id AND p.state = ANY($3::text[])
            RETURNING p.id, p.campaign_id, p.amount_fen""",
         list(packet_ids), [codes.get(i) for i in packet_ids], list(from_states))
     await ledger.post_many(conn, [cancel_posting(r["campaign_id"], r["id"], r["amount_fen"]) for r in rows])
@@ -250,7 +255,7 @@ async def apply_reclaimed(conn: asyncpg.Connection, reclaims: Sequence[Reclaimed
         """UPDATE packets p SET state = CASE WHEN r.reclaimed > 0 THEN 'reclaimed' ELSE 'spent' END,
                   reclaimed_fen = r.reclaimed, spent_fen = r.spent, closed_at = now(), updated_at = now()
            FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS r(id, reclaimed, spent)
-           WHERE p.id = r.id AND p.state = 'issued'
+           WHERE p.id = ANY($1::bigint[]) AND p.id = r.id AND p.state = 'issued'
            RETURNING p.id, p.campaign_id, p.reclaimed_fen""",
         [r.packet_id for r in reclaims], [r.reclaimed_fen for r in reclaims],
         [r.spent_fen for r in reclaims])
