@@ -118,6 +118,10 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
         "draw_winners", columns=["campaign_id", "ticket", "stratum", "tier", "amount_fen", "round", "rank_key"],
         records=((campaign.id, w.ticket, w.stratum, w.tier, w.amount_fen, w.round, w.rank_key)
                  for w in outcome.winners))
+    # The list and the winners were just bulk-loaded: without fresh statistics the planner takes
+    # the campaign for one row and joins them by nested loop (51 s for 5,000 winners among
+    # 100,000 registrants, past the statement timeout; found by the result-spike load run).
+    await conn.execute("ANALYZE committed_registrants, draw_winners")
     draw = bundle["draw"]
     await conn.execute(
         """INSERT INTO draws (campaign_id, algorithm, seed, winners_root, winner_count, strata, bundle, drawn_at,
