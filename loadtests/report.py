@@ -56,11 +56,13 @@ def cpu_table(result: RunResult) -> Table:
     cpu = result.locust.cpu_s
     wall = max(result.locust.wall_s, 1e-6)
     total = sum(cpu.values()) or 1.0
-    table = Table(title=f"CPU over {wall:,.0f} s of wall time")
-    for column in ("process group", "CPU seconds", "cores", "share"):
+    requests = max(1, result.stats[AGGREGATED].requests if AGGREGATED in result.stats else 0)
+    table = Table(title=f"CPU over {wall:,.0f} s of wall time ({requests:,} requests)")
+    for column in ("process group", "CPU seconds", "cores", "share", "ms per request"):
         table.add_column(column, justify="left" if column == "process group" else "right")
     for group, seconds in cpu.items():
-        table.add_row(group, f"{seconds:,.1f}", f"{seconds / wall:.2f}", f"{seconds / total:.0%}")
+        per_request = "" if group == "other" else f"{seconds * 1000 / requests:.2f}"
+        table.add_row(group, f"{seconds:,.1f}", f"{seconds / wall:.2f}", f"{seconds / total:.0%}", per_request)
     return table
 
 
