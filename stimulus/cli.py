@@ -229,7 +229,7 @@ def audit_ledger_check(campaign_id: str | None) -> None:
 
 
 @main.command()
-@click.option("--citizens", type=int, default=3000, show_default=True)
+@click.option("--citizens", type=click.IntRange(min=200), default=100_000, show_default=True)
 @click.option("--serve", is_flag=True, help="keep the stack running after the demo")
 def demo(citizens: int, serve: bool) -> None:
     """Run a campaign end to end on the embedded stack."""

@@ -78,9 +78,13 @@ class Connection:
             await self.writer.wait_closed()
 
 
-async def post_each(base_url: str, path: str, tokens: Sequence[str], body: bytes = b"{}",
+async def post_each(base_url: str, path: str, tokens: Sequence[str], body: bytes | Sequence[bytes] = b"{}",
                     concurrency: int = 48, on_reply: Callable[[Reply], None] | None = None) -> list[Reply]:
-    """POST `body` to `path` once per bearer token, `concurrency` connections at a time."""
+    """POST to `path` once per bearer token, `concurrency` connections at a time.
+
+    `body` is one body for every request or one per token."""
+    if not isinstance(body, bytes) and len(body) != len(tokens):
+        raise ValueError("one body per token")
     replies: list[Reply | None] = [None] * len(tokens)
     position = 0
 
@@ -91,7 +95,7 @@ async def post_each(base_url: str, path: str, tokens: Sequence[str], body: bytes
             while position < len(tokens):
                 index = position
                 position += 1
-                reply = await connection.request("POST", path, body,
+                reply = await connection.request("POST", path, body if isinstance(body, bytes) else body[index],
                                                  [("Authorization", f"Bearer {tokens[index]}")])
                 replies[index] = reply
                 if on_reply is not None:

@@ -10,10 +10,15 @@ from stimulus.sandbox_idp import SANDBOX_CITY, SANDBOX_DISTRICTS
 
 def sample_campaign(campaign_id: str, winners: int = 3000, *, opens_at: datetime | None = None,
                     registration_s: int = 2 * 24 * 3600, participants: list[dict[str, str]] | None = None,
-                    beacon: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Two tiers (2/3 of winners x 100 yuan, 1/3 x 200 yuan), the six districts as strata."""
+                    beacon: dict[str, Any] | None = None, claim_s: int = 2 * 24 * 3600,
+                    spending_s: int = 7 * 24 * 3600) -> dict[str, Any]:
+    """Two tiers (2/3 of winners x 100 yuan, 1/3 x 200 yuan), the six districts as strata.
+
+    The claim deadline falls `claim_s` after registration closes, the spending deadline
+    `spending_s` after that."""
     opens_at = opens_at or datetime.now(UTC) - timedelta(seconds=5)
     closes_at = opens_at + timedelta(seconds=registration_s)
+    claim_deadline = closes_at + timedelta(seconds=claim_s)
     small = winners * 2 // 3
     large = winners - small
     n = len(SANDBOX_DISTRICTS)
@@ -30,8 +35,8 @@ def sample_campaign(campaign_id: str, winners: int = 3000, *, opens_at: datetime
                    for d, q in zip(SANDBOX_DISTRICTS, quotas, strict=True)],
         "registration_opens_at": opens_at.isoformat(),
         "registration_closes_at": closes_at.isoformat(),
-        "claim_deadline": (closes_at + timedelta(days=2)).isoformat(),
-        "spending_deadline": (closes_at + timedelta(days=9)).isoformat(),
+        "claim_deadline": claim_deadline.isoformat(),
+        "spending_deadline": (claim_deadline + timedelta(seconds=spending_s)).isoformat(),
         "beacon": beacon or {"kind": "sandbox"},
         "participants": participants or [],
         "eligibility": {"city": SANDBOX_CITY, "require_mainland_phone": True,
