@@ -45,7 +45,7 @@ def deadlines_for(citizens: int) -> tuple[int, int]:
     Sized for registration at ~1,000/s on two cores (it runs at 2-3x that on a quiet machine),
     plus the draw, the claims and the issuance; claims that still arrive late are refused and
     reported, as a real campaign would."""
-    return 45 + citizens // 900, 25
+    return 25 + citizens // 900, 15
 
 
 def _token(settings: Settings, name: str) -> str:
@@ -66,6 +66,15 @@ def _merchant_steps() -> ModuleType | None:
 
 
 def run_demo(citizens: int = DEFAULT_CITIZENS, serve: bool = False, state_dir: Path | None = None) -> int:
+    saved = dict(os.environ)
+    try:
+        return _run(citizens, serve, state_dir)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _run(citizens: int, serve: bool, state_dir: Path | None) -> int:
     state_dir = state_dir or Path(os.environ.get("STIMULUS_STATE_DIR", "./.stimulus")).resolve() / "demo"
     for part in ("postgres", "redis", "bank", "published"):
         shutil.rmtree(state_dir / part, ignore_errors=True)
