@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from merchants import redemption_routes, registry_routes
 from stimulus.settings import Settings
 
 
 def route_handlers(settings: Settings) -> list[Any]:
-    return []
+    return [
+        *registry_routes.ROUTES,
+        *redemption_routes.ROUTES,
+    ]

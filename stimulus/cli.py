@@ -260,7 +260,8 @@ def worker() -> None:
 
 
 def _mount_domain_commands() -> None:
-    """Domain modules expose `commands` (top-level) and `worker_subcommands` (under `worker`)."""
+    """Domain modules expose `commands` (top-level), `worker_subcommands` (under `worker`) and
+    `campaign_subcommands` (under `campaign`)."""
     for name in DOMAIN_CLI_MODULES:
         try:
             module = importlib.import_module(name)
@@ -272,6 +273,8 @@ def _mount_domain_commands() -> None:
             main.add_command(command)
         for command in getattr(module, "worker_subcommands", []):
             worker.add_command(command)
+        for command in getattr(module, "campaign_subcommands", []):
+            campaign.add_command(command)
 
 
 _mount_domain_commands()
