@@ -58,6 +58,7 @@ class DemoContext:
     secrets: dict[str, bytes] = field(default_factory=dict)
     timeline: Timeline | None = None
     published: Path | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def registered_wallet(self, index: int) -> dict[str, str] | None:
         """A third of the citizens name their wallet at registration (for bulk issuance)."""
