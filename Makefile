@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo up test lint bench bench-draw bench-issue bench-reconcile load clean
+.PHONY: install demo up test lint bench bench-draw bench-issue bench-reconcile bench-intake load clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-issue: $(STAMP)
 
 bench-reconcile: $(STAMP)
 	$(BIN)/python -m bench.reconcile
+
+bench-intake: $(STAMP)
+	$(BIN)/python -m bench.merchant_intake --runs 3
 
 SCENARIO ?= registration-surge
 load: $(STAMP)

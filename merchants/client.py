@@ -8,6 +8,7 @@ merchant would.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,14 @@ import msgspec
 
 from merchants.signing import signed_headers
 from stimulus.signing import SigningKey
+
+
+@dataclass(frozen=True)
+class Prepared:
+    method: str
+    path: str
+    body: bytes
+    headers: dict[str, str]
 
 
 class MerchantClient:
@@ -42,13 +51,29 @@ class MerchantClient:
         """The signed headers for one request; `timestamp=` / `nonce=` pin them (for tests)."""
         return signed_headers(self.key, self.merchant_id, method, path, body, **overrides)
 
-    async def request(self, method: str, path: str, payload: Any = None, **overrides: Any) -> httpx.Response:
-        """Sign and send; `path` is the full path with any query string, as signed."""
+    def prepare(self, method: str, path: str, payload: Any = None, **overrides: Any) -> Prepared:
+        """A signed request ready to send by any HTTP client (valid for the skew window)."""
         body = b"" if payload is None else msgspec.json.encode(payload)
         headers = self.headers_for(method, path, body, **overrides)
         if body:
             headers["Content-Type"] = "application/json"
-        return await self.http.request(method, path, content=body, headers=headers)
+        return Prepared(method, path, body, headers)
+
+    async def request(self, method: str, path: str, payload: Any = None, **overrides: Any) -> httpx.Response:
+        """Sign and send; `path` is the full path with any query string, as signed."""
+        prepared = self.prepare(method, path, payload, **overrides)
+        return await self.http.request(method, path, content=prepared.body, headers=prepared.headers)
+
+    def redemption(self, merchant_txn_id: str, payment_reference: str, amount_fen: int, occurred_at: datetime,
+                   *, bank_reference: str | None = None, basket_fen: int | None = None) -> Prepared:
+        """A signed redemption notice, to send now (`redeem`) or later by a leaner client (the bench)."""
+        payload: dict[str, Any] = {"merchant_txn_id": merchant_txn_id, "payment_reference": payment_reference,
+                                   "amount_fen": amount_fen, "occurred_at": occurred_at}
+        if bank_reference is not None:
+            payload["bank_reference"] = bank_reference
+        if basket_fen is not None:
+            payload["basket_fen"] = basket_fen
+        return self.prepare("POST", f"{self.base_path}/redemptions", payload)
 
     @property
     def base_path(self) -> str:
@@ -58,13 +83,9 @@ class MerchantClient:
                      occurred_at: datetime, *, bank_reference: str | None = None,
                      basket_fen: int | None = None) -> httpx.Response:
         """A redemption notice: 202 pending (new), 200 (the same again), or a problem."""
-        payload: dict[str, Any] = {"merchant_txn_id": merchant_txn_id, "payment_reference": payment_reference,
-                                   "amount_fen": amount_fen, "occurred_at": occurred_at}
-        if bank_reference is not None:
-            payload["bank_reference"] = bank_reference
-        if basket_fen is not None:
-            payload["basket_fen"] = basket_fen
-        return await self.request("POST", f"{self.base_path}/redemptions", payload)
+        prepared = self.redemption(merchant_txn_id, payment_reference, amount_fen, occurred_at,
+                                   bank_reference=bank_reference, basket_fen=basket_fen)
+        return await self.http.request("POST", prepared.path, content=prepared.body, headers=prepared.headers)
 
     async def reverse(self, payment_txn_id: str, merchant_txn_id: str, amount_fen: int,
                       occurred_at: datetime, *, bank_reference: str | None = None) -> httpx.Response:

@@ -51,10 +51,10 @@ async def post_redemption(request: Request[Any, Any, Any], services: Services,
                           merchant_id: str = MerchantId) -> Response[bytes]:
     """Body `PaymentNotice`. 202 with the stored notice (`status: pending`); the same notice again
     200 with `Idempotent-Replayed: true`; the same `merchant_txn_id` with another payload 409."""
-    merchant = await signing.authenticate(services, request, merchant_id)
+    await signing.authenticate_signature(services, request, merchant_id)
     notice = redemptions.decode(await request.body(), PaymentNotice)
     assert isinstance(notice, PaymentNotice)
-    return _answer(await redemptions.submit_payment(services.pool, merchant, notice))
+    return _answer(await redemptions.submit_payment(services.pool, merchant_id, notice))
 
 
 @post("/v1/merchants/{merchant_id:str}/redemptions/{txn_id:str}/reversals", tags=["merchant"], status_code=202,

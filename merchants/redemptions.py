@@ -17,6 +17,9 @@ A reversal (refund) names the payment it refunds; its amount must not exceed the
 amount minus the reversals of it already stored. It is accepted after the spending deadline too:
 the refund happened at the till, and the reconciler decides where the money goes.
 
+A payment is checked and stored by one PostgreSQL function (migration 0302), one round trip;
+reversals, rarer, by the statements below.
+
 Idempotency is by (merchant, merchant_txn_id), for good: the same payload again is answered with
 the stored notice (200, `replayed`), another payload under a used id is 409
 `merchant_txn_id_reused`. Notices for one packet are serialised by a transaction-scoped advisory
@@ -34,7 +37,15 @@ import asyncpg
 import msgspec
 
 from merchants.registry import Merchant
-from stimulus.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unprocessable
+from stimulus.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    Unprocessable,
+)
 
 TXN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 PAYMENT_REFERENCE_PATTERN = r"^pkt-[0-9a-f]{32}$"
@@ -42,7 +53,6 @@ BANK_REFERENCE_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 MAX_AMOUNT_FEN = 2**53
 # A till's clock may run ahead of ours by as much as a signed request's timestamp may.
 CLOCK_SKEW = timedelta(seconds=300)
-SPENDING_STATES = ("issuing", "spending")
 PAYMENT, REVERSAL = "payment", "reversal"
 # Advisory lock class for "notices of one packet" (two-int form: its own key space).
 _PACKET_LOCK_CLASS = 0x5717_0300
@@ -117,28 +127,6 @@ _NOTICE_COLUMNS = """n.merchant_id, n.merchant_txn_id, n.kind, n.reverses_txn_id
 
 _FIND = f"SELECT {_NOTICE_COLUMNS} FROM redemption_notices n WHERE n.merchant_id = $1 AND n.merchant_txn_id = $2"
 
-# The packet behind a payment reference, its campaign's window and whether this merchant may take
-# it; the advisory lock serialises every notice of the packet until commit.
-_RESOLVE = """
-SELECT p.id, p.campaign_id, p.state, p.amount_fen, p.wallet_bank, c.state AS campaign_state,
-       c.spending_deadline, now() AS now,
-       (NOT EXISTS (SELECT 1 FROM campaign_acceptance a WHERE a.campaign_id = p.campaign_id AND a.kind = 'category')
-        OR EXISTS (SELECT 1 FROM campaign_acceptance a
-                   WHERE a.campaign_id = p.campaign_id AND a.kind = 'category' AND a.value = $2)) AS category_ok,
-       (NOT EXISTS (SELECT 1 FROM campaign_acceptance a WHERE a.campaign_id = p.campaign_id AND a.kind = 'district')
-        OR EXISTS (SELECT 1 FROM campaign_acceptance a
-                   WHERE a.campaign_id = p.campaign_id AND a.kind = 'district' AND a.value = $3)) AS district_ok,
-       pg_advisory_xact_lock($4, (p.id % 2147483647)::int) AS locked
-FROM packets p JOIN campaigns c ON c.id = p.campaign_id
-WHERE merchants_payment_reference(p.campaign_id, p.id) = $1"""
-
-# After the lock (a new statement sees every notice committed before it): is this txn id taken,
-# and how much of the packet do stored notices claim, net of reversals.
-_CLAIMED = """
-SELECT (SELECT payload_hash FROM redemption_notices WHERE merchant_id = $1 AND merchant_txn_id = $2) AS existing,
-       (SELECT COALESCE(sum(CASE kind WHEN 'payment' THEN amount_fen ELSE -amount_fen END), 0)
-        FROM redemption_notices WHERE packet_id = $3 AND status IN ('pending', 'matched')) AS claimed_fen"""
-
 _INSERT = """
 INSERT INTO redemption_notices (merchant_id, merchant_txn_id, kind, reverses_txn_id, campaign_id, packet_id,
     bank_code, payment_reference, bank_reference, amount_fen, basket_fen, occurred_at, payload_hash)
@@ -171,53 +159,54 @@ async def _replay(conn: asyncpg.Connection, merchant_id: str, txn_id: str, diges
     return Stored(_notice(row), replayed=True)
 
 
-def _check_payment(packet: asyncpg.Record, notice: PaymentNotice, claimed_fen: int) -> None:
-    if packet["state"] != "issued":
-        raise Unprocessable(f"the packet is {packet['state']}, not spendable", code="packet_not_live",
-                            packet_state=packet["state"])
-    now: datetime = packet["now"]
-    deadline: datetime = packet["spending_deadline"]
-    if packet["campaign_state"] not in SPENDING_STATES or now >= deadline:
-        raise Unprocessable("the campaign is not in its spending window", code="spending_closed",
-                            spending_deadline=deadline.isoformat())
-    if notice.occurred_at > now + CLOCK_SKEW:
-        raise Unprocessable("occurred_at is in the future", code="occurred_in_future")
-    if notice.occurred_at >= deadline:
-        raise Unprocessable("the purchase happened after the spending deadline", code="spending_closed",
-                            spending_deadline=deadline.isoformat())
-    if not (packet["category_ok"] and packet["district_ok"]):
-        which = "category" if not packet["category_ok"] else "district"
-        raise Forbidden(f"the campaign does not accept packets at merchants of this {which}",
-                        code="merchant_not_eligible", refused=which)
-    available_fen = packet["amount_fen"] - claimed_fen
-    if notice.amount_fen > available_fen:
-        raise Unprocessable(f"the packet has {available_fen} fen left to claim", code="amount_exceeds_balance",
-                            available_fen=available_fen)
+_SUBMIT_PAYMENT = """SELECT outcome, detail, figure, campaign_id, received_at
+    FROM merchants_submit_payment($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"""
 
 
-async def submit_payment(pool: asyncpg.Pool, merchant: Merchant, notice: PaymentNotice) -> Stored:
+def _refusal(outcome: str, detail: str | None, figure: int | None) -> DomainError:
+    if outcome == "unknown_merchant":
+        return Unauthenticated("no such merchant", code="unknown_merchant")
+    if outcome == "merchant_suspended":
+        return Forbidden("the merchant is suspended", code="merchant_suspended")
+    if outcome == "unknown_payment_reference":
+        return Unprocessable("no packet has this payment reference", code=outcome)
+    if outcome == "packet_not_live":
+        return Unprocessable(f"the packet is {detail}, not spendable", code=outcome, packet_state=detail)
+    if outcome == "spending_closed":
+        return Unprocessable("the campaign is not in its spending window, or the purchase happened after it",
+                             code=outcome, spending_deadline=detail)
+    if outcome == "occurred_in_future":
+        return Unprocessable("occurred_at is in the future", code=outcome)
+    if outcome == "merchant_not_eligible":
+        return Forbidden(f"the campaign does not accept packets at merchants of this {detail}", code=outcome,
+                         refused=detail)
+    if outcome == "amount_exceeds_balance":
+        return Unprocessable(f"the packet has {figure} fen left to claim", code=outcome, available_fen=figure)
+    raise AssertionError(f"unknown outcome {outcome!r}")
+
+
+async def submit_payment(pool: asyncpg.Pool, merchant_id: str, notice: PaymentNotice) -> Stored:
+    """Check and store a payment notice in one database call (`merchants_submit_payment`), which
+    also refuses an unknown or suspended merchant: the caller has checked the signature only."""
     if notice.basket_fen is not None and notice.basket_fen < notice.amount_fen:
         raise InvalidInput("basket_fen is the whole purchase: at least amount_fen", code="invalid_basket")
     digest = payload_hash(PAYMENT, None, notice.payment_reference, notice.bank_reference, notice.amount_fen,
                           notice.basket_fen, notice.occurred_at)
-    async with pool.acquire() as conn, conn.transaction():
-        packet = await conn.fetchrow(_RESOLVE, notice.payment_reference, merchant.category, merchant.district,
-                                     _PACKET_LOCK_CLASS)
-        state = await conn.fetchrow(_CLAIMED, merchant.id, notice.merchant_txn_id,
-                                    None if packet is None else packet["id"])
-        assert state is not None
-        if state["existing"] is not None:
-            return await _replay(conn, merchant.id, notice.merchant_txn_id, digest)
-        if packet is None:
-            raise Unprocessable("no packet has this payment reference", code="unknown_payment_reference")
-        _check_payment(packet, notice, int(state["claimed_fen"]))
-        row = await conn.fetchrow(
-            _INSERT, merchant.id, notice.merchant_txn_id, PAYMENT, None, packet["campaign_id"], packet["id"],
-            packet["wallet_bank"], notice.payment_reference, notice.bank_reference, notice.amount_fen,
-            notice.basket_fen, notice.occurred_at, digest)
-        if row is None:  # the same txn id for another packet, committed meanwhile
-            return await _replay(conn, merchant.id, notice.merchant_txn_id, digest)
-    return Stored(_notice(row, 0), replayed=False)
+    row = await pool.fetchrow(_SUBMIT_PAYMENT, merchant_id, notice.merchant_txn_id, notice.payment_reference,
+                              notice.bank_reference, notice.amount_fen, notice.basket_fen, notice.occurred_at,
+                              digest, CLOCK_SKEW, _PACKET_LOCK_CLASS)
+    assert row is not None
+    outcome = row["outcome"]
+    if outcome == "created":
+        return Stored(Notice(merchant_id, notice.merchant_txn_id, PAYMENT, None, row["campaign_id"],
+                             notice.payment_reference, notice.bank_reference, notice.amount_fen, notice.basket_fen,
+                             notice.occurred_at.astimezone(UTC), row["received_at"], "pending", 0), replayed=False)
+    if outcome == "replay":
+        return Stored(await find(pool, merchant_id, notice.merchant_txn_id), replayed=True)
+    if outcome == "conflict":
+        raise Conflict(f"merchant_txn_id {notice.merchant_txn_id!r} was already used with another payload",
+                       code="merchant_txn_id_reused")
+    raise _refusal(outcome, row["detail"], row["figure"])
 
 
 async def submit_reversal(pool: asyncpg.Pool, merchant: Merchant, payment_txn_id: str,

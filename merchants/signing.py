@@ -105,9 +105,15 @@ def _presented(request: Request[Any, Any, Any]) -> Presented:
     return Presented(merchant_id, timestamp, nonce, raw)
 
 
-async def authenticate(services: Services, request: Request[Any, Any, Any],
-                       merchant_id: str) -> registry.Merchant:
-    """The merchant that signed this request for `/v1/merchants/{merchant_id}/...`, or a refusal."""
+# Merchant keys are never changed in place (a new key is a new merchant), so each process keeps
+# the public keys it has looked up and spends no database round trip on them again.
+MAX_CACHED_KEYS = 100_000
+_keys: dict[str, bytes] = {}
+
+
+async def _check(services: Services, request: Request[Any, Any, Any], merchant_id: str,
+                 public_key: bytes | None) -> tuple[Presented, registry.Merchant | None]:
+    """Headers, clock, key and signature; the merchant row when it had to be read."""
     presented = _presented(request)
     if presented.merchant_id != merchant_id:
         raise Forbidden("X-Merchant-Id does not match the merchant in the path", code="merchant_mismatch")
@@ -115,17 +121,45 @@ async def authenticate(services: Services, request: Request[Any, Any, Any],
     if abs(skew_s) > MAX_SKEW_S:
         raise Unauthenticated(f"X-Timestamp is {skew_s} s from the server's clock (limit {MAX_SKEW_S} s)",
                               code="stale_timestamp")
-    merchant = await registry.find(services.pool, merchant_id)
-    if merchant is None:
-        raise Unauthenticated("no such merchant", code="unknown_merchant")
+    merchant = None
+    if public_key is None:
+        merchant = await registry.find(services.pool, merchant_id)
+        if merchant is None:
+            raise Unauthenticated("no such merchant", code="unknown_merchant")
+        public_key = merchant.public_key
+        if len(_keys) >= MAX_CACHED_KEYS:
+            _keys.clear()
+        _keys[merchant_id] = public_key
     body = await request.body()
     message = canonical_message(request.method, signed_path(request), presented.timestamp,
                                 presented.nonce, body)
-    if not verify_signature(merchant.public_key, presented.signature, message):
+    if not verify_signature(public_key, presented.signature, message):
         raise Unauthenticated("the signature does not verify with the merchant's key", code="bad_signature")
-    if merchant.status != registry.ACTIVE:
-        raise Forbidden("the merchant is suspended", code="merchant_suspended")
-    fresh = await services.redis.set(f"mnonce:{merchant_id}:{presented.nonce}", b"1", nx=True, ex=NONCE_TTL_S)
+    return presented, merchant
+
+
+async def _use_nonce(services: Services, merchant_id: str, nonce: str) -> None:
+    fresh = await services.redis.set(f"mnonce:{merchant_id}:{nonce}", b"1", nx=True, ex=NONCE_TTL_S)
     if not fresh:
         raise Unauthenticated("this nonce was already used: a replayed request", code="nonce_reused")
+
+
+async def authenticate(services: Services, request: Request[Any, Any, Any],
+                       merchant_id: str) -> registry.Merchant:
+    """The merchant that signed this request for `/v1/merchants/{merchant_id}/...`, or a refusal."""
+    presented, merchant = await _check(services, request, merchant_id, None)
+    assert merchant is not None
+    if merchant.status != registry.ACTIVE:
+        raise Forbidden("the merchant is suspended", code="merchant_suspended")
+    await _use_nonce(services, merchant_id, presented.nonce)
     return merchant
+
+
+async def authenticate_signature(services: Services, request: Request[Any, Any, Any], merchant_id: str) -> None:
+    """Like `authenticate`, with the key from this process's cache and without the merchant's
+    status: for a handler whose own database call refuses an unknown or suspended merchant in
+    the transaction that acts (the payment notice)."""
+    presented, merchant = await _check(services, request, merchant_id, _keys.get(merchant_id))
+    if merchant is not None and merchant.status != registry.ACTIVE:
+        raise Forbidden("the merchant is suspended", code="merchant_suspended")
+    await _use_nonce(services, merchant_id, presented.nonce)

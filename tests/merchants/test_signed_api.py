@@ -120,12 +120,19 @@ async def test_unknown_merchant_and_another_merchants_path_are_refused(
 
 
 async def test_a_suspended_merchant_is_refused_until_activated(
-        merchant: RegisteredMerchant, http: httpx.AsyncClient, operator_token: str, db: asyncpg.Connection) -> None:
+        merchant: RegisteredMerchant, http: httpx.AsyncClient, operator_token: str, db: asyncpg.Connection,
+        issued: IssuedCampaign) -> None:
+    packet = issued.packet()
+    assert (await merchant.client.redeem("before", packet.payment_reference, 100, datetime.now(UTC))).status_code == 202
     response = await http.post(f"/v1/admin/merchants/{merchant.id}/suspend", json={"reason": "fake purchases"},
                                headers=auth(operator_token))
     assert response.status_code == 200 and response.json()["status"] == "suspended"
     refused = await merchant.client.me()
     assert refused.status_code == 403 and refused.json()["code"] == "merchant_suspended"
+    # The payment route checks the status in the transaction that would store the notice.
+    refused = await merchant.client.redeem("while-suspended", packet.payment_reference, 100, datetime.now(UTC))
+    assert refused.status_code == 403 and refused.json()["code"] == "merchant_suspended"
+    assert await db.fetchval("SELECT count(*) FROM redemption_notices WHERE merchant_id = $1", merchant.id) == 1
     response = await http.post(f"/v1/admin/merchants/{merchant.id}/activate", headers=auth(operator_token))
     assert response.status_code == 200 and response.json()["status"] == "active"
     assert (await merchant.client.me()).status_code == 200
