@@ -22,6 +22,12 @@ stored exactly once.
 
 Target (as for registration): ratio >= 0.4 with p99 <= 50 ms, reported; the exit status fails
 only when a notice is lost, refused or stored twice. `--runs 3` prints the median.
+
+Measured (2 cores shared with other load, load average 8-9; 20,000 notices, 500 merchants, 32
+connections, 2 API workers; median of 3): 425 notices/s, p50 63 ms, p99 252 ms; baseline
+3,097 INSERT commits/s; ratio 0.12; every notice stored once. Per notice the API verifies an
+Ed25519 signature, records the nonce in Redis and makes one PostgreSQL call; the baseline pays
+only the INSERT and its commit.
 """
 
 from __future__ import annotations
