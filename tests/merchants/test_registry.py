@@ -3,6 +3,8 @@ CSV imports (all of the file or none of it), suspension in the audit log, listin
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import stat
 import subprocess
@@ -12,7 +14,10 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from hypothesis import given
+from hypothesis import strategies as st
 
+from merchants import csv_import
 from merchants.client import MerchantClient
 from stimulus.signing import SigningKey
 from tests.conftest import Stack
@@ -174,3 +179,20 @@ async def test_the_cli_sets_a_campaigns_acceptance(stack: Stack, operator_token:
                              campaign_id) == 1
     usage = _cli(stack, "campaign", "accept", campaign_id, token=operator_token)
     assert usage.returncode == 2
+
+
+_names = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=40).filter(
+    lambda s: s.strip() != "" and s.isprintable())
+
+
+@given(st.lists(st.tuples(_names, st.from_regex(r"[0-9]{4}", fullmatch=True),
+                          st.from_regex(r"[A-Za-z0-9._-]{1,12}", fullmatch=True)), min_size=1, max_size=30))
+def test_any_well_formed_file_parses_back_to_its_merchants(rows: list[tuple[str, str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(csv_import.HEADER)
+    for n, (name, category, district) in enumerate(rows):
+        writer.writerow([f"m{n}", name, category, district, f"A-{n}"])
+    parsed = csv_import.parse(buffer.getvalue().encode())
+    assert [(spec.name, spec.category, spec.district) for _, spec in parsed] == rows
+    assert [line for line, _ in parsed] == list(range(2, len(rows) + 2))
