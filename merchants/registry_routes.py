@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, get, post, put
-from litestar.params import Parameter, QueryParameter
+from litestar.params import Parameter
 
 from merchants import csv_import, registry
 from merchants.registry import Acceptance, IssuedKey, MerchantSpec, MerchantView
@@ -83,11 +83,11 @@ async def activate_merchant(services: Services, principal: Principal, data: Stat
 @get("/v1/admin/merchants", tags=["operator"], summary="Merchants in id order, filtered, a page at a time")
 async def list_merchants(
         services: Services, principal: Principal,
-        after: str = QueryParameter(name="after", default="", description="the last id of the previous page"),
-        limit: int = QueryParameter(name="limit", default=100, ge=1, le=registry.MAX_PAGE),
-        status: str | None = QueryParameter(name="status", default=None),
-        district: str | None = QueryParameter(name="district", default=None),
-        category: str | None = QueryParameter(name="category", default=None)) -> MerchantPage:
+        after: str = Parameter(default="", description="the last id of the previous page"),
+        limit: int = Parameter(default=100, ge=1, le=registry.MAX_PAGE),
+        status: str | None = Parameter(default=None),
+        district: str | None = Parameter(default=None),
+        category: str | None = Parameter(default=None)) -> MerchantPage:
     require_role(principal, "operator", "auditor")
     found = await registry.list_page(services.pool, after=after, limit=limit, status=status,
                                      district=district, category=category)
