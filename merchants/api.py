@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from merchants import redemption_routes, registry_routes
+from merchants import redemption_routes, registry_routes, report_routes
 from stimulus.settings import Settings
 
 
@@ -12,4 +12,5 @@ def route_handlers(settings: Settings) -> list[Any]:
     return [
         *registry_routes.ROUTES,
         *redemption_routes.ROUTES,
+        *report_routes.ROUTES,
     ]

@@ -24,7 +24,7 @@ import asyncpg
 import click
 import msgspec
 
-from merchants import csv_import, registry
+from merchants import csv_import, registry, report_cli
 from merchants.registry import Acceptance, IssuedKey, MerchantSpec
 from stimulus import auth
 from stimulus.cli import run_db
@@ -209,5 +209,5 @@ def campaign_acceptance(campaign_id: str) -> None:
     _echo_json(_run(lambda conn: registry.acceptance(conn, campaign_id)))
 
 
-commands = [merchant_group]
+commands = [merchant_group, *report_cli.commands]
 campaign_subcommands = [campaign_accept, campaign_acceptance]
