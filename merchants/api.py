@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from merchants import redemption_routes, registry_routes, report_routes
+from merchants import reconcile_routes, redemption_routes, registry_routes, report_routes
 from stimulus.settings import Settings
 
 
@@ -13,4 +14,9 @@ def route_handlers(settings: Settings) -> list[Any]:
         *registry_routes.ROUTES,
         *redemption_routes.ROUTES,
         *report_routes.ROUTES,
+        *reconcile_routes.ROUTES,
     ]
+
+
+def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
+    return [("reconcile", [sys.executable, "-m", "stimulus.cli", "worker", "reconcile"])]

@@ -24,7 +24,7 @@ import asyncpg
 import click
 import msgspec
 
-from merchants import csv_import, registry, report_cli
+from merchants import csv_import, reconcile_cli, registry, report_cli
 from merchants.registry import Acceptance, IssuedKey, MerchantSpec
 from stimulus import auth
 from stimulus.cli import run_db
@@ -209,5 +209,6 @@ def campaign_acceptance(campaign_id: str) -> None:
     _echo_json(_run(lambda conn: registry.acceptance(conn, campaign_id)))
 
 
-commands = [merchant_group, *report_cli.commands]
+commands = [merchant_group, *report_cli.commands, *reconcile_cli.commands]
+worker_subcommands = reconcile_cli.worker_subcommands
 campaign_subcommands = [campaign_accept, campaign_acceptance]

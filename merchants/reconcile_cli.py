@@ -1,0 +1,250 @@
+"""`stimulus reconcile ...` and `stimulus worker reconcile`, mounted by merchants.cli.
+
+    stimulus reconcile fetch [--bank B ...] [--date YYYY-MM-DD ...] --token T   from the banks' API
+    stimulus reconcile import FILE --bank B --token T                           a CSV or NDJSON file
+    stimulus reconcile run [--window-s S] [--grace-s S]                          pair and classify
+    stimulus reconcile breaks [--campaign C] [--class K] [--all]
+    stimulus reconcile resolve BREAK_ID --reason R --token T
+    stimulus reconcile runs
+    stimulus worker reconcile [--every-s S]             fetch today's and yesterday's files, run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from merchants import reconciler, settlement
+from merchants.reconciler import RunOptions, RunSummary
+from merchants.settlement import ImportResult
+from merchants.settlement_fetch import fetch_day
+from stimulus import auth
+from stimulus.cli import run_db
+from stimulus.db import create_pool
+from stimulus.errors import DomainError
+from stimulus.observability import configure_logging
+from stimulus.settings import Settings, load_settings
+from wallet_adapter.bank_protocol import settlement_date_of
+from wallet_adapter.banks import BankRegistry, issuance_client_options
+from wallet_adapter.provider import BankError
+
+T = TypeVar("T")
+log = logging.getLogger("stimulus.reconcile")
+console = Console()
+token_option = click.option("--token", envvar="STIMULUS_TOKEN", required=True,
+                            help="the operator's bearer token (or STIMULUS_TOKEN)")
+window_option = click.option("--window-s", type=click.FloatRange(0, 86_400), default=reconciler.DEFAULT_WINDOW_S,
+                             show_default=True, help="how far a notice's time may be from the bank's")
+grace_option = click.option("--grace-s", type=click.FloatRange(0, 30 * 86_400), default=reconciler.DEFAULT_GRACE_S,
+                            show_default=True, help="how long merchants have to notify a settled spend")
+
+
+def _run(fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    try:
+        result: T = run_db(fn)
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
+    return result
+
+
+async def _operator(conn: asyncpg.Connection, token: str) -> str:
+    principal = await auth.principal_from_token(conn, token)  # type: ignore[arg-type]
+    return auth.require_role(principal, "operator").actor
+
+
+def _print_import(result: ImportResult) -> None:
+    verb = "imported" if result.created else "already imported, nothing changed:"
+    console.print(f"{result.bank_code} {result.settlement_date} ({result.format}, "
+                  f"{'complete' if result.complete else 'intraday'}): {verb} file {result.file_id}, "
+                  f"{result.lines:,} lines, {result.repeated:,} repeated, {result.rejected:,} rejected; "
+                  f"covers until {result.covers_until.isoformat(timespec='seconds')}")
+    for reject in result.rejects[:50]:
+        console.print(f"  line {reject.line_no}: {reject.error}", style="yellow", markup=False)
+
+
+def _print_run(summary: RunSummary) -> None:
+    table = Table(title=f"reconciliation run {summary.run_id}: {summary.outcome} ({summary.elapsed_s:.1f} s)",
+                  show_header=False)
+    for key, value in summary.counts.items():
+        table.add_row(key, f"{value:,}")
+    console.print(table)
+
+
+def _days(dates: tuple[datetime, ...]) -> list[date]:
+    if dates:
+        return [d.date() for d in dates]
+    today = settlement_date_of(datetime.now(UTC))
+    return [today - timedelta(days=1), today]
+
+
+async def _fetch(settings: Settings, conn: asyncpg.Connection, codes: tuple[str, ...], days: list[date],
+                 actor: str) -> list[ImportResult]:
+    banks = await BankRegistry.open(settings, issuance_client_options(), codes=codes or None)
+    results: list[ImportResult] = []
+    try:
+        for client in banks:
+            for day in days:
+                try:
+                    results.append(await fetch_day(conn, client, day, actor))
+                except BankError as exc:
+                    log.warning("settlement file of %s for %s not fetched: %s", client.bank_code, day, exc)
+                    console.print(f"{client.bank_code} {day}: not fetched ({exc})", style="yellow")
+    finally:
+        await banks.aclose()
+    return results
+
+
+@click.group("reconcile")
+def reconcile_group() -> None:
+    """Settlement files and the reconciliation of merchants' notices with them."""
+
+
+@reconcile_group.command("fetch")
+@click.option("--bank", "codes", multiple=True, help="a bank code (repeat; default: every configured bank)")
+@click.option("--date", "dates", multiple=True, type=click.DateTime(["%Y-%m-%d"]),
+              help="a settlement day, UTC+8 (repeat; default: yesterday and today)")
+@token_option
+def reconcile_fetch(codes: tuple[str, ...], dates: tuple[datetime, ...], token: str) -> None:
+    """Fetch the banks' settlement files through their API and store them (once per file)."""
+    settings = load_settings()
+
+    async def go(conn: asyncpg.Connection) -> list[ImportResult]:
+        actor = await _operator(conn, token)
+        return await _fetch(settings, conn, codes, _days(dates), actor)
+    for result in _run(go):
+        _print_import(result)
+
+
+@reconcile_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--bank", required=True, help="the bank the file comes from (checked against its trailer)")
+@token_option
+def reconcile_import(file: Path, bank: str, token: str) -> None:
+    """Import a settlement file handed over by a bank: CSV or NDJSON, strictly parsed."""
+    raw = file.read_bytes()
+    try:
+        parsed = settlement.parse(raw, expect_bank=bank)
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
+
+    async def go(conn: asyncpg.Connection) -> ImportResult:
+        actor = await _operator(conn, token)
+        return await settlement.store(conn, parsed, source="uploaded", actor=actor)
+    _print_import(_run(go))
+
+
+@reconcile_group.command("run")
+@window_option
+@grace_option
+def reconcile_run(window_s: float, grace_s: float) -> None:
+    """Pair notices with settlement lines and classify what is left; exits 2 when breaks are open."""
+    summary = _run(lambda conn: reconciler.run(conn, RunOptions(window_s=window_s, grace_s=grace_s)))
+    _print_run(summary)
+    if summary.outcome in ("breaks", "incomplete"):
+        raise SystemExit(2)
+
+
+@reconcile_group.command("runs")
+@click.option("--limit", type=click.IntRange(1, 500), default=10, show_default=True)
+def reconcile_runs(limit: int) -> None:
+    """Recent runs and their outcomes."""
+    for view in _run(lambda conn: reconciler.recent_runs(conn, limit)):
+        counts = ", ".join(f"{k} {v:,}" for k, v in view.counts.items() if v)
+        click.echo(f"{view.id}\t{view.started_at:%Y-%m-%d %H:%M:%S}\t{view.outcome or 'running'}\t{counts}")
+
+
+@reconcile_group.command("breaks")
+@click.option("--campaign", default=None)
+@click.option("--class", "break_class", type=click.Choice(reconciler.BREAK_CLASSES), default=None)
+@click.option("--all", "include_resolved", is_flag=True, help="resolved breaks too")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+def reconcile_breaks(campaign: str | None, break_class: str | None, include_resolved: bool, as_json: bool,
+                     limit: int) -> None:
+    """Breaks with their class, the notice and line they concern, and any resolution."""
+    found = _run(lambda conn: reconciler.list_breaks(conn, campaign_id=campaign, break_class=break_class,
+                                                     open_only=not include_resolved, limit=limit))
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(found)).decode())
+        return
+    table = Table(title=f"{len(found):,} {'' if include_resolved else 'open '}breaks")
+    for column in ("id", "class", "campaign", "merchant", "txn", "spend", "fen", "resolution"):
+        table.add_column(column)
+    for b in found:
+        table.add_row(str(b.id), b.break_class, b.campaign_id or "", b.merchant_id or "", b.merchant_txn_id or "",
+                      b.spend_id or "", f"{b.amount_fen or 0:,}", b.resolution or "")
+    console.print(table)
+
+
+@reconcile_group.command("resolve")
+@click.argument("break_id", type=int)
+@click.option("--reason", required=True, help="why the break is closed (audit-logged)")
+@token_option
+def reconcile_resolve(break_id: int, reason: str, token: str) -> None:
+    """Resolve a break with the reason; the money stays as it is."""
+    async def go(conn: asyncpg.Connection) -> reconciler.Break:
+        actor = await _operator(conn, token)
+        return await reconciler.resolve(conn, break_id, reason, actor)
+    resolved = _run(go)
+    click.echo(f"break {resolved.id} ({resolved.break_class}) resolved: {resolved.resolution}")
+
+
+async def reconcile_forever(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event, every_s: float,
+                            options: RunOptions) -> None:
+    """The worker: fetch yesterday's and today's files from every bank, then run, again and again."""
+    while not stop.is_set():
+        try:
+            async with pool.acquire() as conn:
+                await _fetch(settings, conn, (), _days(()), reconciler.RECONCILER)
+                summary = await reconciler.run(conn, options)
+            if summary.counts.get("matched") or any(summary.counts.get(k) for k in (
+                    "amount_mismatch", "duplicate_notices", "duplicate_lines", "missing_at_bank",
+                    "missing_at_merchant")):
+                log.info("reconciliation run %s: %s %s", summary.run_id, summary.outcome, summary.counts)
+        except DomainError as exc:
+            log.info("reconciliation skipped: %s", exc.detail)
+        except (OSError, asyncpg.PostgresError, BankError) as exc:
+            log.warning("reconciliation failed, retrying: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+
+
+@click.command("reconcile")
+@click.option("--every-s", type=click.FloatRange(1, 86_400), default=60.0, show_default=True)
+@window_option
+@grace_option
+def reconcile_worker(every_s: float, window_s: float, grace_s: float) -> None:
+    """Fetch settlement files and reconcile, every so often, until stopped."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if settings.database_url is None:
+        raise click.ClickException("DATABASE_URL must be set (stimulus up sets it)")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        assert settings.database_url
+        pool = await create_pool(settings.database_url, 1, 2)
+        try:
+            await reconcile_forever(settings, pool, stop, every_s, RunOptions(window_s=window_s, grace_s=grace_s))
+        finally:
+            await pool.close()
+    asyncio.run(main())
+
+
+commands = [reconcile_group]
+worker_subcommands = [reconcile_worker]

@@ -1,0 +1,425 @@
+"""Reconciliation: the merchants' redemption notices against the banks' settlement lines.
+
+A run pairs what the merchants told us with what the banks settled, in set-based SQL over
+chunks of notices, each chunk one transaction, so a run killed at any point leaves every
+committed chunk whole and the next run carries on from what is still unpaired:
+
+1. by bank reference: the notice's `bank_reference` is the line's `spend_id` at the same bank,
+   for the same merchant and packet. Equal amounts match; different amounts are an
+   `amount_mismatch` break holding both sides;
+2. by merchant, packet and amount when the notice has no usable reference: the line closest in
+   time within the window;
+3. what stays unpaired is classified once the evidence allows: a notice whose moment (plus the
+   window) a settlement file covers, with no line for it, is `missing_at_bank` (or a
+   `duplicate` when another notice already took its spend); a line the merchant has not
+   notified within the grace period is `missing_at_merchant`; a line listing a spend the bank
+   already listed is a `duplicate`. Before that, both stay pending: an intraday file never turns
+   spends the bank has yet to list into breaks.
+
+A pair found after one side was already a break is matched `late`: the earlier break is closed by
+the reconciler and a `late` break is opened for an operator to see. Money moves only on a match:
+each chunk posts issued -> redeemed per campaign, for exactly the amounts it matched, in the
+chunk's transaction. Reversals (refunds) are the banks' refund files' business and are not paired
+with settlement lines here.
+
+One run at a time: the run holds a session advisory lock; a run that died holding it is closed
+as interrupted by the next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from stimulus import audit_log, ledger
+from stimulus.errors import Conflict, NotFound
+
+RECONCILE_LOCK_ID = 0x5717_0301
+BANK_TIME_ZONE = "Asia/Shanghai"     # the banks' settlement days (UTC+8)
+DEFAULT_WINDOW_S = 600.0
+DEFAULT_GRACE_S = 3600.0
+DEFAULT_CHUNK = 250_000
+BREAK_CLASSES = ("missing_at_bank", "missing_at_merchant", "amount_mismatch", "duplicate", "late")
+RECONCILER = "reconciler"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    as_of: datetime | None = None          # the run's clock (None: the database's now)
+    window_s: float = DEFAULT_WINDOW_S     # notice time vs settlement time, either way
+    grace_s: float = DEFAULT_GRACE_S       # how long a merchant has to notify a settled spend
+    chunk: int = DEFAULT_CHUNK             # notices per transaction
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    outcome: str
+    counts: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+# -- candidates: unpaired, or a "missing" break that a late arrival may still pair -------------
+
+_NOTICE_OPEN = """(n.status = 'pending' OR (n.status = 'break' AND EXISTS (
+    SELECT 1 FROM reconciliation_breaks b WHERE b.notice_id = n.id AND b.class = 'missing_at_bank'
+                                           AND b.resolved_at IS NULL)))"""
+_LINE_OPEN = """(l.status = 'open' OR (l.status = 'break' AND EXISTS (
+    SELECT 1 FROM reconciliation_breaks b WHERE b.line_id = l.id AND b.notice_id IS NULL
+                                           AND b.class = 'missing_at_merchant' AND b.resolved_at IS NULL)))"""
+
+_PAIRS_TABLE = """CREATE TEMPORARY TABLE IF NOT EXISTS recon_pairs (
+    notice_id bigint, line_id bigint, notice_fen bigint, line_fen bigint, campaign_id text,
+    merchant_id text, late boolean, matched_by text) ON COMMIT DELETE ROWS"""
+
+_BY_REFERENCE = f"""
+INSERT INTO recon_pairs
+SELECT notice_id, line_id, notice_fen, line_fen, campaign_id, merchant_id, late, 'reference'
+FROM (SELECT DISTINCT ON (line_id) * FROM (
+        SELECT DISTINCT ON (n.id) n.id AS notice_id, l.id AS line_id, n.amount_fen AS notice_fen,
+               l.amount_fen AS line_fen, n.campaign_id, n.merchant_id,
+               (n.status = 'break' OR l.status = 'break') AS late
+        FROM redemption_notices n
+        JOIN settlement_lines l ON l.bank_code = n.bank_code AND l.spend_id = n.bank_reference
+                               AND l.merchant_id = n.merchant_id AND l.payment_reference = n.payment_reference
+        WHERE n.id BETWEEN $1 AND $2 AND n.kind = 'payment' AND n.bank_reference IS NOT NULL
+          AND {_NOTICE_OPEN} AND {_LINE_OPEN}
+        ORDER BY n.id, l.id) by_notice
+      ORDER BY line_id, notice_id) chosen
+"""
+
+_BY_FALLBACK = f"""
+INSERT INTO recon_pairs
+SELECT notice_id, line_id, amount_fen, amount_fen, campaign_id, merchant_id, late, 'fallback'
+FROM (SELECT DISTINCT ON (line_id) * FROM (
+        SELECT DISTINCT ON (n.id) n.id AS notice_id, l.id AS line_id, n.amount_fen, n.campaign_id,
+               n.merchant_id, (n.status = 'break' OR l.status = 'break') AS late,
+               abs(extract(epoch FROM l.settled_at - n.occurred_at)) AS gap
+        FROM redemption_notices n
+        JOIN settlement_lines l ON l.merchant_id = n.merchant_id AND l.payment_reference = n.payment_reference
+                               AND l.amount_fen = n.amount_fen AND l.bank_code = n.bank_code
+                               AND l.settled_at BETWEEN n.occurred_at - $3 * interval '1 second'
+                                                    AND n.occurred_at + $3 * interval '1 second'
+        WHERE n.id BETWEEN $1 AND $2 AND n.kind = 'payment' AND {_NOTICE_OPEN} AND {_LINE_OPEN}
+          AND (n.bank_reference IS NULL OR NOT EXISTS (
+                SELECT 1 FROM settlement_lines r WHERE r.bank_code = n.bank_code AND r.spend_id = n.bank_reference))
+        ORDER BY n.id, gap, l.id) by_notice
+      ORDER BY line_id, gap, notice_id) chosen
+"""
+
+_APPLY = (
+    """INSERT INTO reconciliation_matches (notice_id, line_id, run_id, matched_by, late, amount_fen)
+       SELECT notice_id, line_id, $1, matched_by, late, line_fen FROM recon_pairs WHERE notice_fen = line_fen""",
+    """UPDATE redemption_notices n SET status = CASE WHEN p.notice_fen = p.line_fen THEN 'matched' ELSE 'break' END
+       FROM recon_pairs p WHERE n.id = p.notice_id""",
+    """UPDATE settlement_lines l SET status = CASE WHEN p.notice_fen = p.line_fen THEN 'matched' ELSE 'break' END
+       FROM recon_pairs p WHERE l.id = p.line_id""",
+    # A late pair closes the "missing" breaks it answers.
+    """UPDATE reconciliation_breaks b
+       SET resolved_at = clock_timestamp(), resolved_by = 'reconciler',
+           resolution = 'paired after the cut-off in run ' || $1::bigint
+       FROM recon_pairs p
+       WHERE p.late AND b.resolved_at IS NULL
+         AND ((b.class = 'missing_at_bank' AND b.notice_id = p.notice_id)
+              OR (b.class = 'missing_at_merchant' AND b.notice_id IS NULL AND b.line_id = p.line_id))""",
+    """INSERT INTO reconciliation_breaks (class, notice_id, line_id, campaign_id, merchant_id, amount_fen, detail,
+                                          run_id)
+       SELECT 'late', notice_id, line_id, campaign_id, merchant_id, line_fen,
+              jsonb_build_object('matched_by', matched_by), $1
+       FROM recon_pairs WHERE late AND notice_fen = line_fen
+       ON CONFLICT (class, notice_id) WHERE notice_id IS NOT NULL DO NOTHING""",
+    """INSERT INTO reconciliation_breaks (class, notice_id, line_id, campaign_id, merchant_id, amount_fen, detail,
+                                          run_id)
+       SELECT 'amount_mismatch', notice_id, line_id, campaign_id, merchant_id, notice_fen,
+              jsonb_build_object('notice_fen', notice_fen, 'line_fen', line_fen), $1
+       FROM recon_pairs WHERE notice_fen <> line_fen
+       ON CONFLICT (class, notice_id) WHERE notice_id IS NOT NULL DO NOTHING""",
+)
+
+_PAIR_COUNTS = """SELECT count(*) FILTER (WHERE notice_fen = line_fen) AS matched,
+                         count(*) FILTER (WHERE notice_fen = line_fen AND late) AS late,
+                         count(*) FILTER (WHERE notice_fen <> line_fen) AS amount_mismatch
+                  FROM recon_pairs"""
+_PAIR_MONEY = """SELECT campaign_id, sum(line_fen)::bigint AS fen FROM recon_pairs WHERE notice_fen = line_fen
+                 GROUP BY campaign_id ORDER BY campaign_id"""
+
+# -- classification of what stays unpaired ------------------------------------------------------
+
+# The moment by which the bank must have settled a notice's spend, and a file that vouches for it.
+_COVERED = f"""EXISTS (SELECT 1 FROM settlement_files f
+    WHERE f.bank_code = n.bank_code
+      AND f.settlement_date = ((n.occurred_at + $2 * interval '1 second') AT TIME ZONE '{BANK_TIME_ZONE}')::date
+      AND f.covers_until >= n.occurred_at + $2 * interval '1 second')"""
+
+_DUPLICATE_NOTICES = f"""
+WITH found AS (
+    SELECT n.id AS notice_id, n.campaign_id, n.merchant_id, n.amount_fen,
+           (SELECT min(l.id) FROM settlement_lines l
+            WHERE l.bank_code = n.bank_code AND l.spend_id = n.bank_reference) AS line_id
+    FROM redemption_notices n
+    WHERE n.status = 'pending' AND n.kind = 'payment' AND n.occurred_at + $2 * interval '1 second' <= $3
+      AND (
+        (n.bank_reference IS NOT NULL
+         AND EXISTS (SELECT 1 FROM settlement_lines l WHERE l.bank_code = n.bank_code
+                     AND l.spend_id = n.bank_reference AND l.status <> 'open')
+         AND NOT EXISTS (SELECT 1 FROM settlement_lines l WHERE l.bank_code = n.bank_code
+                         AND l.spend_id = n.bank_reference AND l.status = 'open'))
+        OR (n.bank_reference IS NULL AND {_COVERED}
+            AND EXISTS (SELECT 1 FROM redemption_notices m
+                        WHERE m.merchant_id = n.merchant_id AND m.payment_reference = n.payment_reference
+                          AND m.amount_fen = n.amount_fen AND m.id <> n.id AND m.status = 'matched'
+                          AND m.occurred_at BETWEEN n.occurred_at - $2 * interval '1 second'
+                                                AND n.occurred_at + $2 * interval '1 second')))
+), marked AS (
+    UPDATE redemption_notices n SET status = 'break' FROM found WHERE n.id = found.notice_id RETURNING n.id)
+INSERT INTO reconciliation_breaks (class, notice_id, line_id, campaign_id, merchant_id, amount_fen, detail, run_id)
+SELECT 'duplicate', notice_id, line_id, campaign_id, merchant_id, amount_fen,
+       jsonb_build_object('side', 'merchant'), $1
+FROM found ON CONFLICT (class, notice_id) WHERE notice_id IS NOT NULL DO NOTHING
+"""
+
+_DUPLICATE_LINES = """
+WITH found AS (
+    SELECT l.id AS line_id, l.merchant_id, l.amount_fen, l.spend_id, l.payment_reference
+    FROM settlement_lines l
+    WHERE l.status = 'open'
+      AND EXISTS (SELECT 1 FROM settlement_lines o WHERE o.bank_code = l.bank_code AND o.spend_id = l.spend_id
+                  AND (o.id < l.id OR o.status <> 'open'))
+), marked AS (
+    UPDATE settlement_lines l SET status = 'break' FROM found WHERE l.id = found.line_id RETURNING l.id)
+INSERT INTO reconciliation_breaks (class, line_id, campaign_id, merchant_id, amount_fen, detail, run_id)
+SELECT 'duplicate', f.line_id,
+       (SELECT p.campaign_id FROM packets p WHERE merchants_payment_reference(p.campaign_id, p.id) = f.payment_reference),
+       f.merchant_id, f.amount_fen, jsonb_build_object('side', 'bank', 'spend_id', f.spend_id), $1
+FROM found f ON CONFLICT (class, line_id) WHERE line_id IS NOT NULL AND notice_id IS NULL DO NOTHING
+"""
+
+_MISSING_AT_BANK = f"""
+WITH found AS (
+    SELECT n.id AS notice_id, n.campaign_id, n.merchant_id, n.amount_fen, n.bank_reference
+    FROM redemption_notices n
+    WHERE n.status = 'pending' AND n.kind = 'payment' AND n.occurred_at + $2 * interval '1 second' <= $3
+      AND {_COVERED}
+), marked AS (
+    UPDATE redemption_notices n SET status = 'break' FROM found WHERE n.id = found.notice_id RETURNING n.id)
+INSERT INTO reconciliation_breaks (class, notice_id, campaign_id, merchant_id, amount_fen, detail, run_id)
+SELECT 'missing_at_bank', notice_id, campaign_id, merchant_id, amount_fen,
+       jsonb_build_object('bank_reference', bank_reference), $1
+FROM found ON CONFLICT (class, notice_id) WHERE notice_id IS NOT NULL DO NOTHING
+"""
+
+_MISSING_AT_MERCHANT = """
+WITH found AS (
+    SELECT l.id AS line_id, l.merchant_id, l.amount_fen, l.spend_id, l.payment_reference
+    FROM settlement_lines l
+    WHERE l.status = 'open' AND l.settled_at + $2 * interval '1 second' <= $3
+), marked AS (
+    UPDATE settlement_lines l SET status = 'break' FROM found WHERE l.id = found.line_id RETURNING l.id)
+INSERT INTO reconciliation_breaks (class, line_id, campaign_id, merchant_id, amount_fen, detail, run_id)
+SELECT 'missing_at_merchant', f.line_id,
+       (SELECT p.campaign_id FROM packets p WHERE merchants_payment_reference(p.campaign_id, p.id) = f.payment_reference),
+       f.merchant_id, f.amount_fen, jsonb_build_object('spend_id', f.spend_id), $1
+FROM found f ON CONFLICT (class, line_id) WHERE line_id IS NOT NULL AND notice_id IS NULL DO NOTHING
+"""
+
+_RECONCILED_DAYS = f"""
+INSERT INTO reconciled_days (bank_code, settlement_date, run_id)
+SELECT DISTINCT f.bank_code, f.settlement_date, $1::bigint
+FROM settlement_files f
+WHERE f.complete
+  AND NOT EXISTS (SELECT 1 FROM settlement_lines l WHERE l.bank_code = f.bank_code
+                  AND l.settlement_date = f.settlement_date AND l.status = 'open')
+  AND NOT EXISTS (SELECT 1 FROM redemption_notices n WHERE n.bank_code = f.bank_code AND n.status = 'pending'
+                  AND n.kind = 'payment'
+                  AND (n.occurred_at AT TIME ZONE '{BANK_TIME_ZONE}')::date = f.settlement_date)
+ON CONFLICT DO NOTHING
+"""
+
+
+def match_posting(run_id: int, chunk: int, campaign_id: str, amount_fen: int) -> ledger.Posting:
+    """Spent money the banks confirmed: issued -> redeemed."""
+    return ledger.Posting("redemption.match", f"run:{run_id}:{chunk}:{campaign_id}", (
+        ledger.Leg(ledger.account_name(campaign_id, "redeemed"), amount_fen),
+        ledger.Leg(ledger.account_name(campaign_id, "issued"), -amount_fen),
+    ), campaign_id)
+
+
+async def _pair_chunk(conn: asyncpg.Connection, run_id: int, chunk: int, query: str, args: tuple[Any, ...],
+                      counts: dict[str, int]) -> None:
+    async with conn.transaction():
+        await conn.execute(_PAIRS_TABLE)
+        await conn.execute(query, *args)
+        found = await conn.fetchrow(_PAIR_COUNTS)
+        if not (found["matched"] or found["amount_mismatch"]):
+            return
+        for statement in _APPLY:
+            await conn.execute(statement, *((run_id,) if "$1" in statement else ()))
+        money = await conn.fetch(_PAIR_MONEY)
+        await ledger.post_many(conn, [match_posting(run_id, chunk, r["campaign_id"], int(r["fen"])) for r in money])
+    for key in ("matched", "late", "amount_mismatch"):
+        counts[key] = counts.get(key, 0) + int(found[key])
+    counts["matched_fen"] = counts.get("matched_fen", 0) + sum(int(r["fen"]) for r in money)
+
+
+async def _classify(conn: asyncpg.Connection, run_id: int, as_of: datetime, options: RunOptions,
+                    counts: dict[str, int]) -> None:
+    async with conn.transaction():
+        for name, statement, margin in (
+                ("duplicate_notices", _DUPLICATE_NOTICES, options.window_s),
+                ("duplicate_lines", _DUPLICATE_LINES, None),
+                ("missing_at_bank", _MISSING_AT_BANK, options.window_s),
+                ("missing_at_merchant", _MISSING_AT_MERCHANT, options.grace_s)):
+            args: tuple[Any, ...] = (run_id,) if margin is None else (run_id, margin, as_of)
+            status = await conn.execute(statement, *args)
+            counts[name] = int(status.split()[-1])
+        await conn.execute(_RECONCILED_DAYS, run_id)
+
+
+async def _outcome(conn: asyncpg.Connection, counts: dict[str, int]) -> str:
+    row = await conn.fetchrow(
+        f"""SELECT (SELECT count(*) FROM redemption_notices n WHERE n.status = 'pending' AND n.kind = 'payment')
+                       AS pending_notices,
+                   (SELECT count(*) FROM redemption_notices n WHERE n.status = 'pending' AND n.kind = 'payment'
+                      AND NOT EXISTS (SELECT 1 FROM settlement_files f WHERE f.bank_code = n.bank_code
+                        AND f.settlement_date = (n.occurred_at AT TIME ZONE '{BANK_TIME_ZONE}')::date))
+                       AS without_file,
+                   (SELECT count(*) FROM settlement_lines WHERE status = 'open') AS open_lines,
+                   (SELECT count(*) FROM reconciliation_breaks WHERE resolved_at IS NULL) AS open_breaks""")
+    for key in ("pending_notices", "without_file", "open_lines", "open_breaks"):
+        counts[key] = int(row[key])
+    if counts["without_file"]:
+        return "incomplete"
+    if counts["open_breaks"]:
+        return "breaks"
+    if counts["pending_notices"] or counts["open_lines"]:
+        return "reconciled-with-pending"
+    return "reconciled"
+
+
+async def run(conn: asyncpg.Connection, options: RunOptions | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> RunSummary:
+    """One reconciliation run over everything still unpaired; safe to repeat, safe to kill."""
+    options = options or RunOptions()
+    started = time.perf_counter()
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RECONCILE_LOCK_ID):
+        raise Conflict("another reconciliation run is under way", code="reconciliation_running")
+    try:
+        # Holding the lock, any run still open died mid-way: its committed chunks stand.
+        await conn.execute("""UPDATE reconciliation_runs SET finished_at = clock_timestamp(), outcome = 'incomplete',
+                                     counts = counts || '{"interrupted": 1}'
+                              WHERE finished_at IS NULL""")
+        run_id, now = await conn.fetchrow("INSERT INTO reconciliation_runs DEFAULT VALUES RETURNING id, started_at")
+        as_of = options.as_of or now
+        counts: dict[str, int] = {}
+        bounds = await conn.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM redemption_notices "
+                                     "WHERE status IN ('pending', 'break') AND kind = 'payment'")
+        if bounds["lo"] is not None:
+            lo, hi = int(bounds["lo"]), int(bounds["hi"])
+            steps = list(range(lo, hi + 1, options.chunk))
+            for index, first in enumerate(steps):
+                last = min(first + options.chunk - 1, hi)
+                await _pair_chunk(conn, run_id, index, _BY_REFERENCE, (first, last), counts)
+                if progress is not None:
+                    progress("by reference", index + 1, len(steps))
+            for index, first in enumerate(steps):
+                last = min(first + options.chunk - 1, hi)
+                await _pair_chunk(conn, run_id, len(steps) + index, _BY_FALLBACK, (first, last, options.window_s),
+                                  counts)
+                if progress is not None:
+                    progress("by merchant, packet and amount", index + 1, len(steps))
+        await _classify(conn, run_id, as_of, options, counts)
+        outcome = await _outcome(conn, counts)
+        await conn.execute("UPDATE reconciliation_runs SET finished_at = clock_timestamp(), outcome = $2, "
+                           "counts = $3 WHERE id = $1", run_id, outcome, counts)
+        return RunSummary(run_id, outcome, counts, time.perf_counter() - started)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK_ID)
+
+
+# -- breaks -------------------------------------------------------------------------------------
+
+
+class Break(msgspec.Struct, frozen=True):
+    id: int
+    break_class: str = msgspec.field(name="class")
+    notice_id: int | None = None
+    line_id: int | None = None
+    campaign_id: str | None = None
+    merchant_id: str | None = None
+    amount_fen: int | None = None
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+    run_id: int = 0
+    found_at: datetime | None = None
+    merchant_txn_id: str | None = None
+    spend_id: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
+
+
+_BREAK_COLUMNS = """b.id, b.class, b.notice_id, b.line_id, b.campaign_id, b.merchant_id, b.amount_fen, b.detail,
+                    b.run_id, b.found_at, n.merchant_txn_id, l.spend_id, b.resolved_at, b.resolved_by, b.resolution"""
+
+
+def _break(row: asyncpg.Record) -> Break:
+    values = dict(row)
+    values["break_class"] = values.pop("class")
+    detail = values.get("detail")
+    values["detail"] = msgspec.json.decode(detail) if isinstance(detail, str | bytes) else (detail or {})
+    return Break(**values)
+
+
+async def list_breaks(conn: asyncpg.Connection, *, campaign_id: str | None = None, break_class: str | None = None,
+                      open_only: bool = True, after: int = 0, limit: int = 100) -> list[Break]:
+    rows = await conn.fetch(
+        f"""SELECT {_BREAK_COLUMNS}
+            FROM reconciliation_breaks b
+            LEFT JOIN redemption_notices n ON n.id = b.notice_id
+            LEFT JOIN settlement_lines l ON l.id = b.line_id
+            WHERE b.id > $1 AND ($2::text IS NULL OR b.campaign_id = $2) AND ($3::text IS NULL OR b.class = $3)
+              AND (NOT $4 OR b.resolved_at IS NULL)
+            ORDER BY b.id LIMIT $5""", after, campaign_id, break_class, open_only, limit)
+    return [_break(r) for r in rows]
+
+
+async def resolve(conn: asyncpg.Connection, break_id: int, resolution: str, actor: str) -> Break:
+    """An operator closes a break with the reason, in the audit log; the money stays as it is."""
+    async with conn.transaction():
+        row = await conn.fetchrow("SELECT resolved_at FROM reconciliation_breaks WHERE id = $1 FOR UPDATE", break_id)
+        if row is None:
+            raise NotFound(f"no break {break_id}", code="break_not_found")
+        if row["resolved_at"] is not None:
+            raise Conflict(f"break {break_id} is already resolved", code="break_already_resolved")
+        await conn.execute("UPDATE reconciliation_breaks SET resolved_at = clock_timestamp(), resolved_by = $2, "
+                           "resolution = $3 WHERE id = $1", break_id, actor, resolution)
+        found = await conn.fetchrow(f"""SELECT {_BREAK_COLUMNS} FROM reconciliation_breaks b
+                                        LEFT JOIN redemption_notices n ON n.id = b.notice_id
+                                        LEFT JOIN settlement_lines l ON l.id = b.line_id WHERE b.id = $1""", break_id)
+        resolved = _break(found)
+        await audit_log.append(conn, actor=actor, action="reconciliation.resolve", subject=f"break:{break_id}",
+                               details={"class": resolved.break_class, "resolution": resolution,
+                                        "notice_id": resolved.notice_id, "line_id": resolved.line_id,
+                                        "amount_fen": resolved.amount_fen})
+    return resolved
+
+
+class RunView(msgspec.Struct, frozen=True):
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    counts: dict[str, int]
+
+
+async def recent_runs(conn: asyncpg.Connection, limit: int = 20) -> list[RunView]:
+    rows = await conn.fetch("SELECT id, started_at, finished_at, outcome, counts FROM reconciliation_runs "
+                            "ORDER BY id DESC LIMIT $1", limit)
+    return [RunView(r["id"], r["started_at"], r["finished_at"], r["outcome"],
+                    msgspec.json.decode(r["counts"]) if isinstance(r["counts"], str | bytes) else dict(r["counts"]))
+            for r in rows]

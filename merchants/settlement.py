@@ -1,0 +1,335 @@
+"""The banks' daily settlement files: strict parsing of both formats, and idempotent storage.
+
+A file is one bank's spends of one settlement day (UTC+8), closed by a trailer that gives the
+bank, the day, whether the day is complete, the number of lines and their total. Two formats
+carry the same records (docs/reconciliation.md): the NDJSON the bank API serves, and CSV
+
+    spend_id,payment_reference,merchant_id,amount_fen,settled_at
+    sp-1,pkt-0123...,m-001,1500,2026-05-01T10:00:00.120+08:00
+    #trailer,ICBC,2026-05-01,true,1,1500
+
+Parsing is strict: a line that is not exactly a well-formed record is kept aside with its line
+number and the reason, never dropped and never guessed at. What makes the whole file
+untrustworthy (no trailer: truncated; a trailer whose count disagrees with the lines) refuses
+the file and stores nothing. A file is stored once per bank by its SHA-256, so importing it again
+changes nothing; a later file of the same day that lists a spend again, unchanged, counts it as
+repeated instead of storing it twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from merchants.registry import MERCHANT_ID_PATTERN
+from stimulus import audit_log
+from stimulus.errors import InvalidInput
+from wallet_adapter.bank_protocol import (
+    SETTLEMENT_TIMEZONE,
+    SPEND_ID_PATTERN,
+    SettlementFile,
+    SettlementLine,
+    SettlementRecord,
+    SettlementTrailer,
+    settlement_date_of,
+)
+
+CSV_HEADER = ("spend_id", "payment_reference", "merchant_id", "amount_fen", "settled_at")
+CSV_TRAILER_TAG = "#trailer"
+MAX_FEN = 2**53
+_SPEND_ID = re.compile(SPEND_ID_PATTERN)
+_REFERENCE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_BANK_CODE = re.compile(r"^[A-Z0-9]{2,16}$")
+_DIGITS = re.compile(r"^[0-9]{1,16}$")
+_NDJSON = msgspec.json.Decoder(SettlementRecord)
+_ENCODER = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Line:
+    line_no: int
+    spend_id: str
+    payment_reference: str
+    merchant_id: str
+    amount_fen: int
+    settled_at: datetime
+
+
+@dataclass(frozen=True)
+class Reject:
+    line_no: int
+    raw: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    format: str
+    sha256: bytes
+    bank_code: str
+    settlement_date: date
+    complete: bool
+    line_count: int
+    total_fen: int
+    lines: list[Line]
+    rejects: list[Reject] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    file_id: int
+    created: bool
+    bank_code: str
+    settlement_date: date
+    complete: bool
+    format: str
+    sha256_hex: str
+    lines: int
+    repeated: int
+    rejected: int
+    covers_until: datetime
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def end_of_day(day: date) -> datetime:
+    """The first moment after a settlement day, in UTC."""
+    return datetime.combine(day + timedelta(days=1), time(), SETTLEMENT_TIMEZONE).astimezone(UTC)
+
+
+def _refuse(code: str, detail: str, **extra: Any) -> InvalidInput:
+    return InvalidInput(detail, code=code, **extra)
+
+
+def _check_line(line_no: int, spend_id: str, reference: str, merchant_id: str, amount_fen: int,
+                settled_at: datetime, day: date) -> Line:
+    if not _SPEND_ID.match(spend_id):
+        raise ValueError(f"spend_id {spend_id!r} is not a bank reference")
+    if not _REFERENCE.match(reference):
+        raise ValueError(f"payment_reference {reference!r} is not a packet reference")
+    if not MERCHANT_ID_PATTERN.match(merchant_id):
+        raise ValueError(f"merchant_id {merchant_id!r} is not a merchant id")
+    if not 0 < amount_fen <= MAX_FEN:
+        raise ValueError(f"amount_fen {amount_fen} is not a positive amount")
+    if settled_at.tzinfo is None:
+        raise ValueError("settled_at has no time zone")
+    if settlement_date_of(settled_at) != day:
+        raise ValueError(f"settled_at {settled_at.isoformat()} is not on the file's day {day}")
+    return Line(line_no, spend_id, reference, merchant_id, amount_fen, settled_at.astimezone(UTC))
+
+
+def _finish(fmt: str, raw: bytes, trailer: SettlementTrailer | None, lines: list[Line],
+            rejects: list[Reject], data_lines: int, expect_bank: str | None) -> ParsedFile:
+    if trailer is None:
+        raise _refuse("settlement_truncated", "the file has no trailer as its last line: it is truncated or "
+                      "not a settlement file")
+    if not _BANK_CODE.match(trailer.bank_code):
+        raise _refuse("settlement_bad_trailer", f"the trailer names no bank code ({trailer.bank_code!r})")
+    if expect_bank is not None and trailer.bank_code != expect_bank:
+        raise _refuse("settlement_wrong_bank", f"the file is {trailer.bank_code}'s, not {expect_bank}'s")
+    if trailer.line_count != data_lines:
+        raise _refuse("settlement_count_mismatch", f"the trailer counts {trailer.line_count} lines, the file has "
+                      f"{data_lines}: lines were lost or added")
+    total = sum(line.amount_fen for line in lines)
+    if not rejects and total != trailer.total_fen:
+        raise _refuse("settlement_total_mismatch", f"the lines add up to {total} fen, the trailer says "
+                      f"{trailer.total_fen}")
+    return ParsedFile(fmt, hashlib.sha256(raw).digest(), trailer.bank_code, trailer.settlement_date,
+                      trailer.complete, trailer.line_count, trailer.total_fen, lines, rejects)
+
+
+def _text_lines(raw: bytes) -> list[str]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _refuse("settlement_not_utf8", f"the file is not UTF-8 text (byte {exc.start})") from exc
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def parse_ndjson(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
+    rows = _text_lines(raw)
+    if not rows:
+        raise _refuse("settlement_empty", "the file is empty")
+    try:
+        trailer = _NDJSON.decode(rows[-1])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        trailer = None
+    if not isinstance(trailer, SettlementTrailer):
+        return _finish("ndjson", raw, None, [], [], 0, expect_bank)
+    lines: list[Line] = []
+    rejects: list[Reject] = []
+    for line_no, row in enumerate(rows[:-1], start=1):
+        try:
+            record = _NDJSON.decode(row)
+            if not isinstance(record, SettlementLine):
+                raise ValueError("a second trailer before the end of the file")
+            lines.append(_check_line(line_no, record.spend_id, record.idempotency_key, record.merchant_id,
+                                     record.amount_fen, record.settled_at, trailer.settlement_date))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            rejects.append(Reject(line_no, row, str(exc) or type(exc).__name__))
+    return _finish("ndjson", raw, trailer, lines, rejects, len(rows) - 1, expect_bank)
+
+
+def _csv_trailer(fields: list[str]) -> SettlementTrailer:
+    if len(fields) != 6 or fields[0] != CSV_TRAILER_TAG:
+        raise ValueError("not a trailer")
+    _, bank_code, day, complete, count, total = fields
+    if complete not in ("true", "false") or not _DIGITS.match(count) or not _DIGITS.match(total):
+        raise ValueError("bad trailer fields")
+    return SettlementTrailer(bank_code=bank_code, settlement_date=date.fromisoformat(day),
+                             complete=complete == "true", line_count=int(count), total_fen=int(total))
+
+
+def _csv_record(row: str) -> list[str]:
+    return next(csv.reader([row], strict=True))
+
+
+def parse_csv(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
+    rows = _text_lines(raw)
+    if not rows:
+        raise _refuse("settlement_empty", "the file is empty")
+    try:
+        header = _csv_record(rows[0])
+    except (csv.Error, StopIteration):
+        header = []
+    if tuple(header) != CSV_HEADER:
+        raise _refuse("settlement_bad_header", f"line 1 must be the header {','.join(CSV_HEADER)}")
+    try:
+        trailer: SettlementTrailer | None = _csv_trailer(_csv_record(rows[-1])) if len(rows) > 1 else None
+    except (csv.Error, StopIteration, ValueError):
+        trailer = None
+    if trailer is None:
+        return _finish("csv", raw, None, [], [], 0, expect_bank)
+    lines: list[Line] = []
+    rejects: list[Reject] = []
+    for line_no, row in enumerate(rows[1:-1], start=2):
+        try:
+            fields = _csv_record(row)
+            if len(fields) != len(CSV_HEADER):
+                raise ValueError(f"{len(fields)} fields, expected {len(CSV_HEADER)}")
+            spend_id, reference, merchant_id, amount, settled = fields
+            if not _DIGITS.match(amount):
+                raise ValueError(f"amount_fen {amount!r} is not a whole number of fen")
+            lines.append(_check_line(line_no, spend_id, reference, merchant_id, int(amount),
+                                     datetime.fromisoformat(settled), trailer.settlement_date))
+        except (csv.Error, StopIteration, ValueError) as exc:
+            rejects.append(Reject(line_no, row, str(exc) or type(exc).__name__))
+    return _finish("csv", raw, trailer, lines, rejects, len(rows) - 2, expect_bank)
+
+
+def parse(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
+    """Either format, told apart by the first byte: NDJSON records are JSON objects."""
+    if raw.lstrip()[:1] == b"{":
+        return parse_ndjson(raw, expect_bank)
+    return parse_csv(raw, expect_bank)
+
+
+def file_to_ndjson(settlement: SettlementFile) -> bytes:
+    """A file the bank client already parsed and checked, in the bank's own encoding."""
+    records: list[SettlementLine | SettlementTrailer] = [*settlement.lines, SettlementTrailer(
+        bank_code=settlement.bank_code, settlement_date=settlement.settlement_date,
+        complete=settlement.complete, line_count=len(settlement.lines), total_fen=settlement.total_fen)]
+    return b"".join(_ENCODER.encode(r) + b"\n" for r in records)
+
+
+def to_csv(parsed: ParsedFile) -> bytes:
+    """The same records as CSV (the format banks hand over for upload)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for line in parsed.lines:
+        writer.writerow([line.spend_id, line.payment_reference, line.merchant_id, line.amount_fen,
+                         line.settled_at.astimezone(SETTLEMENT_TIMEZONE).isoformat(timespec="microseconds")])
+    writer.writerow([CSV_TRAILER_TAG, parsed.bank_code, parsed.settlement_date.isoformat(),
+                     "true" if parsed.complete else "false", parsed.line_count, parsed.total_fen])
+    return out.getvalue().encode()
+
+
+def coverage(parsed: ParsedFile, fetched_at: datetime | None) -> datetime:
+    """Until when the file vouches for the bank's spends (see migration 0303)."""
+    day_end = end_of_day(parsed.settlement_date)
+    if parsed.complete:
+        return day_end
+    if fetched_at is not None:
+        return min(fetched_at, day_end)
+    last = max((line.settled_at for line in parsed.lines), default=None)
+    return last if last is not None else end_of_day(parsed.settlement_date - timedelta(days=1))
+
+
+_STAGE = """CREATE TEMPORARY TABLE IF NOT EXISTS settlement_stage (
+    line_no integer, spend_id text, payment_reference text, merchant_id text, amount_fen bigint,
+    settled_at timestamptz) ON COMMIT DELETE ROWS"""
+
+_INSERT_NEW = """
+WITH fresh AS (
+    INSERT INTO settlement_lines (file_id, line_no, bank_code, settlement_date, spend_id, payment_reference,
+                                  merchant_id, amount_fen, settled_at)
+    SELECT $1, s.line_no, $2, $3, s.spend_id, s.payment_reference, s.merchant_id, s.amount_fen, s.settled_at
+    FROM settlement_stage s
+    WHERE NOT EXISTS (SELECT 1 FROM settlement_lines l
+                      WHERE l.bank_code = $2 AND l.spend_id = s.spend_id
+                        AND l.payment_reference = s.payment_reference AND l.merchant_id = s.merchant_id
+                        AND l.amount_fen = s.amount_fen AND l.settled_at = s.settled_at)
+    RETURNING 1)
+SELECT count(*) FROM fresh
+"""
+
+
+async def store(conn: asyncpg.Connection, parsed: ParsedFile, *, source: str, actor: str,
+                fetched_at: datetime | None = None) -> ImportResult:
+    """Store a parsed file once: its good lines, its rejected lines, and an audit log entry."""
+    covers = coverage(parsed, fetched_at)
+    async with conn.transaction():
+        file_id = await conn.fetchval(
+            """INSERT INTO settlement_files (bank_code, settlement_date, sha256, format, source, complete,
+                                             line_count, total_fen, rejected_count, imported_by, covers_until)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+               ON CONFLICT (bank_code, sha256) DO NOTHING RETURNING id""",
+            parsed.bank_code, parsed.settlement_date, parsed.sha256, parsed.format, source, parsed.complete,
+            parsed.line_count, parsed.total_fen, len(parsed.rejects), actor, covers)
+        if file_id is None:
+            row = await conn.fetchrow(
+                """SELECT f.id, f.rejected_count, f.repeated_count, f.covers_until,
+                          (SELECT count(*) FROM settlement_lines l WHERE l.file_id = f.id) AS stored
+                   FROM settlement_files f WHERE bank_code = $1 AND sha256 = $2""",
+                parsed.bank_code, parsed.sha256)
+            return ImportResult(row["id"], False, parsed.bank_code, parsed.settlement_date, parsed.complete,
+                                parsed.format, parsed.sha256.hex(), int(row["stored"]), int(row["repeated_count"]),
+                                int(row["rejected_count"]), row["covers_until"])
+        await conn.execute(_STAGE)
+        await conn.copy_records_to_table(
+            "settlement_stage", columns=["line_no", "spend_id", "payment_reference", "merchant_id", "amount_fen",
+                                         "settled_at"],
+            records=[(x.line_no, x.spend_id, x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at)
+                     for x in parsed.lines])
+        stored = int(await conn.fetchval(_INSERT_NEW, file_id, parsed.bank_code, parsed.settlement_date))
+        repeated = len(parsed.lines) - stored
+        if repeated:
+            await conn.execute("UPDATE settlement_files SET repeated_count = $2 WHERE id = $1", file_id, repeated)
+        if parsed.rejects:
+            await conn.copy_records_to_table(
+                "settlement_rejects", columns=["file_id", "line_no", "raw", "error"],
+                records=[(file_id, r.line_no, r.raw, r.error) for r in parsed.rejects])
+        await audit_log.append(conn, actor=actor, action="settlement.import", subject=f"settlement:{file_id}",
+                               details={"bank_code": parsed.bank_code, "day": parsed.settlement_date.isoformat(),
+                                        "sha256": parsed.sha256.hex(), "source": source,
+                                        "complete": parsed.complete, "lines": stored, "repeated": repeated,
+                                        "rejected": len(parsed.rejects)})
+    return ImportResult(file_id, True, parsed.bank_code, parsed.settlement_date, parsed.complete, parsed.format,
+                        parsed.sha256.hex(), stored, repeated, len(parsed.rejects), covers, parsed.rejects)
+
+
+async def rejects_of(conn: asyncpg.Connection, file_id: int) -> list[Reject]:
+    rows = await conn.fetch("SELECT line_no, raw, error FROM settlement_rejects WHERE file_id = $1 ORDER BY line_no",
+                            file_id)
+    return [Reject(r["line_no"], r["raw"], r["error"]) for r in rows]
