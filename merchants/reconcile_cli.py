@@ -148,9 +148,12 @@ def reconcile_import(file: Path, bank: str, token: str) -> None:
 @reconcile_group.command("run")
 @window_option
 @grace_option
-def reconcile_run(window_s: float, grace_s: float) -> None:
+@click.option("--chunk", type=click.IntRange(1, 10_000_000), default=reconciler.DEFAULT_CHUNK, show_default=True,
+              help="notices per transaction")
+def reconcile_run(window_s: float, grace_s: float, chunk: int) -> None:
     """Pair notices with settlement lines and classify what is left; exits 2 when breaks are open."""
-    summary = _run(lambda conn: reconciler.run(conn, RunOptions(window_s=window_s, grace_s=grace_s)))
+    options = RunOptions(window_s=window_s, grace_s=grace_s, chunk=chunk)
+    summary = _run(lambda conn: reconciler.run(conn, options))
     _print_run(summary)
     if summary.outcome in ("breaks", "incomplete"):
         raise SystemExit(2)
