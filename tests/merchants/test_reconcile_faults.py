@@ -18,6 +18,7 @@ import asyncpg
 from merchants import reconciler, settlement
 from merchants.reconciler import RunOptions
 from stimulus import ledger_audit
+from stimulus.errors import Conflict
 from tests.conftest import Stack
 from tests.merchants.conftest import IssuedCampaign, MerchantFactory
 from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, settlement_date_of
@@ -77,7 +78,15 @@ async def test_a_run_killed_mid_way_is_finished_by_the_next(
     await asyncio.wait_for(child.wait(), 30)
     assert 0 < matched < settled, f"the run was not caught mid-way ({matched} of {settled} matched)"
 
-    summary = await reconciler.run(db, RunOptions(window_s=60, grace_s=0, chunk=500))
+    # The killed run's server session ends once its statement does; until then it holds the lock.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            summary = await reconciler.run(db, RunOptions(window_s=60, grace_s=0, chunk=500))
+            break
+        except Conflict:
+            assert time.monotonic() < deadline, "the killed run's lock was never released"
+            await asyncio.sleep(0.2)
     interrupted = await db.fetchval("SELECT count(*) FROM reconciliation_runs WHERE outcome = 'incomplete' "
                                     "AND counts ? 'interrupted' AND id < $1", summary.run_id)
     assert interrupted >= 1
