@@ -12,15 +12,19 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
 
 from merchants.client import MerchantClient
+from merchants.settlement import ImportResult
+from merchants.settlement_fetch import fetch_day
+from stimulus.db import _init_connection
 from stimulus.demo_draw import DemoContext, call, console, progress
 from stimulus.sandbox_idp import SANDBOX_DISTRICTS
-from wallet_adapter.bank_protocol import SpendRequest, idempotency_key_for
+from wallet_adapter.bank_protocol import SpendRequest, idempotency_key_for, settlement_date_of
 from wallet_adapter.banks import BankRegistry, issuance_client_options
 
 # Groceries, restaurants, department stores, variety stores, pharmacies accept the packets;
@@ -47,6 +51,8 @@ class Spending:
     notices: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     seeded: dict[str, int] = field(default_factory=dict)
+    # Payments whose till never sent its notice: (merchant, packet reference, spend id, fen, when).
+    unsent: list[tuple[Merchant, str, str, int, datetime]] = field(default_factory=list)
 
 
 def merchant_count(citizens: int) -> int:
@@ -121,13 +127,17 @@ async def _spend_all(ctx: DemoContext, merchants: list[Merchant]) -> Spending:
     spent_once = [i for i, item in enumerate(plan)
                   if sum(1 for other in plan[max(0, i - 2):i + 3] if other[0]["id"] == item[0]["id"]) == 1]
     kinds = [kind for kind, n in SEEDED.items() for _ in range(n)]
-    for i, kind in enumerate(kinds):
-        index = spent_once[(i + 1) * len(spent_once) // (len(kinds) + 1)]
+    # Distinct payments, evenly spread; a small demo seeds as many as it has payments for.
+    positions = sorted({spent_once[(i + 1) * len(spent_once) // (len(kinds) + 1)] for i in range(len(kinds))}
+                       if spent_once else set())
+    seeded: dict[str, int] = {}
+    for index, kind in zip(positions, kinds, strict=False):
         packet, merchant, amount, _ = plan[index]
         if kind == "duplicate":
             amount = min(amount, int(packet["amount_fen"]) // 2)
         plan[index] = (packet, merchant, amount, kind)
-    result = Spending(seeded=dict(SEEDED))
+        seeded[kind] = seeded.get(kind, 0) + 1
+    result = Spending(seeded=seeded)
     banks = await BankRegistry.open(ctx.settings, issuance_client_options(concurrency=SPEND_CONCURRENCY))
     semaphore = asyncio.Semaphore(SPEND_CONCURRENCY)
     started = time.perf_counter()
@@ -149,8 +159,11 @@ async def _spend_all(ctx: DemoContext, merchants: list[Merchant]) -> Spending:
                     result.payments += 1
                     result.paid_fen += amount
                 if kind == "missing_at_merchant":
+                    assert occurred is not None
+                    result.unsent.append((merchant, key, spend_id, amount, occurred))
                     return
-                noted = amount + 100 if kind == "amount_mismatch" else amount
+                # The till keys in less than the wallet paid (a typo), so the balance rule still lets it in.
+                noted = amount - 100 if kind == "amount_mismatch" else amount
                 basket = noted * rng.choice((1, 2, 2, 3, 4)) + rng.choice((0, 350, 1_280))
                 result.basket_fen += basket if kind == "normal" else 0
                 txns = [f"t{n}", f"t{n}-again"] if kind == "duplicate" else [f"t{n}"]
@@ -182,3 +195,98 @@ def _count(result: Spending, reply: httpx.Response) -> None:
         return
     code = str(reply.json().get("code", reply.status_code))
     result.refused[code] = result.refused.get(code, 0) + 1
+
+
+# -- settlement and reconciliation -------------------------------------------------------------
+
+# The demo's clocks are one machine's: a few seconds is window enough, and merchants have had
+# all the time they will get once the spending is over.
+RECONCILE_WINDOW_S = 3.0
+RUN_RETRY_S = 60.0
+
+
+def _reconcile_run(ctx: DemoContext, client: httpx.Client) -> dict[str, Any]:
+    """A run through the admin API; the stack's own reconcile worker may hold the lock a moment."""
+    deadline = time.monotonic() + RUN_RETRY_S
+    while True:
+        reply = client.post("/v1/admin/reconciliation/runs", json={"window_s": RECONCILE_WINDOW_S, "grace_s": 0},
+                            headers={"Authorization": f"Bearer {ctx.operator_token}"})
+        if reply.status_code == 201:
+            result: dict[str, Any] = reply.json()
+            return result
+        if reply.status_code != 409 or time.monotonic() > deadline:
+            raise RuntimeError(f"reconciliation run: {reply.status_code} {reply.text[:300]}")
+        time.sleep(0.5)
+
+
+async def _fetch_files(ctx: DemoContext) -> list[ImportResult]:
+    """Yesterday's and today's files from every bank, as `stimulus worker reconcile` fetches them."""
+    today = settlement_date_of(datetime.now(UTC))
+    banks = await BankRegistry.open(ctx.settings, issuance_client_options())
+    conn = await asyncpg.connect(ctx.settings.database_url)
+    await _init_connection(conn)
+    try:
+        return [await fetch_day(conn, bank, day, "demo") for bank in banks
+                for day in (today - timedelta(days=1), today)]
+    finally:
+        await conn.close()
+        await banks.aclose()
+
+
+async def _late_notice(ctx: DemoContext, unsent: tuple[Merchant, str, str, int, datetime]) -> int:
+    merchant, key, spend_id, amount, occurred = unsent
+    till = MerchantClient(ctx.base_url, merchant.id, merchant.seed_hex)
+    try:
+        reply = await till.redeem(f"late-{spend_id}", key, amount, occurred, bank_reference=spend_id)
+    finally:
+        await till.aclose()
+    return reply.status_code
+
+
+def _open_breaks(ctx: DemoContext, client: httpx.Client) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    after = 0
+    while True:
+        page = call(client, "GET", f"/v1/admin/reconciliation/breaks?campaign={ctx.campaign_id}&after={after}"
+                    "&limit=1000", ctx.operator_token)
+        for item in page:
+            counts[item["class"]] = counts.get(item["class"], 0) + 1
+        if len(page) < 1000:
+            return counts
+        after = page[-1]["id"]
+
+
+def reconcile(ctx: DemoContext, client: httpx.Client) -> None:
+    """The banks' settlement files, two reconciliation runs with a till catching up in between,
+    and the breaks found against the breaks seeded."""
+    spending: Spending = ctx.extras["spending"]
+    with console.status("settlement: waiting out the matching window, fetching the banks' files"):
+        time.sleep(RECONCILE_WINDOW_S)
+        files = asyncio.run(_fetch_files(ctx))
+    lines = sum(f.lines for f in files)
+    ctx.summary["settlement files"] = (f"{len(files)} fetched from {len({f.bank_code for f in files})} banks, "
+                                       f"{lines:,} lines, {sum(f.rejected for f in files)} rejected")
+    with console.status("reconciling notices with settlement lines"):
+        first = _reconcile_run(ctx, client)
+        late = 0
+        if spending.unsent:
+            late_status = asyncio.run(_late_notice(ctx, spending.unsent[0]))
+            if late_status != 202:
+                raise RuntimeError(f"the late notice was refused: HTTP {late_status}")
+            late = 1
+            second = _reconcile_run(ctx, client)
+        else:
+            second = first
+    found = _open_breaks(ctx, client)
+    expected = dict(spending.seeded)
+    if late:
+        expected["missing_at_merchant"] -= 1
+        expected["late"] = 1
+    expected = {k: v for k, v in expected.items() if v}
+    matched = first["counts"].get("matched", 0) + (second["counts"].get("matched", 0) if second is not first else 0)
+    ok = found == expected
+    ctx.extras["reconciliation_ok"] = ok
+    ctx.summary["reconciliation"] = (
+        f"{matched:,} notices matched; open breaks {', '.join(f'{k} {v}' for k, v in sorted(found.items()))} "
+        f"({'all seeded breaks found, no false ones' if ok else 'EXPECTED ' + str(expected)}); "
+        f"last run: {second['outcome']}")
