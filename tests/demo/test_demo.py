@@ -17,4 +17,5 @@ def test_demo_runs_a_whole_campaign(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "stimulus-verify" in out and "PASS" in out
     assert "stimulus audit ledger: clean" in out
     assert (tmp_path / "demo" / "published").is_dir()
-    assert "all seeded breaks found, no false ones" in " ".join(out.split())
+    # The summary table wraps long cells: read it without its borders.
+    assert "all seeded breaks found, no false ones" in " ".join(out.replace("│", " ").split())
