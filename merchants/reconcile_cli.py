@@ -90,14 +90,14 @@ def _days(dates: tuple[datetime, ...]) -> list[date]:
 
 
 async def _fetch(settings: Settings, conn: asyncpg.Connection, codes: tuple[str, ...], days: list[date],
-                 actor: str) -> list[ImportResult]:
+                 actor: str, file_format: str = "csv") -> list[ImportResult]:
     banks = await BankRegistry.open(settings, issuance_client_options(), codes=codes or None)
     results: list[ImportResult] = []
     try:
         for client in banks:
             for day in days:
                 try:
-                    results.append(await fetch_day(conn, client, day, actor))
+                    results.append(await fetch_day(conn, client, day, actor, file_format))
                 except BankError as exc:
                     log.warning("settlement file of %s for %s not fetched: %s", client.bank_code, day, exc)
                     console.print(f"{client.bank_code} {day}: not fetched ({exc})", style="yellow")
@@ -115,14 +115,15 @@ def reconcile_group() -> None:
 @click.option("--bank", "codes", multiple=True, help="a bank code (repeat; default: every configured bank)")
 @click.option("--date", "dates", multiple=True, type=click.DateTime(["%Y-%m-%d"]),
               help="a settlement day, UTC+8 (repeat; default: yesterday and today)")
+@click.option("--format", "file_format", type=click.Choice(["csv", "ndjson"]), default="csv", show_default=True)
 @token_option
-def reconcile_fetch(codes: tuple[str, ...], dates: tuple[datetime, ...], token: str) -> None:
+def reconcile_fetch(codes: tuple[str, ...], dates: tuple[datetime, ...], file_format: str, token: str) -> None:
     """Fetch the banks' settlement files through their API and store them (once per file)."""
     settings = load_settings()
 
     async def go(conn: asyncpg.Connection) -> list[ImportResult]:
         actor = await _operator(conn, token)
-        return await _fetch(settings, conn, codes, _days(dates), actor)
+        return await _fetch(settings, conn, codes, _days(dates), actor, file_format)
     for result in _run(go):
         _print_import(result)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -33,17 +32,20 @@ from merchants.registry import MERCHANT_ID_PATTERN
 from stimulus import audit_log
 from stimulus.errors import InvalidInput
 from wallet_adapter.bank_protocol import (
+    SETTLEMENT_CSV_HEADER,
+    SETTLEMENT_CSV_TRAILER,
     SETTLEMENT_TIMEZONE,
     SPEND_ID_PATTERN,
     SettlementFile,
     SettlementLine,
     SettlementRecord,
     SettlementTrailer,
+    settlement_csv,
     settlement_date_of,
 )
 
-CSV_HEADER = ("spend_id", "payment_reference", "merchant_id", "amount_fen", "settled_at")
-CSV_TRAILER_TAG = "#trailer"
+CSV_HEADER = SETTLEMENT_CSV_HEADER
+CSV_TRAILER_TAG = SETTLEMENT_CSV_TRAILER
 MAX_FEN = 2**53
 _SPEND_ID = re.compile(SPEND_ID_PATTERN)
 _REFERENCE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -244,15 +246,11 @@ def file_to_ndjson(settlement: SettlementFile) -> bytes:
 
 def to_csv(parsed: ParsedFile) -> bytes:
     """The same records as CSV (the format banks hand over for upload)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for line in parsed.lines:
-        writer.writerow([line.spend_id, line.payment_reference, line.merchant_id, line.amount_fen,
-                         line.settled_at.astimezone(SETTLEMENT_TIMEZONE).isoformat(timespec="microseconds")])
-    writer.writerow([CSV_TRAILER_TAG, parsed.bank_code, parsed.settlement_date.isoformat(),
-                     "true" if parsed.complete else "false", parsed.line_count, parsed.total_fen])
-    return out.getvalue().encode()
+    return settlement_csv(
+        [SettlementLine(spend_id=x.spend_id, idempotency_key=x.payment_reference, merchant_id=x.merchant_id,
+                        amount_fen=x.amount_fen, settled_at=x.settled_at) for x in parsed.lines],
+        SettlementTrailer(bank_code=parsed.bank_code, settlement_date=parsed.settlement_date,
+                          complete=parsed.complete, line_count=parsed.line_count, total_fen=parsed.total_fen))
 
 
 def coverage(parsed: ParsedFile, fetched_at: datetime | None) -> datetime:

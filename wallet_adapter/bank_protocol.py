@@ -64,6 +64,9 @@ Endpoints (under `/banks/{bank_code}/v1`)
         `complete` is false until one minute into the next day (until then the file may still
         grow); a date after the bank's today is 404 `settlement_not_ready`. The whole file is
         signed; a reader checks `line_count` and `total_fen` against the lines it got.
+        With `?format=csv`: the same records as `text/csv`, the form banks hand files over in:
+        the header `spend_id,payment_reference,merchant_id,amount_fen,settled_at`, one line per
+        spend (settled_at in UTC+08:00), then `#trailer,BANK,YYYY-MM-DD,true|false,COUNT,TOTAL`.
     `GET /books[?campaign_id=...]` -> 200 `Books`: the bank's own totals. `double_credits`
         counts (campaign_id, packet_id) pairs credited under more than one idempotency key:
         it stays 0 as long as callers derive one key per packet.
@@ -75,8 +78,11 @@ Sandbox-only endpoints (outside any bank prefix)
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import re
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Literal
 
@@ -86,6 +92,9 @@ SIGNATURE_HEADER = "X-Bank-Signature"
 KEY_ID_HEADER = "X-Bank-Key-Id"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+SETTLEMENT_CSV_HEADER = ("spend_id", "payment_reference", "merchant_id", "amount_fen", "settled_at")
+SETTLEMENT_CSV_TRAILER = "#trailer"
 SANDBOX_API_KEY = "sandbox-api-key"
 
 MAX_BATCH_ITEMS = 500
@@ -276,3 +285,16 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
 
 
 SettlementRecord = SettlementLine | SettlementTrailer
+
+
+def settlement_csv(lines: Sequence[SettlementLine], trailer: SettlementTrailer) -> bytes:
+    """A settlement file as CSV (module docstring): the same records as the NDJSON form."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SETTLEMENT_CSV_HEADER)
+    for line in lines:
+        writer.writerow([line.spend_id, line.idempotency_key, line.merchant_id, line.amount_fen,
+                         line.settled_at.astimezone(SETTLEMENT_TIMEZONE).isoformat(timespec="microseconds")])
+    writer.writerow([SETTLEMENT_CSV_TRAILER, trailer.bank_code, trailer.settlement_date.isoformat(),
+                     "true" if trailer.complete else "false", trailer.line_count, trailer.total_fen])
+    return out.getvalue().encode()

@@ -411,6 +411,20 @@ class BankClient:
             return self._parse_settlement(reply.body, settlement_date)
         return await self._retrying("settlement", settlement_date.isoformat(), once)
 
+    async def settlement_csv(self, settlement_date: date) -> bytes:
+        """The bank's settlement file for a day as CSV, its signature checked; the caller parses
+        it (strictly, line by line) and keeps the bytes it was given."""
+        async def once() -> bytes:
+            path = f"{self._prefix}/settlements/{settlement_date.isoformat()}?format=csv"
+            reply = await self._attempt("GET", path)
+            if reply.status == 404 and _problem(reply).code == "settlement_not_ready":
+                raise SettlementNotReady(f"{self.bank_code} has no file for {settlement_date}")
+            if reply.status != 200:
+                problem = _problem(reply)
+                raise RequestRejected(reply.status, problem.code, problem.detail)
+            return reply.body
+        return await self._retrying("settlement", settlement_date.isoformat(), once)
+
     async def books(self, campaign_id: str | None = None) -> Books:
         """The bank's own totals (for one campaign if given)."""
         async def once() -> Books:

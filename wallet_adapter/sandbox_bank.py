@@ -69,6 +69,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from stimulus.signing import SigningKey
 from wallet_adapter.bank_protocol import (
     BANK_CODE_PATTERN,
+    CSV_MEDIA_TYPE,
     KEY_ID_HEADER,
     MAX_BATCH_ITEMS,
     MAX_WALLET_BALANCE_FEN,
@@ -91,6 +92,7 @@ from wallet_adapter.bank_protocol import (
     SettlementTrailer,
     SpendRequest,
     SpendResult,
+    settlement_csv,
     settlement_date_of,
 )
 from wallet_adapter.bank_protocol import Books as BooksTotals
@@ -360,24 +362,22 @@ def record_spend(conn: sqlite3.Connection, bank_code: str, key: str,
 _ENCODER = msgspec.json.Encoder()
 
 
-def settlement_file(conn: sqlite3.Connection, bank_code: str, day: date) -> bytes:
-    """The day's settlement lines as NDJSON, ending with a trailer that says if it is complete."""
+def settlement_file(conn: sqlite3.Connection, bank_code: str, day: date, as_csv: bool = False) -> bytes:
+    """The day's settlement lines, ending with a trailer that says if it is complete: NDJSON, or
+    the same records as CSV."""
     now = datetime.now(UTC)
     if day > settlement_date_of(now):
         raise Refusal(404, "settlement_not_ready", f"{day} has not started yet")
-    lines: list[bytes] = []
-    total_fen = 0
-    for spend_id, key, merchant_id, amount_fen, settled_at in conn.execute(
-            _SELECT_SETTLEMENT, (bank_code, day.isoformat())):
-        total_fen += amount_fen
-        lines.append(_ENCODER.encode(SettlementLine(
-            spend_id=spend_id, idempotency_key=key, merchant_id=merchant_id,
-            amount_fen=amount_fen, settled_at=_from_ts(settled_at))))
+    lines = [SettlementLine(spend_id=spend_id, idempotency_key=key, merchant_id=merchant_id,
+                            amount_fen=amount_fen, settled_at=_from_ts(settled_at))
+             for spend_id, key, merchant_id, amount_fen, settled_at in conn.execute(
+                 _SELECT_SETTLEMENT, (bank_code, day.isoformat()))]
     trailer = SettlementTrailer(bank_code=bank_code, settlement_date=day,
                                 complete=day < settlement_date_of(now - SETTLEMENT_GRACE),
-                                line_count=len(lines), total_fen=total_fen)
-    lines.append(_ENCODER.encode(trailer))
-    return b"\n".join(lines) + b"\n"
+                                line_count=len(lines), total_fen=sum(x.amount_fen for x in lines))
+    if as_csv:
+        return settlement_csv(lines, trailer)
+    return b"".join(_ENCODER.encode(record) + b"\n" for record in [*lines, trailer])
 
 
 def totals(conn: sqlite3.Connection, bank_code: str, campaign_id: str | None) -> BooksTotals:
@@ -914,12 +914,14 @@ class BankRoutes:
             result = await self.books.write(lambda c: record_spend(c, bank.code, key, spend))
             await self.sandbox.after_commit(bank)
             return self.sandbox.json(result)
+        query = parse_qs(scope.get("query_string", b"").decode())
         if shape == ("GET", "settlements", 1, ""):
             day = _parse_date(rest[0])
+            as_csv = query.get("format", ["ndjson"])[0] == "csv"
             return self.sandbox.answer(
-                await self.books.read(lambda c: settlement_file(c, bank.code, day)),
-                media_type=NDJSON_MEDIA_TYPE)
-        campaign_id = parse_qs(scope.get("query_string", b"").decode()).get("campaign_id", [None])[0]
+                await self.books.read(lambda c: settlement_file(c, bank.code, day, as_csv)),
+                media_type=CSV_MEDIA_TYPE if as_csv else NDJSON_MEDIA_TYPE)
+        campaign_id = query.get("campaign_id", [None])[0]
         return self.sandbox.json(
             await self.books.read(lambda c: totals(c, bank.code, campaign_id)))
 

@@ -13,13 +13,15 @@ import pytest
 
 from merchants import reconciler, settlement
 from merchants.reconciler import RunOptions
+from merchants.settlement_fetch import fetch_day
 from stimulus import ledger_audit
 from stimulus.db import _init_connection
 from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
 from tests.merchants.conftest import IssuedCampaign, MerchantFactory, Packet, issue_campaign
-from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, settlement_date_of
+from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, SpendRequest, settlement_date_of
+from wallet_adapter.banks import BankRegistry, issuance_client_options
 
 # Tight enough for a test, wide enough for the clocks of one machine.
 OPTIONS = RunOptions(window_s=60, grace_s=0)
@@ -219,3 +221,32 @@ def test_both_formats_carry_the_same_records() -> None:
     parsed = settlement.parse(raw, expect_bank="ICBC")
     assert [(x.spend_id, x.amount_fen, x.settled_at) for x in parsed.lines] == [("s-1", 150, at), ("s-2", 250, at)]
     assert settlement.parse(settlement.to_csv(parsed)).lines == parsed.lines
+
+
+async def test_files_fetched_from_the_bank_pair_with_the_tills_notices(
+        fresh: IssuedCampaign, make_merchant: MerchantFactory, merchant_settings: Settings,
+        db: asyncpg.Connection) -> None:
+    shop = await make_merchant()
+    packet = fresh.packets[0]
+    spend_id = f"live-{uuid.uuid4().hex[:8]}"
+    banks = await BankRegistry.open(merchant_settings, issuance_client_options())
+    try:
+        bank = banks.client(packet.bank_code)
+        paid = await bank.spend(packet.payment_reference, SpendRequest(
+            spend_id=spend_id, amount_fen=2_500, merchant_id=shop.id, merchant_category=shop.category))
+        reply = await shop.client.redeem("live-1", packet.payment_reference, 2_500, paid.settled_at,
+                                         bank_reference=spend_id)
+        assert reply.status_code == 202, reply.text
+        as_csv = await fetch_day(db, bank, paid.settlement_date, "test")
+        assert (as_csv.format, as_csv.created, as_csv.rejected) == ("csv", True, 0)
+        assert as_csv.lines >= 1
+        # The same day again as NDJSON: another file, whose spends are all known already.
+        as_ndjson = await fetch_day(db, bank, paid.settlement_date, "test", file_format="ndjson")
+        assert as_ndjson.format == "ndjson" and as_ndjson.lines == 0
+        assert as_ndjson.repeated >= as_csv.lines
+    finally:
+        await banks.aclose()
+    await reconciler.run(db, OPTIONS)
+    status = await db.fetchval("SELECT status FROM redemption_notices WHERE merchant_id = $1 AND merchant_txn_id = "
+                               "'live-1'", shop.id)
+    assert status == "matched"
