@@ -4,7 +4,7 @@
 * every `redemption.match` posting moves money from that campaign's issued to its redeemed
   account and nowhere else;
 * no packet has more matched than it was credited and not reclaimed;
-* a match pairs a matched notice with a matched line of the same amount.
+* a match pairs a notice and a line that exist, both matched, of the same amount.
 """
 
 from __future__ import annotations
@@ -54,9 +54,11 @@ LIMIT $2
 _PAIRS = """
 SELECT x.notice_id, x.line_id, n.status AS notice_status, l.status AS line_status, n.amount_fen AS notice_fen,
        l.amount_fen AS line_fen, x.amount_fen
-FROM reconciliation_matches x JOIN redemption_notices n ON n.id = x.notice_id JOIN settlement_lines l ON l.id = x.line_id
-WHERE ($1::text IS NULL OR n.campaign_id = $1)
-  AND (n.status <> 'matched' OR l.status <> 'matched' OR n.amount_fen <> l.amount_fen OR x.amount_fen <> l.amount_fen)
+FROM reconciliation_matches x
+LEFT JOIN redemption_notices n ON n.id = x.notice_id LEFT JOIN settlement_lines l ON l.id = x.line_id
+WHERE ($1::text IS NULL OR n.campaign_id = $1 OR n.id IS NULL)
+  AND (n.id IS NULL OR l.id IS NULL OR n.status <> 'matched' OR l.status <> 'matched'
+       OR n.amount_fen <> l.amount_fen OR x.amount_fen <> l.amount_fen)
 LIMIT $2
 """
 
