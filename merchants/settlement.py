@@ -278,7 +278,7 @@ WITH fresh AS (
     SELECT $1, s.line_no, $2, $3, s.spend_id, s.payment_reference, s.merchant_id, s.amount_fen, s.settled_at
     FROM settlement_stage s
     WHERE NOT EXISTS (SELECT 1 FROM settlement_lines l
-                      WHERE l.bank_code = $2 AND l.spend_id = s.spend_id
+                      WHERE l.bank_code = $2 AND l.settlement_date = $3 AND l.spend_id = s.spend_id
                         AND l.payment_reference = s.payment_reference AND l.merchant_id = s.merchant_id
                         AND l.amount_fen = s.amount_fen AND l.settled_at = s.settled_at)
     RETURNING 1)
@@ -307,13 +307,24 @@ async def store(conn: asyncpg.Connection, parsed: ParsedFile, *, source: str, ac
             return ImportResult(row["id"], False, parsed.bank_code, parsed.settlement_date, parsed.complete,
                                 parsed.format, parsed.sha256.hex(), int(row["stored"]), int(row["repeated_count"]),
                                 int(row["rejected_count"]), row["covers_until"])
-        await conn.execute(_STAGE)
-        await conn.copy_records_to_table(
-            "settlement_stage", columns=["line_no", "spend_id", "payment_reference", "merchant_id", "amount_fen",
-                                         "settled_at"],
-            records=[(x.line_no, x.spend_id, x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at)
-                     for x in parsed.lines])
-        stored = int(await conn.fetchval(_INSERT_NEW, file_id, parsed.bank_code, parsed.settlement_date))
+        earlier = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM settlement_files WHERE bank_code = $1 AND settlement_date = $2 AND id <> $3)",
+            parsed.bank_code, parsed.settlement_date, file_id)
+        if earlier:
+            await conn.execute(_STAGE)
+            await conn.copy_records_to_table(
+                "settlement_stage", columns=["line_no", "spend_id", "payment_reference", "merchant_id", "amount_fen",
+                                             "settled_at"],
+                records=[(x.line_no, x.spend_id, x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at)
+                         for x in parsed.lines])
+            stored = int(await conn.fetchval(_INSERT_NEW, file_id, parsed.bank_code, parsed.settlement_date))
+        else:  # the day's first file: nothing to repeat, so its lines go straight in
+            await conn.copy_records_to_table(
+                "settlement_lines", columns=["file_id", "line_no", "bank_code", "settlement_date", "spend_id",
+                                             "payment_reference", "merchant_id", "amount_fen", "settled_at"],
+                records=[(file_id, x.line_no, parsed.bank_code, parsed.settlement_date, x.spend_id,
+                          x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at) for x in parsed.lines])
+            stored = len(parsed.lines)
         repeated = len(parsed.lines) - stored
         if repeated:
             await conn.execute("UPDATE settlement_files SET repeated_count = $2 WHERE id = $1", file_id, repeated)
