@@ -102,6 +102,7 @@ def _run(citizens: int, serve: bool, state_dir: Path | None) -> int:
             demo_merchants.reconcile(ctx, client)
             wait_claim_deadline(ctx, client)
             expire(ctx, settings)
+            demo_merchants.save_report(ctx, client)
         ok = audit_books(ctx, settings) and ctx.extras.get("reconciliation_ok", True)
         _print_summary(ctx, time.perf_counter() - started, ok)
         if serve:
@@ -128,7 +129,8 @@ def _print_summary(ctx: DemoContext, elapsed_s: float, ok: bool) -> None:
     base, cid = ctx.base_url, ctx.campaign_id
     console.print(f"public page  {base}/campaigns/{cid}")
     console.print(f"dashboard    {base}/admin/dashboard?campaign={cid}  (operator token: `stimulus admin create-token`)")
-    console.print(f"report       {base}/v1/admin/campaigns/{cid}/report.html")
+    console.print(f"report       {base}/v1/admin/campaigns/{cid}/report.html (operator token)"
+                  + (f"; saved as {ctx.report_page}" if ctx.report_page else ""))
     console.print(f"API          {base}/v1/campaigns/{cid}   OpenAPI UI {base}/schema   metrics {base}/metrics")
     if ctx.published is not None:
         console.print(f"published    {ctx.published} (bundle and registrant list; stimulus-verify them again)")

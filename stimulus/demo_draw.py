@@ -58,6 +58,7 @@ class DemoContext:
     secrets: dict[str, bytes] = field(default_factory=dict)
     timeline: Timeline | None = None
     published: Path | None = None
+    report_page: Path | None = None     # the campaign report, printable, as of reconciliation
     extras: dict[str, Any] = field(default_factory=dict)
 
     def registered_wallet(self, index: int) -> dict[str, str] | None:

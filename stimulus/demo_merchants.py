@@ -263,7 +263,9 @@ def reconcile(ctx: DemoContext, client: httpx.Client) -> None:
     with console.status("settlement: waiting out the matching window, fetching the banks' files"):
         time.sleep(RECONCILE_WINDOW_S)
         files = asyncio.run(_fetch_files(ctx))
-    lines = sum(f.lines for f in files)
+    # The stack's own reconcile worker may have fetched earlier versions of today's files: their
+    # lines come back as repeated, not stored twice.
+    lines = sum(f.lines + f.repeated for f in files)
     ctx.summary["settlement files"] = (f"{len(files)} fetched from {len({f.bank_code for f in files})} banks, "
                                        f"{lines:,} lines, {sum(f.rejected for f in files)} rejected")
     with console.status("reconciling notices with settlement lines"):
@@ -283,10 +285,24 @@ def reconcile(ctx: DemoContext, client: httpx.Client) -> None:
         expected["missing_at_merchant"] -= 1
         expected["late"] = 1
     expected = {k: v for k, v in expected.items() if v}
-    matched = first["counts"].get("matched", 0) + (second["counts"].get("matched", 0) if second is not first else 0)
+    report = call(client, "GET", f"/v1/admin/campaigns/{ctx.campaign_id}/report", ctx.operator_token)
+    notices = report["notices"]
+    matched = notices.get("payment:matched", 0)
+    payments = sum(n for key, n in notices.items() if key.startswith("payment:"))
     ok = found == expected
     ctx.extras["reconciliation_ok"] = ok
     ctx.summary["reconciliation"] = (
-        f"{matched:,} notices matched; open breaks {', '.join(f'{k} {v}' for k, v in sorted(found.items()))} "
+        f"{matched:,} of {payments:,} payment notices matched, {report['money']['redeemed_fen'] / 100:,.2f} yuan "
+        f"redeemed; open breaks {', '.join(f'{k} {v}' for k, v in sorted(found.items()))} "
         f"({'all seeded breaks found, no false ones' if ok else 'EXPECTED ' + str(expected)}); "
         f"last run: {second['outcome']}")
+
+
+def save_report(ctx: DemoContext, client: httpx.Client) -> None:
+    """The campaign report's printable page, kept with the published bundle."""
+    page = client.get(f"/v1/admin/campaigns/{ctx.campaign_id}/report.html",
+                      headers={"Authorization": f"Bearer {ctx.operator_token}"})
+    page.raise_for_status()
+    ctx.report_page = ctx.settings.state_dir / "published" / f"report-{ctx.campaign_id}.html"
+    ctx.report_page.parent.mkdir(parents=True, exist_ok=True)
+    ctx.report_page.write_text(page.text, encoding="utf-8")

@@ -19,3 +19,5 @@ def test_demo_runs_a_whole_campaign(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (tmp_path / "demo" / "published").is_dir()
     # The summary table wraps long cells: read it without its borders.
     assert "all seeded breaks found, no false ones" in " ".join(out.replace("│", " ").split())
+    reports = list((tmp_path / "demo" / "published").glob("report-*.html"))
+    assert len(reports) == 1 and "<svg" in reports[0].read_text()
