@@ -133,9 +133,13 @@ def prepare_plan(request: RunRequest, target: Target, run_dir: Path, scale: Scal
                 plan["results"] = preparer.results_section(drawn)
             if "audit" in sections:
                 plan["audit"] = preparer.audit_section(drawn)
+            if "redemptions" in sections:
+                # Before the claims section: these winners claim in set-up, the others in the run.
+                plan["redemptions"] = preparer.redemptions_section(drawn, scale.merchants, scale.claimed)
             if "claims" in sections:
                 # In the claim rush every winner claims within the run; in a mix only some do.
-                plan["claims"] = {**preparer.claims_section(drawn),
+                plan["claims"] = {**preparer.claims_section(drawn, skip=scale.claimed if "redemptions" in sections
+                                                            else 0),
                                   "every_winner_claims": request.scenario.name == "claim-rush"}
     finally:
         preparer.close()
@@ -171,8 +175,13 @@ def check_truth(target: Target, plan: dict[str, Any], acks: Acknowledged) -> lis
     if "claims" in plan:
         spec = plan["claims"]
         wait_s = max(ISSUANCE_WAIT_MIN_S, acks.counts.get("claims_accepted", 0) / ISSUANCE_FLOOR_PER_S)
+        before = plan["redemptions"]["count"] if plan.get("redemptions", {}).get("campaign_id") == spec["campaign_id"] \
+            else 0
         found += truth.claims(db, target.bank_url, spec["banks"], spec["campaign_id"], acks.counts, wait_s,
-                              spec["count"] if spec.get("every_winner_claims") else None)
+                              spec["count"] if spec.get("every_winner_claims") else None, before)
+    if "redemptions" in plan:
+        cid = plan["redemptions"]["campaign_id"]
+        found += truth.run_db(db, lambda conn: truth.redemptions(conn, cid, acks.counts))
     campaigns = sorted({s["campaign_id"] for s in plan.values() if isinstance(s, dict) and "campaign_id" in s})
     found += truth.run_db(db, lambda conn: truth.ledger_and_log(conn, campaigns))
     return found

@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
+from stimulus.db import _init_connection
 from stimulus.loadgen import make_tokens, post_each
 from stimulus.sample import sample_campaign
 from stimulus.settings import Settings
 from stimulus.signing import SigningKey
+from wallet_adapter.bank_protocol import idempotency_key_for
 
 # Synthetic citizens are unique below ~120M; each population takes its own range, far from the
 # small numbers tests use, so identity rate-limit buckets never meet.
@@ -33,6 +36,10 @@ CITIZEN_BASE = {"registration": 10_000_000, "results": 30_000_000, "claims": 60_
                 "redemptions": 90_000_000}
 BANKS = ("ICBC", "CCB", "BOC")
 SETUP_CONCURRENCY = 48
+MERCHANT_CATEGORIES = ("5411", "5812", "5311", "5912")
+MERCHANT_DISTRICTS = ("430102", "430103", "430104", "430105", "430111", "430112")
+ISSUED_WAIT_MIN_S = 120.0
+ISSUED_FLOOR_PER_S = 50.0
 TOKEN_TTL_S = 12 * 3600
 ADMIN_TIMEOUT_S = 900.0
 
@@ -184,9 +191,10 @@ class Preparer:
         return {"campaign_id": drawn.campaign_id, "tokens_file": path.name, "count": len(drawn.numbers),
                 "root_hex": drawn.root_hex, "tree_size": drawn.tree_size, "winners": len(drawn.winners)}
 
-    def claims_section(self, drawn: DrawnCampaign) -> dict[str, Any]:
+    def claims_section(self, drawn: DrawnCampaign, skip: int = 0) -> dict[str, Any]:
+        """Winners who claim during the run (the first `skip` claimed during set-up)."""
         token_of = dict(zip(drawn.numbers, drawn.tokens, strict=True))
-        numbers = drawn.winner_numbers()
+        numbers = drawn.winner_numbers()[skip:]
         path = self.write_tokens("claims", numbers, [token_of[n] for n in numbers])
         return {"campaign_id": drawn.campaign_id, "tokens_file": path.name, "count": len(numbers),
                 "root_hex": drawn.root_hex, "tree_size": drawn.tree_size, "winners": len(drawn.winners),
@@ -195,3 +203,65 @@ class Preparer:
     @staticmethod
     def audit_section(drawn: DrawnCampaign) -> dict[str, Any]:
         return {"campaign_id": drawn.campaign_id, "tree_size": drawn.tree_size}
+
+    # -- merchants' tills --------------------------------------------------------------------
+
+    def _db(self, fn: Callable[[asyncpg.Connection], Any]) -> Any:
+        async def go() -> Any:
+            assert self.settings.database_url
+            conn = await asyncpg.connect(self.settings.database_url)
+            await _init_connection(conn)
+            try:
+                return await fn(conn)
+            finally:
+                await conn.close()
+        return asyncio.run(go())
+
+    def issue_to_winners(self, drawn: DrawnCampaign, count: int) -> list[tuple[str, int]]:
+        """`count` winners claim through the API; returns (payment reference, amount) of each
+        packet once the issuance pipeline has credited it."""
+        token_of = dict(zip(drawn.numbers, drawn.tokens, strict=True))
+        numbers = drawn.winner_numbers()[:count]
+        bodies = [json.dumps({"wallet": {"bank_code": BANKS[n % len(BANKS)], "wallet_id": f"w-{n}"}}).encode()
+                  for n in numbers]
+        replies = asyncio.run(post_each(self.base_url, f"/v1/campaigns/{drawn.campaign_id}/claim",
+                                        [token_of[n] for n in numbers], bodies, concurrency=SETUP_CONCURRENCY))
+        refused = [r for r in replies if r.status != 202]
+        if refused:
+            raise SetupError(f"claims refused: HTTP {refused[0].status} {refused[0].body[:200]!r}")
+        started = time.perf_counter()
+        deadline = time.monotonic() + max(ISSUED_WAIT_MIN_S, count / ISSUED_FLOOR_PER_S)
+        query = "SELECT id, amount_fen FROM packets WHERE campaign_id = $1 AND state = 'issued' ORDER BY id"
+        while True:
+            rows = self._db(lambda conn: conn.fetch(query, drawn.campaign_id))
+            if len(rows) >= len(numbers):
+                break
+            if time.monotonic() > deadline:
+                raise SetupError(f"{drawn.campaign_id}: {len(rows):,} of {len(numbers):,} packets issued in time "
+                                 "(is the issuance pipeline running?)")
+            time.sleep(1.0)
+        self.say(f"{drawn.campaign_id}: {len(rows):,} packets claimed and issued in "
+                 f"{time.perf_counter() - started:.1f} s")
+        return [(idempotency_key_for(drawn.campaign_id, str(r["id"])), int(r["amount_fen"])) for r in rows]
+
+    def register_merchants(self, campaign_id: str, count: int) -> list[dict[str, str]]:
+        """Merchants imported from CSV, as a city does; their keys are shown this once."""
+        rows = ["id,name,category,district,settlement_account"]
+        rows += [f"{campaign_id}-m{n:04d},Load shop {n},{MERCHANT_CATEGORIES[n % len(MERCHANT_CATEGORIES)]},"
+                 f"{MERCHANT_DISTRICTS[n % len(MERCHANT_DISTRICTS)]},62220000{n:08d}" for n in range(count)]
+        response = self.client.post("/v1/admin/merchants/import", content=("\n".join(rows) + "\n").encode(),
+                                    headers={"Authorization": f"Bearer {self.maker}", "Content-Type": "text/csv"})
+        if response.status_code != 201:
+            raise SetupError(f"merchant import: HTTP {response.status_code} {response.text[:300]}")
+        self.call("PUT", f"/v1/admin/campaigns/{campaign_id}/acceptance", self.maker,
+                  {"categories": list(MERCHANT_CATEGORIES), "districts": []})
+        return [{"merchant_id": k["merchant_id"], "seed_hex": k["private_key_seed_hex"]}
+                for k in response.json()["keys"]]
+
+    def redemptions_section(self, drawn: DrawnCampaign, merchants: int, claimed: int) -> dict[str, Any]:
+        packets = self.issue_to_winners(drawn, claimed)
+        path = self.run_dir / "packets-redemptions.tsv"
+        with path.open("w") as out:
+            out.writelines(f"{reference}\t{amount}\n" for reference, amount in packets)
+        return {"campaign_id": drawn.campaign_id, "packets_file": path.name, "count": len(packets),
+                "merchants": self.register_merchants(drawn.campaign_id, merchants)}

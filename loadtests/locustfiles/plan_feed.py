@@ -121,6 +121,20 @@ def citizens(environment: Any, name: str, cycle: bool = False) -> Feed:
     return _feeds[key]
 
 
+def rows(environment: Any, name: str, file_key: str, fields: tuple[str, ...]) -> Feed:
+    """Tab-separated records of the file named under `file_key` in plan section `name`."""
+    feed_key = f"{name}/{file_key}"
+    if feed_key not in _feeds:
+        index, count = _slot(environment)
+        found: list[dict[str, Any]] = []
+        with plan_file(section(name)[file_key]).open() as lines:
+            for position, line in enumerate(lines):
+                if position % count == index:
+                    found.append(dict(zip(fields, line.rstrip("\n").split("\t"), strict=True)))
+        _feeds[feed_key] = Feed(found, cycle=False)
+    return _feeds[feed_key]
+
+
 def records(environment: Any, name: str, key: str, cycle: bool = False) -> Feed:
     """Records listed under `key` in plan section `name` (e.g. a merchant's keys), shared the same way."""
     feed_key = f"{name}/{key}:{cycle}"
