@@ -51,14 +51,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         "registration-surge", "registration_surge.py",
         "registration opens: citizens read the campaign, register, re-read their receipt",
         ("registration",),
-        full=Scale(users=600, duration_s=300),
+        full=Scale(users=720, duration_s=300),
         smoke=Scale(users=20, duration_s=6),
     ),
     Scenario(
         "result-spike", "result_spike.py",
         "results are published: every registrant checks, some verify their inclusion; an auditor downloads",
         ("results", "audit"),
-        full=Scale(users=800, duration_s=180, registrants=100_000),
+        full=Scale(users=1400, duration_s=180, registrants=100_000),
         smoke=Scale(users=20, duration_s=6, registrants=120),
     ),
     Scenario(
