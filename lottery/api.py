@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from lottery import campaign_routes, draw_routes, registration_routes, sandbox_idp_routes
+from lottery import (
+    campaign_routes,
+    draw_routes,
+    public_page,
+    registration_routes,
+    sandbox_idp_routes,
+)
 from lottery.campaign_cache import CampaignCache
 from lottery.registration import RegistrationWriter
 from stimulus.services import Services
@@ -15,7 +21,8 @@ from stimulus.settings import Settings
 
 
 def route_handlers(settings: Settings) -> list[Any]:
-    handlers: list[Any] = [*campaign_routes.ROUTES, *registration_routes.ROUTES, *draw_routes.ROUTES]
+    handlers: list[Any] = [*campaign_routes.ROUTES, *registration_routes.ROUTES, *draw_routes.ROUTES,
+                           *public_page.routes()]
     if settings.sandbox:
         handlers.extend(sandbox_idp_routes.ROUTES)
     return handlers
