@@ -13,6 +13,7 @@ from lottery import (
     public_page,
     registration_routes,
     sandbox_idp_routes,
+    timeline_routes,
 )
 from lottery.campaign_cache import CampaignCache
 from lottery.registration import RegistrationWriter
@@ -22,7 +23,7 @@ from stimulus.settings import Settings
 
 def route_handlers(settings: Settings) -> list[Any]:
     handlers: list[Any] = [*campaign_routes.ROUTES, *registration_routes.ROUTES, *draw_routes.ROUTES,
-                           *public_page.routes()]
+                           *timeline_routes.ROUTES, *public_page.routes()]
     if settings.sandbox:
         handlers.extend(sandbox_idp_routes.ROUTES)
     return handlers

@@ -17,7 +17,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from stimulus import approval_routes, db
+from stimulus import approval_routes, dashboard, db
 from stimulus.idempotency import IdempotencyStore
 from stimulus.identity import TokenVerifier
 from stimulus.observability import RequestContextMiddleware, metrics_payload
@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> Litestar:
             await redis.aclose()
             await pool.close()
 
-    handlers: list[Any] = [health, ready, metrics, service_keys, *approval_routes.ROUTES]
+    handlers: list[Any] = [health, ready, metrics, service_keys, *approval_routes.ROUTES, *dashboard.routes()]
     for module in modules:
         handlers.extend(module.route_handlers(settings))
 

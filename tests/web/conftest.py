@@ -50,7 +50,9 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+# Per test, not per session: while Playwright's sync API is open it keeps an event loop running in
+# this thread, and every async test or fixture after it would fail to start its own.
+@pytest.fixture
 def browser(chromium_path: str) -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright

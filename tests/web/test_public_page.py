@@ -14,10 +14,11 @@ from tests.conftest import Stack
 from tests.issuance.helpers import Winners, create_winners
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def drawn(api_url: str, stack: Stack, operator_token: str,
                 second_operator_token: str) -> tuple[Winners, dict[str, Any]]:
-    # Returned, not yielded: an async fixture's teardown would run inside Playwright's own loop.
+    # Returned, not yielded, session-scoped and first in the browser tests' arguments: async
+    # fixtures must run before Playwright starts its own event loop in this thread.
     async with httpx.AsyncClient(base_url=api_url, timeout=60) as http:
         result = await create_winners(http, stack.settings, operator_token, second_operator_token,
                                       winners=6, registrants=40)
@@ -62,7 +63,7 @@ def _open(page: Any, api_url: str, campaign_id: str) -> None:
 
 
 def test_a_winning_and_a_losing_ticket_are_checked_in_the_browser(
-        page: Any, api_url: str, drawn: tuple[Winners, dict[str, Any]], artifacts: Path) -> None:
+        drawn: tuple[Winners, dict[str, Any]], page: Any, api_url: str, artifacts: Path) -> None:
     winners, receipt = drawn
     _open(page, api_url, winners.campaign_id)
     assert "verified in this browser" in page.text_content("#commitment-signature")
@@ -87,7 +88,7 @@ def test_a_winning_and_a_losing_ticket_are_checked_in_the_browser(
 
 
 def test_a_tampered_proof_is_rejected_in_the_browser(
-        page: Any, api_url: str, drawn: tuple[Winners, dict[str, Any]], artifacts: Path) -> None:
+        drawn: tuple[Winners, dict[str, Any]], page: Any, api_url: str, artifacts: Path) -> None:
     winners, receipt = drawn
 
     def tamper(route: Any) -> None:
