@@ -58,7 +58,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         "result-spike", "result_spike.py",
         "results are published: every registrant checks, some verify their inclusion; an auditor downloads",
         ("results", "audit"),
-        full=Scale(users=1400, duration_s=180, registrants=100_000),
+        full=Scale(users=1000, duration_s=240, registrants=100_000),
         smoke=Scale(users=20, duration_s=6, registrants=120),
     ),
     Scenario(
