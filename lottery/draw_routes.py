@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from litestar import Response, get, post
 from litestar.response import Stream
 
@@ -16,11 +18,29 @@ from lottery.results import DrawResult
 from stimulus import approvals
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
-from stimulus.errors import InvalidInput
+from stimulus.errors import InvalidInput, NotFound
 from stimulus.identity import Citizen
 from stimulus.services import Services
 
 STREAM_BATCH = 20_000
+# A drawn campaign's summary never changes (the draw runs once); each process keeps a few, so the
+# result spike's page loads do not decode a bundle listing 300,000 winners every time.
+SUMMARY_CACHE_ENTRIES = 64
+_summaries: dict[str, bytes] = {}
+TICKET_MAX = 2**63 - 1  # tickets are stored as bigint
+
+
+class TicketResult(msgspec.Struct, frozen=True):
+    """One committed ticket's line of the published result (the bundle's winners list, by ticket)."""
+
+    campaign_id: str
+    ticket: int
+    stratum: str
+    algorithm: str
+    won: bool
+    tier: str | None
+    amount_fen: int | None
+    round: int | None
 
 
 @post("/v1/admin/campaigns/{campaign_id:str}/commitment", tags=["operator"], status_code=202,
@@ -100,6 +120,55 @@ async def get_bundle(services: Services, campaign_id: str) -> Response[bytes]:
         "Content-Disposition": f'attachment; filename="{campaign_id}-bundle.json"'})
 
 
+def draw_summary(signed: bytes) -> bytes:
+    """The signed bundle without its winners list: everything a citizen's browser needs to recompute
+    the seed and check one ticket against its stratum's cutoff, plus the hash of the full file."""
+    envelope = msgspec.json.decode(signed)
+    bundle = envelope["bundle"]
+    draw_section = {k: v for k, v in bundle["draw"].items() if k != "winners"}
+    return msgspec.json.encode({
+        "campaign_id": bundle["campaign"]["id"], "bundle_sha256_hex": hashlib.sha256(signed).hexdigest(),
+        "bundle_bytes": len(signed), "key_id": envelope["key_id"], "winners_omitted": True,
+        "bundle": {**bundle, "draw": draw_section}})
+
+
+@get("/v1/campaigns/{campaign_id:str}/draw", tags=["public"],
+     summary="The published draw without its winners list: parameters, commitment, ceremony, beacon, seed, "
+             "per-stratum cutoffs, spill-over, winners' root and count, and the SHA-256 of the signed bundle")
+async def get_draw_summary(services: Services, campaign_id: str) -> Response[bytes]:
+    summary = _summaries.get(campaign_id)
+    if summary is None:
+        try:
+            signed = await draw.signed_bundle(services.pool, campaign_id)
+        except NotFound:
+            await campaigns.fetch(services.pool, campaign_id)  # an unknown campaign is campaign_not_found
+            raise
+        summary = draw_summary(signed)
+        if len(_summaries) >= SUMMARY_CACHE_ENTRIES:
+            _summaries.clear()
+        _summaries[campaign_id] = summary
+    return Response(summary, media_type="application/json")
+
+
+@get("/v1/campaigns/{campaign_id:str}/tickets/{ticket:int}/result", tags=["public"],
+     summary="A committed ticket's line of the published result: won or not, tier, amount and round")
+async def ticket_result(services: Services, campaign_id: str, ticket: int) -> TicketResult:
+    row = await services.pool.fetchrow(
+        """SELECT d.algorithm, c.stratum, w.tier, w.amount_fen, w.round
+           FROM draws d
+           LEFT JOIN committed_registrants c ON c.campaign_id = d.campaign_id AND c.ticket = $2
+           LEFT JOIN draw_winners w ON w.campaign_id = d.campaign_id AND w.ticket = $2
+           WHERE d.campaign_id = $1""", campaign_id, ticket if 0 <= ticket <= TICKET_MAX else -1)
+    if row is None:
+        await campaigns.fetch(services.pool, campaign_id)  # an unknown campaign is campaign_not_found
+        raise NotFound(f"campaign {campaign_id} has not been drawn", code="not_drawn")
+    if row["stratum"] is None:
+        raise NotFound(f"ticket {ticket} is not in campaign {campaign_id}'s committed list",
+                       code="ticket_not_committed")
+    return TicketResult(campaign_id, ticket, row["stratum"], row["algorithm"], row["tier"] is not None, row["tier"],
+                        row["amount_fen"], row["round"])
+
+
 @get("/v1/campaigns/{campaign_id:str}/registrants", tags=["public"],
      summary="The committed registrant list (ticket, pseudonym, stratum), streamed as NDJSON or CSV")
 async def get_registrants(services: Services, campaign_id: str, format: str = "ndjson") -> Stream:
@@ -129,4 +198,5 @@ async def get_registrants(services: Services, campaign_id: str, format: str = "n
 
 
 ROUTES = [request_commitment, request_draw, record_beacon, get_beacon, get_commitment, ticket_proof,
-          ceremony_commit, ceremony_reveal, ceremony_state, own_result, get_bundle, get_registrants]
+          ceremony_commit, ceremony_reveal, ceremony_state, own_result, get_bundle, get_draw_summary, ticket_result,
+          get_registrants]

@@ -1,11 +1,13 @@
 """Headless Chromium for the pages' tests: Debian's `chromium`, driven by Playwright's sync API.
 
 Fixtures: `chromium_path` (session), `browser` (session: one Chromium for the whole run), `page`
-(a fresh context and page per test, closed after it) and `artifacts` (where screenshots go:
-STIMULUS_TEST_ARTIFACTS, default .stimulus/test-artifacts/, kept after the run).
+(a fresh context and page per test, closed after it), `artifacts` (where screenshots go:
+STIMULUS_TEST_ARTIFACTS, default .stimulus/test-artifacts/, kept after the run) and
+`drawn_campaign` (session: a small campaign taken through its ceremony to a finished draw).
 
-The browser is installed by the test setup when missing (apt-get, as root, with a time limit);
-when no browser can be had, the browser tests are skipped with the reason.
+The browser is installed by the test setup when missing (apt-get, as root, with a time limit),
+with a Chinese font for the screenshots; when no browser can be had, the browser tests are
+skipped with the reason.
 
 Playwright's sync API marks its own event loop as running in this thread between calls, and
 pytest-asyncio cannot start a test or fixture while any loop is marked running. So the mark is
@@ -17,17 +19,29 @@ any function-scoped fixture) or come before `page` in its arguments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
+from stimulus.sample import sample_campaign
+from stimulus.signing import SigningKey
+from tests.conftest import Stack
+from tests.foundation.helpers import auth, citizen_token, new_campaign_id
+from tests.issuance.helpers import maker_checker
 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 INSTALL_TIMEOUT_S = 900
+FONT_TIMEOUT_S = 120
 # Without the background-networking switches Chromium keeps dialling Google's hosts, which a
 # closed network refuses.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,15 +52,23 @@ def _installed() -> str | None:
     return next((p for p in CHROMIUM_PATHS if Path(p).exists()), None) or shutil.which("chromium")
 
 
-def _apt_get(*args: str) -> None:
+def _apt_get(*args: str, timeout_s: float = INSTALL_TIMEOUT_S) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", *args], env=env, capture_output=True, timeout=INSTALL_TIMEOUT_S, check=False)
+    subprocess.run(["apt-get", *args], env=env, capture_output=True, timeout=timeout_s, check=False)
+
+
+def _has_chinese_font() -> bool:
+    if not shutil.which("fc-list"):
+        return False
+    listed = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True, timeout=60, check=False)
+    return bool(listed.stdout.strip())
 
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     found = _installed()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+    root = os.geteuid() == 0 and shutil.which("apt-get") is not None
+    if found is None and root:
         try:
             _apt_get("install", "-y", "--no-install-recommends", "chromium")
             if _installed() is None:  # a stale package index: refresh it once and try again
@@ -59,6 +81,10 @@ def chromium_path() -> str:
         reason = ("no Chromium, and it could not be installed: run `apt-get install chromium` as root "
                   "to run the browser tests")
         pytest.skip(reason if os.geteuid() == 0 else reason + " (the tests install it only as root)")
+    if root and not _has_chinese_font():
+        # Best effort: without a Chinese font the pages' screenshots show empty boxes for Chinese.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            _apt_get("install", "-y", "--no-install-recommends", "fonts-wqy-microhei", timeout_s=FONT_TIMEOUT_S)
     return found
 
 
@@ -126,3 +152,70 @@ def artifacts() -> Path:
     path = Path(os.environ.get("STIMULUS_TEST_ARTIFACTS", ".stimulus/test-artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# -- a drawn campaign ---------------------------------------------------------------------------
+
+WINNERS = 6  # one place in each of the six sandbox districts
+REGISTRANTS = 25
+EMPTY_DISTRICT = 5  # citizen n lives in district n % 6: nobody from this one registers
+FIRST_CITIZEN = 700_000
+
+
+@dataclass(frozen=True)
+class DrawnCampaign:
+    campaign_id: str
+    receipts: dict[int, dict[str, Any]]  # ticket -> the signed registration receipt
+    winners: dict[int, list[Any]]  # ticket -> [ticket, stratum, tier, amount_fen, round] from the bundle
+
+    @property
+    def losers(self) -> list[int]:
+        return sorted(set(self.receipts) - set(self.winners))
+
+
+async def _ok(response: Any, status: int = 200) -> Any:
+    reply: httpx.Response = await response
+    assert reply.status_code == status, reply.text
+    return reply.json()
+
+
+@pytest.fixture(scope="session")
+async def drawn_campaign(api_url: str, stack: Stack, operator_token: str,
+                         second_operator_token: str) -> DrawnCampaign:
+    """Two notaries commit and reveal, 25 citizens register in five of the six districts (so the
+    sixth district's place spills over), the list is committed, the sandbox beacon drawn."""
+    # Returned, not yielded: async fixtures must be done before a test drives Playwright.
+    keys = {pid: SigningKey.generate() for pid in ("notary", "audit-office")}
+    secrets_ = {pid: hashlib.sha256(f"public page {pid}".encode()).digest() for pid in keys}
+    campaign_id = new_campaign_id("page")
+    spec = sample_campaign(campaign_id, WINNERS, participants=[
+        {"id": pid, "name": f"The {pid}", "public_key_hex": key.public_bytes.hex()} for pid, key in keys.items()])
+    async with httpx.AsyncClient(base_url=api_url, timeout=60) as http:
+        base = f"/v1/campaigns/{campaign_id}"
+        await _ok(http.post("/v1/admin/campaigns", json=spec, headers=auth(operator_token)), 201)
+        await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/open", headers=auth(operator_token)))
+        for pid, key in keys.items():
+            commitment_hex = hashlib.sha256(secrets_[pid]).hexdigest()
+            signature = key.sign(ceremony_commit_statement(campaign_id, pid, commitment_hex))
+            await _ok(http.post(f"{base}/ceremony/{pid}/commitment",
+                                json={"commitment_hex": commitment_hex, "signature_hex": signature.hex()}))
+        receipts: dict[int, dict[str, Any]] = {}
+        citizens = [n for n in range(FIRST_CITIZEN, FIRST_CITIZEN + REGISTRANTS * 2) if n % 6 != EMPTY_DISTRICT]
+        for n in citizens[:REGISTRANTS]:
+            receipt = await _ok(http.post(f"{base}/registrations", json={},
+                                          headers=auth(citizen_token(stack.settings, n))), 201)
+            receipts[receipt["ticket"]] = receipt
+        await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(operator_token)))
+        await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token,
+                            second_operator_token)
+        committed = await _ok(http.get(f"{base}/commitment"))
+        for pid, key in keys.items():
+            signature = key.sign(ceremony_reveal_statement(campaign_id, pid, secrets_[pid].hex(),
+                                                           committed["root_hex"], committed["tree_size"]))
+            await _ok(http.post(f"{base}/ceremony/{pid}/reveal",
+                                json={"secret_hex": secrets_[pid].hex(), "signature_hex": signature.hex()}))
+        await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/beacon", json={"kind": "sandbox"},
+                            headers=auth(operator_token)))
+        await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token, second_operator_token)
+        bundle = (await _ok(http.get(f"{base}/bundle")))["bundle"]
+    return DrawnCampaign(campaign_id, receipts, {w[0]: w for w in bundle["draw"]["winners"]})
