@@ -400,22 +400,16 @@ class BankClient:
 
     async def settlement(self, settlement_date: date) -> SettlementFile:
         """The bank's settlement file for a day, parsed and checked against its trailer."""
-        async def once() -> SettlementFile:
-            path = f"{self._prefix}/settlements/{settlement_date.isoformat()}"
-            reply = await self._attempt("GET", path)
-            if reply.status == 404 and _problem(reply).code == "settlement_not_ready":
-                raise SettlementNotReady(f"{self.bank_code} has no file for {settlement_date}")
-            if reply.status != 200:
-                problem = _problem(reply)
-                raise RequestRejected(reply.status, problem.code, problem.detail)
-            return self._parse_settlement(reply.body, settlement_date)
-        return await self._retrying("settlement", settlement_date.isoformat(), once)
+        return self._parse_settlement(await self._settlement_body(settlement_date), settlement_date)
 
     async def settlement_csv(self, settlement_date: date) -> bytes:
         """The bank's settlement file for a day as CSV, its signature checked; the caller parses
         it (strictly, line by line) and keeps the bytes it was given."""
+        return await self._settlement_body(settlement_date, "?format=csv")
+
+    async def _settlement_body(self, settlement_date: date, query: str = "") -> bytes:
         async def once() -> bytes:
-            path = f"{self._prefix}/settlements/{settlement_date.isoformat()}?format=csv"
+            path = f"{self._prefix}/settlements/{settlement_date.isoformat()}{query}"
             reply = await self._attempt("GET", path)
             if reply.status == 404 and _problem(reply).code == "settlement_not_ready":
                 raise SettlementNotReady(f"{self.bank_code} has no file for {settlement_date}")

@@ -240,3 +240,26 @@ async def assert_books_match(db: asyncpg.Connection, bank: RunningBank, campaign
 
 def soon(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+# -- the pipeline as `stimulus up` runs it: worker processes ------------------------------------
+
+
+def start_issuance_processes(database_url: str, redis_url: str, state_dir: Path, bank_url: str,
+                             logs: Path) -> list[subprocess.Popen[bytes]]:
+    """The issuance dispatcher and a worker as separate processes, crediting the bank at `bank_url`."""
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STIMULUS_STATE_DIR": str(state_dir),
+           "STIMULUS_SANDBOX": "1", "STIMULUS_BANK_URL": bank_url, "STIMULUS_LOG_LEVEL": "WARNING"}
+    return [subprocess.Popen([sys.executable, "-m", "stimulus.cli", "worker", name], env=env,
+                             stdout=(logs / f"{name}.log").open("wb"), stderr=subprocess.STDOUT)
+            for name in ("issuance-dispatcher", "issuance")]
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -23,6 +23,7 @@ from loadtests.orchestrate import MissingEndpoint, RunRequest, RunResult, execut
 from loadtests.scenarios import SCENARIOS
 from loadtests.target import Target
 from tests.conftest import Stack
+from tests.issuance.helpers import start_issuance_processes, stop_processes
 from tests.wallet.conftest import RunningBank
 from tests.wallet.conftest import bank as bank  # the session's sandbox bank, as a fixture here
 
@@ -33,23 +34,12 @@ def pipeline(stack: Stack, bank: RunningBank, tmp_path_factory: pytest.TempPathF
     if importlib.util.find_spec("wallet_adapter.issuance_worker") is None:
         yield None
         return
-    env = {**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
-           "STIMULUS_STATE_DIR": str(stack.settings.state_dir), "STIMULUS_SANDBOX": "1",
-           "STIMULUS_BANK_URL": bank.url, "STIMULUS_LOG_LEVEL": "WARNING"}
-    logs = tmp_path_factory.mktemp("pipeline")
-    workers = [subprocess.Popen([sys.executable, "-m", "stimulus.cli", "worker", name], env=env,
-                                stdout=(logs / f"{name}.log").open("wb"), stderr=subprocess.STDOUT)
-               for name in ("issuance-dispatcher", "issuance")]
+    workers = start_issuance_processes(stack.database_url, stack.redis_url, stack.settings.state_dir, bank.url,
+                                       tmp_path_factory.mktemp("pipeline"))
     try:
         yield bank.url
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_processes(workers)
 
 
 @pytest.fixture(scope="module")

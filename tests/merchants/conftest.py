@@ -89,19 +89,30 @@ def merchant_settings(stack: Stack, bank: RunningBank) -> Settings:
     return bank_settings(stack.settings, bank)
 
 
+CampaignFactory = Callable[..., Awaitable[IssuedCampaign]]
+
+
 @pytest.fixture(scope="session")
-async def issued(api_url: str, stack: Stack, merchant_settings: Settings, operator_token: str,
-                 second_operator_token: str) -> IssuedCampaign:
+def new_issued_campaign(api_url: str, stack: Stack, merchant_settings: Settings, operator_token: str,
+                        second_operator_token: str) -> CampaignFactory:
+    """Makes a campaign of its own, issued to every winner, for tests that need exact figures."""
     from stimulus.db import _init_connection
 
-    conn = await asyncpg.connect(stack.database_url)
-    await _init_connection(conn)
-    try:
-        async with httpx.AsyncClient(base_url=api_url, timeout=60) as http:
-            return await issue_campaign(http, merchant_settings, operator_token, second_operator_token, conn,
-                                        f"test:{uuid.uuid4().hex[:10]}", winners=ISSUED_WINNERS)
-    finally:
-        await conn.close()
+    async def make(winners: int = 6) -> IssuedCampaign:
+        conn = await asyncpg.connect(stack.database_url)
+        await _init_connection(conn)
+        try:
+            async with httpx.AsyncClient(base_url=api_url, timeout=60) as http:
+                return await issue_campaign(http, merchant_settings, operator_token, second_operator_token, conn,
+                                            f"test:{uuid.uuid4().hex[:10]}", winners=winners)
+        finally:
+            await conn.close()
+    return make
+
+
+@pytest.fixture(scope="session")
+async def issued(new_issued_campaign: CampaignFactory) -> IssuedCampaign:
+    return await new_issued_campaign(ISSUED_WINNERS)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,9 @@ from merchants import reconciler, settlement
 from merchants.reconciler import RunOptions
 from merchants.settlement_fetch import fetch_day
 from stimulus import ledger_audit
-from stimulus.db import _init_connection
 from stimulus.settings import Settings
-from tests.conftest import Stack
 from tests.foundation.helpers import auth
-from tests.merchants.conftest import IssuedCampaign, MerchantFactory, Packet, issue_campaign
+from tests.merchants.conftest import CampaignFactory, IssuedCampaign, MerchantFactory, Packet
 from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, SpendRequest, settlement_date_of
 from wallet_adapter.banks import BankRegistry, issuance_client_options
 
@@ -28,16 +26,8 @@ OPTIONS = RunOptions(window_s=60, grace_s=0)
 
 
 @pytest.fixture
-async def fresh(api_url: str, merchant_settings: Settings, operator_token: str, second_operator_token: str,
-                stack: Stack) -> IssuedCampaign:
-    conn = await asyncpg.connect(stack.database_url)
-    await _init_connection(conn)
-    try:
-        async with httpx.AsyncClient(base_url=api_url, timeout=60) as http:
-            return await issue_campaign(http, merchant_settings, operator_token, second_operator_token, conn,
-                                        f"test:{uuid.uuid4().hex[:10]}", winners=6)
-    finally:
-        await conn.close()
+async def fresh(new_issued_campaign: CampaignFactory) -> IssuedCampaign:
+    return await new_issued_campaign()
 
 
 def _csv(bank: str, day: object, lines: list[tuple[str, Packet, str, int, datetime]], *, complete: bool = True,

@@ -14,15 +14,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import httpx
 
 from merchants import reconciler, settlement
 from merchants.reconciler import RunOptions
 from stimulus import ledger_audit
 from stimulus.errors import Conflict
-from stimulus.settings import Settings
 from tests.conftest import Stack
-from tests.merchants.conftest import IssuedCampaign, MerchantFactory, issue_campaign
+from tests.merchants.conftest import CampaignFactory, IssuedCampaign, MerchantFactory
 from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, settlement_date_of
 
 NOTICES = 3_000
@@ -55,12 +53,10 @@ async def _seed(db: asyncpg.Connection, campaign: IssuedCampaign, merchant_id: s
 
 
 async def test_a_run_killed_mid_way_is_finished_by_the_next(
-        api_url: str, merchant_settings: Settings, operator_token: str, second_operator_token: str,
-        make_merchant: MerchantFactory, stack: Stack, db: asyncpg.Connection) -> None:
+        new_issued_campaign: CampaignFactory, make_merchant: MerchantFactory, stack: Stack,
+        db: asyncpg.Connection) -> None:
     # Its own campaign: a thousand notices per packet would leave other tests' packets spent.
-    async with httpx.AsyncClient(base_url=api_url, timeout=60) as http:
-        issued = await issue_campaign(http, merchant_settings, operator_token, second_operator_token, db,
-                                      f"test:{uuid.uuid4().hex[:10]}", winners=6)
+    issued = await new_issued_campaign()
     merchant = await make_merchant()
     tag = f"k{uuid.uuid4().hex[:6]}"
     settled = await _seed(db, issued, merchant.id, tag)

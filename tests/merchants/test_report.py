@@ -8,33 +8,20 @@ import io
 import os
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
-from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
-from tests.merchants.conftest import IssuedCampaign, MerchantFactory, issue_campaign
+from tests.merchants.conftest import CampaignFactory, IssuedCampaign, MerchantFactory
 
 
 @pytest.fixture(scope="module")
-async def spent(api_url: str, merchant_settings: Settings, operator_token: str, second_operator_token: str,
-                stack: Stack) -> IssuedCampaign:
-    from stimulus.db import _init_connection
-
-    conn = await asyncpg.connect(stack.database_url)
-    await _init_connection(conn)
-    try:
-        async with httpx.AsyncClient(base_url=api_url, timeout=60) as http:
-            return await issue_campaign(http, merchant_settings, operator_token, second_operator_token, conn,
-                                        f"test:{uuid.uuid4().hex[:10]}", winners=6)
-    finally:
-        await conn.close()
+async def spent(new_issued_campaign: CampaignFactory) -> IssuedCampaign:
+    return await new_issued_campaign()
 
 
 async def test_the_report_counts_money_spend_and_the_multiplier(

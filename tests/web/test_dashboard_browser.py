@@ -3,9 +3,6 @@ issuance at the sandbox bank until every packet is issued."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +10,13 @@ import httpx
 import pytest
 
 from tests.conftest import Stack
-from tests.issuance.helpers import Winners, create_winners, maker_checker
+from tests.issuance.helpers import (
+    Winners,
+    create_winners,
+    maker_checker,
+    start_issuance_processes,
+    stop_processes,
+)
 from tests.wallet.conftest import RunningBank
 from tests.wallet.conftest import bank as bank  # the session's sandbox bank
 
@@ -34,15 +37,6 @@ async def queued(api_url: str, stack: Stack, operator_token: str, second_operato
         return drawn
 
 
-def _workers(stack: Stack, bank: RunningBank, logs: Path) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
-           "STIMULUS_STATE_DIR": str(stack.settings.state_dir), "STIMULUS_SANDBOX": "1",
-           "STIMULUS_BANK_URL": bank.url, "STIMULUS_LOG_LEVEL": "WARNING"}
-    return [subprocess.Popen([sys.executable, "-m", "stimulus.cli", "worker", name], env=env,
-                             stdout=(logs / f"{name}.log").open("wb"), stderr=subprocess.STDOUT)
-            for name in ("issuance-dispatcher", "issuance")]
-
-
 def test_the_dashboard_follows_a_running_issuance(
         queued: Winners, page: Any, api_url: str, operator_token: str, stack: Stack, bank: RunningBank,
         artifacts: Path, tmp_path: Path) -> None:
@@ -52,18 +46,13 @@ def test_the_dashboard_follows_a_running_issuance(
     page.wait_for_selector("body[data-updated]", timeout=20_000)
     assert page.text_content("#iss-pending") == str(WINNERS) and page.text_content("#iss-issued") == "0"
     assert page.text_content("#reg-total") == str(WINNERS + 4)
-    workers = _workers(stack, bank, tmp_path)
+    workers = start_issuance_processes(stack.database_url, stack.redis_url, stack.settings.state_dir, bank.url,
+                                       tmp_path)
     try:
         # A locator, not a script: the page's Content-Security-Policy forbids evaluating strings.
         expect(page.locator("#iss-issued")).to_have_text(str(WINNERS), timeout=90_000)
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_processes(workers)
     assert page.text_content("#iss-pending") == "0"
     banks = page.locator("#issuance tbody tr")
     assert banks.count() >= 1
