@@ -14,6 +14,14 @@ import pytest
 from tests.web.conftest import DrawnCampaign
 
 CHECK_TIMEOUT_MS = 20_000
+# A browser whose WebCrypto has no Ed25519 (older ones): importKey refuses the algorithm.
+WITHOUT_ED25519 = """
+const importKey = crypto.subtle.importKey.bind(crypto.subtle);
+crypto.subtle.importKey = (format, data, algorithm, ...rest) =>
+  (algorithm === "Ed25519" || (algorithm && algorithm.name === "Ed25519"))
+    ? Promise.reject(new DOMException("Unrecognized name.", "NotSupportedError"))
+    : importKey(format, data, algorithm, ...rest);
+"""
 
 
 def _open(page: Any, api_url: str, campaign_id: str) -> None:
@@ -169,3 +177,18 @@ def test_a_tampered_commitment_is_rejected_in_the_browser(
     assert _check(page, str(min(drawn_campaign.winners))) == "rejected"
     assert _steps(page) == {"input": ["info"], "commitment": ["bad"]}
     page.screenshot(path=str(artifacts / "public-page-tampered-commitment.png"), full_page=True)
+
+
+def test_without_ed25519_the_signatures_are_said_to_be_unchecked(
+        drawn_campaign: DrawnCampaign, page: Any, api_url: str, artifacts: Path) -> None:
+    page.add_init_script(WITHOUT_ED25519)
+    _open(page, api_url, drawn_campaign.campaign_id)
+    assert page.get_attribute("#commitment-signature", "data-status") == "info"
+    assert "not checked" in page.text_content("#commitment-signature")
+    receipt = drawn_campaign.receipts[min(drawn_campaign.winners)]
+    assert _check(page, json.dumps(receipt)) == "won", page.inner_text("#steps")
+    steps = _steps(page)
+    assert steps["receipt"] == ["info"] and steps["commitment"] == ["info"] and steps["ceremony"] == ["info", "info"]
+    assert steps["inclusion"] == ["ok"] and steps["seed"] == ["ok"] and steps["cutoff"] == ["ok"]
+    assert "no Ed25519" in page.inner_text("#steps li[data-step=commitment]")
+    page.screenshot(path=str(artifacts / "public-page-without-ed25519.png"), full_page=True)

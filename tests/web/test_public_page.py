@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
+from pathlib import Path
 
 import httpx
 import pytest
 
+import lottery
 from stimulus.sample import sample_campaign
 from tests.foundation.helpers import auth, new_campaign_id
 from tests.web.conftest import DrawnCampaign
@@ -30,6 +33,16 @@ async def test_the_page_and_its_assets_are_served(http: httpx.AsyncClient, drawn
         assert "max-age" in asset.headers["cache-control"]
     assert "crypto.subtle.digest" in (await http.get("/static/public/draw.js")).text
     assert (await http.get("/static/public/nothing.js")).status_code == 404
+
+
+def test_every_page_file_is_package_data() -> None:
+    """An installed package (not only a checkout) serves the page: its files match package-data."""
+    config = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    package = Path(lottery.__file__).parent
+    packaged = {path for pattern in config["tool"]["setuptools"]["package-data"]["*"]
+                for path in package.glob(pattern)}
+    files = {path for path in (package / "static").rglob("*") if path.is_file()}
+    assert files and files <= packaged, sorted(str(f) for f in files - packaged)
 
 
 @pytest.mark.parametrize("campaign_id", ["no-such-campaign", "NOT-AN-ID", "x"])
