@@ -82,6 +82,10 @@ async def get_commitment(services: Services, campaign_id: str) -> Commitment:
 @get("/v1/campaigns/{campaign_id:str}/tickets/{ticket:int}/proof", tags=["public"],
      summary="Inclusion proof of a ticket in the committed tree (RFC 9162)")
 async def ticket_proof(services: Services, campaign_id: str, ticket: int) -> InclusionProof:
+    if not 0 <= ticket <= TICKET_MAX:  # no such ticket was stored; PostgreSQL's bigint cannot hold it
+        await commitment.fetch_commitment(services.pool, campaign_id)
+        raise NotFound(f"ticket {ticket} is not in campaign {campaign_id}'s committed list",
+                       code="ticket_not_committed")
     return await commitment.inclusion_proof(services.pool, campaign_id, ticket)
 
 

@@ -9,8 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from stimulus.sample import sample_campaign
+from tests.conftest import Stack
+from tests.foundation.helpers import auth, citizen_token, new_campaign_id
 from tests.web.conftest import DrawnCampaign
 
 CHECK_TIMEOUT_MS = 20_000
@@ -192,3 +196,39 @@ def test_without_ed25519_the_signatures_are_said_to_be_unchecked(
     assert steps["inclusion"] == ["ok"] and steps["seed"] == ["ok"] and steps["cutoff"] == ["ok"]
     assert "no Ed25519" in page.inner_text("#steps li[data-step=commitment]")
     page.screenshot(path=str(artifacts / "public-page-without-ed25519.png"), full_page=True)
+
+
+def _approved(http: httpx.Client, path: str, maker: str, checker: str) -> None:
+    requested = http.post(path, headers=auth(maker))
+    assert requested.status_code == 202, requested.text
+    approved = http.post(f"/v1/admin/approvals/{requested.json()['id']}/approve", headers=auth(checker))
+    assert approved.status_code == 200 and approved.json()["status"] == "executed", approved.text
+
+
+def test_before_the_draw_a_ticket_is_checked_as_far_as_it_can_be(
+        stack: Stack, operator_token: str, second_operator_token: str, page: Any, api_url: str,
+        artifacts: Path) -> None:
+    campaign_id = new_campaign_id("page")
+    with httpx.Client(base_url=api_url, timeout=60) as http:
+        created = http.post("/v1/admin/campaigns", json=sample_campaign(campaign_id, 6), headers=auth(operator_token))
+        assert created.status_code == 201, created.text
+        assert http.post(f"/v1/admin/campaigns/{campaign_id}/open", headers=auth(operator_token)).status_code == 200
+        receipts = [http.post(f"/v1/campaigns/{campaign_id}/registrations", json={},
+                              headers=auth(citizen_token(stack.settings, n))).json() for n in range(710_000, 710_003)]
+        _open(page, api_url, campaign_id)
+        assert page.get_attribute("#state", "data-state") == "open" and page.is_visible("#no-commitment")
+        assert _check(page, json.dumps(receipts[1])) == "pending"
+        assert page.text_content("#verdict").startswith("The registrant list is not committed yet")
+        assert _steps(page) == {"input": ["info"], "receipt": ["ok"]}
+
+        assert http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(operator_token)).status_code == 200
+        _approved(http, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token, second_operator_token)
+    page.reload()
+    page.wait_for_selector("body[data-loaded=true]", timeout=CHECK_TIMEOUT_MS)
+    assert page.get_attribute("#state", "data-state") == "committed"
+    assert page.get_attribute("#commitment-signature", "data-status") == "ok" and page.is_hidden("#draw-section")
+    assert _check(page, json.dumps(receipts[1])) == "pending"
+    assert page.text_content("#verdict") == "Your ticket is in the committed list. The draw has not run yet."
+    steps = _steps(page)
+    assert steps["receipt"] == ["ok"] and steps["inclusion"] == ["ok"] and "score" not in steps
+    page.screenshot(path=str(artifacts / "public-page-committed.png"), full_page=True)

@@ -77,9 +77,10 @@ async def test_a_tickets_line_of_the_result(http: httpx.AsyncClient, drawn_campa
     loser = drawn_campaign.losers[0]
     line = (await http.get(f"{base}/tickets/{loser}/result")).json()
     assert line["won"] is False and line["tier"] is None and line["amount_fen"] is None and line["round"] is None
-    for ticket in (max(drawn_campaign.receipts) + 1000, 2**64 - 1):
-        missing = await http.get(f"{base}/tickets/{ticket}/result")
-        assert missing.status_code == 404 and missing.json()["code"] == "ticket_not_committed"
+    for ticket in (max(drawn_campaign.receipts) + 1000, 2**63, 2**64 - 1, 2**64, -1):
+        for answer in ("result", "proof"):
+            missing = await http.get(f"{base}/tickets/{ticket}/{answer}")
+            assert missing.status_code == 404 and missing.json()["code"] == "ticket_not_committed", (ticket, answer)
 
 
 async def test_before_the_draw_and_for_no_campaign_the_result_is_a_404_problem(

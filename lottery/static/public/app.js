@@ -66,7 +66,7 @@ function renderTimeline() {
     c.participants.length ? ["ceremony", t("tl_ceremony", { done: committedCount, all: c.participants.length }),
                              lastCommit] : null,
     ["closes", t("tl_closes"), c.registration_closes_at],
-    ["closed", t("tl_closed"), b?.campaign.registration_closed_at],
+    b ? ["closed", t("tl_closed"), b.campaign.registration_closed_at] : null,  // the bundle records it
     ["committed", t("tl_committed"), ctx.commitment?.committed_at],
     reveal ? ["reveal", t("tl_reveal"), reveal] : null,
     ["beacon", t("tl_beacon", { kind: c.beacon.kind, round: beacon?.round ?? c.beacon.round ?? "—" }),
@@ -148,6 +148,7 @@ function renderDownloads() {
   $("bundle-link").href = `${base}/bundle`;
   $("bundle-meta").textContent = s ? t("bundle_meta", { bytes: s.bundle_bytes.toLocaleString(), sha: s.bundle_sha256_hex }) : "";
   $("list-items").hidden = !ctx.commitment;
+  $("offline").hidden = !s;
   $("csv-link").href = `${base}/registrants?format=csv`;
   $("ndjson-link").href = `${base}/registrants?format=ndjson`;
   const key = ctx.commitment ? ctx.keys[ctx.commitment.key_id] : Object.values(ctx.keys)[0];
