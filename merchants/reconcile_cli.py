@@ -12,11 +12,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,18 +26,16 @@ from rich.console import Console
 from rich.table import Table
 
 from merchants import reconciler, settlement
+from merchants.reconcile_worker import reconcile_forever
 from merchants.reconciler import RunOptions, RunSummary
 from merchants.settlement import ImportResult
-from merchants.settlement_fetch import fetch_day
+from merchants.settlement_fetch import fetch_days, recent_days
 from stimulus import auth
 from stimulus.cli import run_db
 from stimulus.db import create_pool
 from stimulus.errors import DomainError
 from stimulus.observability import configure_logging
-from stimulus.settings import Settings, load_settings
-from wallet_adapter.bank_protocol import settlement_date_of
-from wallet_adapter.banks import BankRegistry, issuance_client_options
-from wallet_adapter.provider import BankError
+from stimulus.settings import load_settings
 
 T = TypeVar("T")
 log = logging.getLogger("stimulus.reconcile")
@@ -82,30 +79,6 @@ def _print_run(summary: RunSummary) -> None:
     console.print(table)
 
 
-def _days(dates: tuple[datetime, ...]) -> list[date]:
-    if dates:
-        return [d.date() for d in dates]
-    today = settlement_date_of(datetime.now(UTC))
-    return [today - timedelta(days=1), today]
-
-
-async def _fetch(settings: Settings, conn: asyncpg.Connection, codes: tuple[str, ...], days: list[date],
-                 actor: str, file_format: str = "csv") -> list[ImportResult]:
-    banks = await BankRegistry.open(settings, issuance_client_options(), codes=codes or None)
-    results: list[ImportResult] = []
-    try:
-        for client in banks:
-            for day in days:
-                try:
-                    results.append(await fetch_day(conn, client, day, actor, file_format))
-                except BankError as exc:
-                    log.warning("settlement file of %s for %s not fetched: %s", client.bank_code, day, exc)
-                    console.print(f"{client.bank_code} {day}: not fetched ({exc})", style="yellow")
-    finally:
-        await banks.aclose()
-    return results
-
-
 @click.group("reconcile")
 def reconcile_group() -> None:
     """Settlement files and the reconciliation of merchants' notices with them."""
@@ -123,7 +96,7 @@ def reconcile_fetch(codes: tuple[str, ...], dates: tuple[datetime, ...], file_fo
 
     async def go(conn: asyncpg.Connection) -> list[ImportResult]:
         actor = await _operator(conn, token)
-        return await _fetch(settings, conn, codes, _days(dates), actor, file_format)
+        return await fetch_days(settings, conn, codes, recent_days(dates), actor, file_format)
     for result in _run(go):
         _print_import(result)
 
@@ -203,26 +176,6 @@ def reconcile_resolve(break_id: int, reason: str, token: str) -> None:
         return await reconciler.resolve(conn, break_id, reason, actor)
     resolved = _run(go)
     click.echo(f"break {resolved.id} ({resolved.break_class}) resolved: {resolved.resolution}")
-
-
-async def reconcile_forever(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event, every_s: float,
-                            options: RunOptions) -> None:
-    """The worker: fetch yesterday's and today's files from every bank, then run, again and again."""
-    while not stop.is_set():
-        try:
-            async with pool.acquire() as conn:
-                await _fetch(settings, conn, (), _days(()), reconciler.RECONCILER)
-                summary = await reconciler.run(conn, options)
-            if summary.counts.get("matched") or any(summary.counts.get(k) for k in (
-                    "amount_mismatch", "duplicate_notices", "duplicate_lines", "missing_at_bank",
-                    "missing_at_merchant")):
-                log.info("reconciliation run %s: %s %s", summary.run_id, summary.outcome, summary.counts)
-        except DomainError as exc:
-            log.info("reconciliation skipped: %s", exc.detail)
-        except (OSError, asyncpg.PostgresError, BankError) as exc:
-            log.warning("reconciliation failed, retrying: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=every_s)
 
 
 @click.command("reconcile")

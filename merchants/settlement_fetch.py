@@ -1,15 +1,21 @@
-"""Fetching a day's settlement file from a bank's API, checked and stored like an upload."""
+"""Fetching the banks' settlement files from their API, checked and stored like uploads."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import logging
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
 from merchants import settlement
 from merchants.settlement import ImportResult
 from stimulus.errors import InvalidInput
-from wallet_adapter.provider import BankClient
+from stimulus.settings import Settings
+from wallet_adapter.bank_protocol import settlement_date_of
+from wallet_adapter.banks import BankRegistry, issuance_client_options
+from wallet_adapter.provider import BankClient, BankError
+
+log = logging.getLogger("stimulus.reconcile")
 
 
 async def fetch_day(conn: asyncpg.Connection, client: BankClient, day: date, actor: str,
@@ -27,3 +33,33 @@ async def fetch_day(conn: asyncpg.Connection, client: BankClient, day: date, act
         raise InvalidInput(f"asked {client.bank_code} for {day}, got {parsed.settlement_date}",
                                       code="settlement_wrong_day")
     return await settlement.store(conn, parsed, source="fetched", actor=actor, fetched_at=asked_at)
+
+
+def recent_days(dates: tuple[datetime, ...] = ()) -> list[date]:
+    """The days asked for, or yesterday and today in the banks' time zone."""
+    if dates:
+        return [d.date() for d in dates]
+    today = settlement_date_of(datetime.now(UTC))
+    return [today - timedelta(days=1), today]
+
+
+async def fetch_days(settings: Settings, conn: asyncpg.Connection, codes: tuple[str, ...], days: list[date],
+                     actor: str, file_format: str = "csv", skip_complete: bool = False) -> list[ImportResult]:
+    """Each bank's file of each day; with `skip_complete`, not the days whose complete file is in.
+    A bank that cannot answer is logged and skipped: the next round asks again."""
+    banks = await BankRegistry.open(settings, issuance_client_options(), codes=codes or None)
+    results: list[ImportResult] = []
+    try:
+        for client in banks:
+            for day in days:
+                if skip_complete and await conn.fetchval(
+                        "SELECT EXISTS (SELECT 1 FROM settlement_files WHERE bank_code = $1 AND settlement_date = $2 "
+                        "AND complete)", client.bank_code, day):
+                    continue
+                try:
+                    results.append(await fetch_day(conn, client, day, actor, file_format))
+                except BankError as exc:
+                    log.warning("settlement file of %s for %s not fetched: %s", client.bank_code, day, exc)
+    finally:
+        await banks.aclose()
+    return results

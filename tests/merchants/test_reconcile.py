@@ -3,6 +3,8 @@ settlement file, strict parsing, re-imports, late pairs, resolution, and the led
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -12,10 +14,13 @@ import httpx
 import pytest
 
 from merchants import reconciler, settlement
+from merchants.reconcile_worker import reconcile_forever
 from merchants.reconciler import RunOptions
 from merchants.settlement_fetch import fetch_day
 from stimulus import ledger_audit
+from stimulus.db import create_pool
 from stimulus.settings import Settings
+from tests.conftest import Stack
 from tests.foundation.helpers import auth
 from tests.merchants.conftest import CampaignFactory, IssuedCampaign, MerchantFactory, Packet
 from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, SpendRequest, settlement_date_of
@@ -240,3 +245,23 @@ async def test_files_fetched_from_the_bank_pair_with_the_tills_notices(
     status = await db.fetchval("SELECT status FROM redemption_notices WHERE merchant_id = $1 AND merchant_txn_id = "
                                "'live-1'", shop.id)
     assert status == "matched"
+
+
+async def test_the_worker_fetches_the_banks_files_and_runs(
+        merchant_settings: Settings, stack: Stack, db: asyncpg.Connection) -> None:
+    runs_before = await db.fetchval("SELECT count(*) FROM reconciliation_runs")
+    files_before = await db.fetchval("SELECT count(*) FROM settlement_files WHERE source = 'fetched'")
+    pool = await create_pool(stack.database_url, 1, 2)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(reconcile_forever(merchant_settings, pool, stop, 0.2, OPTIONS))
+    try:
+        deadline = time.monotonic() + 60
+        while await db.fetchval("SELECT count(*) FROM reconciliation_runs") < runs_before + 2:
+            assert time.monotonic() < deadline and not worker.done(), "the worker ran no reconciliation"
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+        await pool.close()
+    # Every bank's today (and yesterday, unless already complete) was asked for, over the bank API.
+    assert await db.fetchval("SELECT count(*) FROM settlement_files WHERE source = 'fetched'") > files_before
