@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -38,7 +37,6 @@ from stimulus.observability import configure_logging
 from stimulus.settings import load_settings
 
 T = TypeVar("T")
-log = logging.getLogger("stimulus.reconcile")
 console = Console()
 token_option = click.option("--token", envvar="STIMULUS_TOKEN", required=True,
                             help="the operator's bearer token (or STIMULUS_TOKEN)")
