@@ -1,8 +1,9 @@
 """Regenerate the worked examples of docs/draw-spec.md from the project's own code.
 
-    .venv/bin/python docs/examples/make_examples.py [--print]
+    .venv/bin/python docs/examples/make_examples.py [--print] [--out DIR]
 
-Writes the example bundles, registrant lists, an inclusion proof and a receipt next to this file,
+Writes the example bundles, registrant lists, an inclusion proof and a receipt next to this file
+(or into DIR),
 and with --print writes every intermediate value the spec quotes (leaf bytes, tree nodes, proof
 steps, statements, seed preimage, scores, RFC 3797 hashes). Every key here is derived from a
 public label: the examples are reproducible and their keys are worthless.
@@ -66,6 +67,7 @@ SEED_FIELDS = [("lp(domain) length", 4), ("lp(domain) bytes", 16), ("lp(campaign
                ("lp(kind) length", 4), ("lp(kind) bytes", 14), ("u64 round", 8),
                ("lp(randomness) length", 4), ("randomness", 32)]
 SHOW = "--print" in sys.argv
+OUT = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else HERE
 
 
 def show(label: str, value: object) -> None:
@@ -79,7 +81,7 @@ def section(title: str) -> None:
 
 
 def write(name: str, data: bytes) -> None:
-    (HERE / name).write_bytes(data)
+    (OUT / name).write_bytes(data)
 
 
 def leaf_example() -> None:
