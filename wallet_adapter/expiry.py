@@ -35,6 +35,8 @@ from wallet_adapter.provider import BankError, BankUnavailable, PermanentFailure
 log = logging.getLogger("wallet_adapter.expiry")
 
 CLOCK_GRACE = timedelta(minutes=2)
+# Advisory lock class for "expiry of one campaign" (two-int form: its own key space).
+EXPIRY_LOCK_CLASS = 0x5717_0201
 CHUNK = 500
 MAX_CONCURRENT_CALLS = 32
 
@@ -89,12 +91,28 @@ async def settle_failed(pool: asyncpg.Pool, banks: BankRegistry, campaign_id: st
 
 
 async def expire(pool: asyncpg.Pool, banks: BankRegistry, campaign_id: str, actor: str) -> ExpiryReport:
-    """Expire a campaign's packets at its spending deadline; run it again until nothing is left."""
+    """Expire a campaign's packets at its spending deadline; run it again until nothing is left.
+
+    One run per campaign at a time (a session advisory lock): the dispatcher's deadline job and an
+    operator's `stimulus packets expire` may meet, and the second is told, not queued.
+    """
     campaign = await campaigns.fetch(pool, campaign_id)
     if not await pool.fetchval("SELECT now() >= $1::timestamptz", campaign.spending_deadline):
         raise WrongState("the spending deadline has not passed", code="spending_not_over")
     if campaign.state in ("draft", "open", "closed", "committed"):
         raise WrongState("the campaign was never drawn", code="not_drawn", state=campaign.state)
+    async with pool.acquire() as lock_conn:
+        if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
+                                        EXPIRY_LOCK_CLASS, campaign_id):
+            raise WrongState(f"campaign {campaign_id} is being expired by another run", code="expiry_running")
+        try:
+            return await _expire(pool, banks, campaign, actor)
+        finally:
+            await lock_conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", EXPIRY_LOCK_CLASS, campaign_id)
+
+
+async def _expire(pool: asyncpg.Pool, banks: BankRegistry, campaign: campaigns.Campaign, actor: str) -> ExpiryReport:
+    campaign_id = campaign.id
     report = ExpiryReport(campaign_id)
     report.cancelled += await issuance.cancel_unclaimed(pool, campaign, actor)
     failed = await settle_failed(pool, banks, campaign_id)

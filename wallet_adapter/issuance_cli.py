@@ -195,7 +195,9 @@ def packets_cancel_unclaimed(campaign_id: str, token: str) -> None:
 def packets_expire(campaign_id: str, token: str) -> None:
     """At the spending deadline: reclaim unspent balances from the banks back to the budget.
 
-    Re-runnable: run it again until `left` is 0 (the campaign then becomes `expired`)."""
+    The issuance dispatcher inside `stimulus up` does this by itself once the deadline passes; the
+    command runs it now. Re-runnable: run it again until `left` is 0 (the campaign then becomes
+    `expired`)."""
     async def go(settings: Settings, pool: asyncpg.Pool) -> expiry.ExpiryReport:
         operator = await _operator(pool, token)
         banks = await BankRegistry.open(settings, issuance_client_options(concurrency=32))

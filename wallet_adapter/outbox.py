@@ -10,8 +10,10 @@ are harmless: a worker skips a row that is done.
 
 It publishes only while a stream holds fewer than `max_entries` entries, so Redis holds a few
 seconds of work per bank, not the whole campaign. One dispatcher leads (a PostgreSQL advisory
-lock); others wait. The leader also runs the claim-deadline job: after a campaign's claim
-deadline, unclaimed packets are cancelled back to the budget and claims close.
+lock); others wait. The leader also runs the deadline jobs: after a campaign's claim deadline,
+unclaimed packets are cancelled back to the budget and claims close; after its spending deadline,
+the packets expire and their unspent balances are reclaimed from the banks (`expiry.expire`, run
+again each round until nothing is left), so no operator has to be awake at midnight for it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from lottery import campaigns
+from stimulus.errors import WrongState
 from wallet_adapter import expiry, issuance, streams
 from wallet_adapter.banks import BankRegistry
 from wallet_adapter.progress import CANCELLED, OUTBOX_OPEN, REPUBLISHED
@@ -37,6 +40,8 @@ log = logging.getLogger("wallet_adapter.outbox")
 LEADER_LOCK_ID = 0x5717_0200
 TRANSIENT = (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSError, TimeoutError)
 ACTOR = "system:issuance-dispatcher"
+# Drawn and not yet expired: the states in which packets can still hold money at the banks.
+EXPIRABLE_CAMPAIGN_STATES = ("drawn", "issuing", "spending")
 REPORT_EVERY_S = 10
 
 
@@ -106,6 +111,7 @@ class Dispatcher:
             await self.republish_stale()
         if self._is_due("deadline", self.options.deadline_job_s):
             await self.claim_deadlines()
+            await self.spending_deadlines()
         if self._is_due("gauges", self.options.gauges_s):
             await self.update_gauges()
         if self._is_due("report", REPORT_EVERY_S) and self.published != self._reported:
@@ -247,6 +253,24 @@ class Dispatcher:
                 log.info("campaign %s: %d unclaimed packets cancelled back to the budget",
                          campaign.id, cancelled)
             await issuance.close_claims(self.pool, campaign, ACTOR)
+
+    async def spending_deadlines(self) -> None:
+        """Expire every drawn campaign past its spending deadline; a partial round is finished by the next."""
+        if self.banks is None:
+            return
+        for campaign in await campaigns.list_all(self.pool, limit=1000):
+            if campaign.state not in EXPIRABLE_CAMPAIGN_STATES:
+                continue
+            if not await self.pool.fetchval("SELECT now() >= $1::timestamptz", campaign.spending_deadline):
+                continue
+            try:
+                report = await expiry.expire(self.pool, self.banks, campaign.id, ACTOR)
+            except WrongState as exc:  # an operator's run holds it, or the state moved meanwhile
+                log.info("campaign %s: expiry not run now: %s", campaign.id, exc.detail)
+                continue
+            log.info("campaign %s: spending deadline passed; %d packets reclaimed (%d fen), %d spent out, "
+                     "%d cancelled, %d left; campaign %s", campaign.id, report.reclaimed, report.reclaimed_fen,
+                     report.spent, report.cancelled, report.left, report.campaign_state)
 
     async def update_gauges(self) -> None:
         rows = await self.pool.fetch(

@@ -1,17 +1,21 @@
 """A packet's whole life on a campaign with deadlines seconds apart: a refused wallet claimed again,
-progress, the claim deadline cancelling what nobody claimed, spending at the bank, and expiry
-reclaiming the unspent balances, re-runnable, with the bank's books equal to the ledger."""
+progress, the claim deadline cancelling what nobody claimed, spending at the bank, and the spending
+deadline expiring the packets by itself, reclaiming the unspent balances, re-runnable, with the
+bank's books equal to the ledger."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import pytest
 
 from stimulus import ledger
 from stimulus.db import create_pool
+from stimulus.errors import WrongState
 from stimulus.ledger_audit import audit
 from stimulus.settings import Settings
 from tests.conftest import Stack
@@ -83,20 +87,39 @@ async def test_refusal_reclaim_deadline_spending_and_expiry(
         await boc.spend(idempotency_key_for(campaign, str(p2["id"])),
                         SpendRequest(spend_id=f"{campaign}-s2", amount_fen=p2["amount_fen"], merchant_id="m-2"))
 
-    await _wait_until(spending_deadline)
+    # Nobody runs `stimulus packets expire`: the dispatcher's deadline job expires the campaign.
+    async with pipeline(settings, prefix=prefix, dispatcher=options):
+        await _wait_until(spending_deadline)
+        for _ in range(120):
+            if (await http.get(f"/v1/campaigns/{campaign}")).json()["state"] == "expired":
+                break
+            await asyncio.sleep(0.5)
+    done = await db.fetchrow(
+        """SELECT actor, details FROM audit_log WHERE action = 'packets.expire' AND subject = $1
+           ORDER BY seq LIMIT 1""", campaign)
+    assert done is not None, "the spending deadline passed and nothing expired the campaign"
+    report = json.loads(done["details"]) if isinstance(done["details"], str) else done["details"]
+    assert done["actor"] == "system:issuance-dispatcher"
+    assert (report["reclaimed"], report["spent"], report["left"]) == (2, 1, 0)
     assert stack.settings.database_url
     pool = await create_pool(stack.settings.database_url, 1, 4)
     banks = await BankRegistry.open(settings, issuance_client_options())
     try:
-        report = await expiry.expire(pool, banks, campaign, "operator:test")
         again = await expiry.expire(pool, banks, campaign, "operator:test")
+        # A run already holding the campaign's expiry: the second is told so and moves nothing.
+        await db.execute("SELECT pg_advisory_lock($1, hashtext($2))", expiry.EXPIRY_LOCK_CLASS, campaign)
+        try:
+            with pytest.raises(WrongState) as busy:
+                await expiry.expire(pool, banks, campaign, "operator:test")
+        finally:
+            await db.execute("SELECT pg_advisory_unlock($1, hashtext($2))", expiry.EXPIRY_LOCK_CLASS, campaign)
+        assert busy.value.code == "expiry_running"
     finally:
         await banks.aclose()
         await pool.close()
-    assert (report.reclaimed, report.spent, report.left, report.campaign_state) == (2, 1, 0, "expired")
-    assert (again.reclaimed, again.spent, again.cancelled, again.left) == (0, 0, 0, 0)
+    assert (again.reclaimed, again.spent, again.cancelled, again.left, again.campaign_state) == (0, 0, 0, 0, "expired")
     p0, p1 = await _packet(db, campaign, t[0]), await _packet(db, campaign, t[1])
-    assert report.reclaimed_fen == p0["amount_fen"] + p1["amount_fen"] - 3_000
+    assert report["reclaimed_fen"] == p0["amount_fen"] + p1["amount_fen"] - 3_000
     assert (p1["state"], p1["spent_fen"], p1["reclaimed_fen"]) == ("reclaimed", 3_000, p1["amount_fen"] - 3_000)
     assert (await _packet(db, campaign, t[2]))["state"] == "spent"
 
@@ -105,7 +128,7 @@ async def test_refusal_reclaim_deadline_spending_and_expiry(
     for code in ("ICBC", "CCB", "BOC"):
         async with BankClient(bank.url, code, SANDBOX_API_KEY, bank.public_key) as client:
             reclaimed_at_banks += (await client.books(campaign)).reclaimed_fen
-    assert reclaimed_at_banks == report.reclaimed_fen
+    assert reclaimed_at_banks == report["reclaimed_fen"]
     balances = await ledger.balances(db, campaign)
     budget = (await http.get(f"/v1/campaigns/{campaign}")).json()["budget_fen"]
     spent = 3_000 + p2["amount_fen"]
