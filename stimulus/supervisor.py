@@ -59,11 +59,15 @@ class Supervisor:
         settings = self.stack.settings
         migrate_sync(settings)
         extra: dict[str, str] = {}
-        if self.with_bank and settings.bank_url is None and _has_module("wallet_adapter.sandbox_bank"):
+        # The codes STIMULUS_BANKS names without a URL of their own are the sandbox's to serve.
+        sandbox_codes = [c for c in settings.bank_codes if c not in settings.bank_urls]
+        if (self.with_bank and settings.bank_url is None and sandbox_codes
+                and _has_module("wallet_adapter.sandbox_bank")):
             port = self.settings.bank_port or free_port()
             bank = self._spawn("sandbox-bank", [
                 sys.executable, "-m", "wallet_adapter.sandbox_bank", "--host", "127.0.0.1",
                 "--port", str(port), "--data-dir", str(settings.state_dir / "bank"),
+                "--banks", ",".join(sandbox_codes),
             ], child_env(settings))
             self.bank_url = f"http://127.0.0.1:{port}"
             wait_http_ok(self.bank_url + "/health", process=bank.process)

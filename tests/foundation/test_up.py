@@ -1,0 +1,62 @@
+"""`stimulus up` on a machine with nothing running: embedded servers, migrations, the API, the workers
+and the sandbox bank serving the codes STIMULUS_BANKS names; Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from stimulus.embedded import free_port
+from tests.conftest import TEST_ENV
+
+WORKERS = ("issuance-dispatcher", "issuance", "reconcile")
+
+
+def _read_until_ready(process: subprocess.Popen[str], deadline: float) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"stimulus up ended early:\n{''.join(lines)}")
+        lines.append(line)
+        if "Ctrl-C to stop" in line:
+            return lines
+    raise AssertionError(f"stimulus up was not ready in time:\n{''.join(lines)}")
+
+
+def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STIMULUS_BANK_URL")}
+    env.update(TEST_ENV, STIMULUS_STATE_DIR=str(tmp_path), STIMULUS_BANKS="ICBC,ABC", COLUMNS="200")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "stimulus.cli", "up", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output = "".join(_read_until_ready(process, time.monotonic() + 120))
+        assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).status_code == 200
+        bank = re.search(r"sandbox bank\s+(http://\S+)", output)
+        assert bank is not None, output
+        assert httpx.get(f"{bank.group(1)}/health", timeout=10).json()["banks"] == ["ICBC", "ABC"]
+        children = psutil.Process(process.pid).children(recursive=True)
+        commands = [" ".join(c.cmdline()) for c in children]
+        for worker in WORKERS:
+            assert any(cmd.endswith(f"worker {worker}") for cmd in commands), (worker, commands)
+        assert (tmp_path / "postgres" / "PG_VERSION").exists()
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert alive == [], f"still running after Ctrl-C: {[p.pid for p in alive]}"
+        assert not (tmp_path / "postgres" / "postmaster.pid").exists(), "PostgreSQL was left running"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
