@@ -151,7 +151,9 @@ class BankClientOptions:
     max_concurrency: int = 64  # calls in flight to this bank, one connection each
     connect_timeout_s: float = 2.0
     timeout_s: float = 5.0  # read/write/pool: past it an answer counts as lost
-    max_attempts: int = 8  # HTTP calls per operation, status queries included
+    # Failed HTTP calls per operation, failed status queries included; a status query that finds
+    # no credit is an answer, not a failure, so a credit makes at most 2 x max_attempts calls.
+    max_attempts: int = 8
     deadline_s: float = 30.0  # wall time per operation, sleeps included
     max_retry_after_s: float = 30.0
     backoff: Backoff = field(default_factory=Backoff)
