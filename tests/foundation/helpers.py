@@ -50,7 +50,7 @@ def citizen_token(settings: Settings, number: int, **claims: Any) -> str:
     return issue_token(settings.idp_key, **fields)
 
 
-def window(opens_in_s: float, closes_in_s: float) -> dict[str, str]:
+def window(opens_in_s: float, closes_in_s: float) -> dict[str, Any]:
     now = datetime.now(UTC)
     closes = now + timedelta(seconds=closes_in_s)
     return {
