@@ -19,8 +19,14 @@ committed chunk whole and the next run carries on from what is still unpaired:
 A pair found after one side was already a break is matched `late`: the earlier break is closed by
 the reconciler and a `late` break is opened for an operator to see. Money moves only on a match:
 each chunk posts issued -> redeemed per campaign, for exactly the amounts it matched, in the
-chunk's transaction. Reversals (refunds) are the banks' refund files' business and are not paired
-with settlement lines here.
+chunk's transaction.
+
+Reversals (refunds) pair with the banks' refund lines, never with spends: by reference (the
+refund id), else by merchant, packet, amount and time; either way the line must refund the very
+spend the reversed payment was matched with, so a reversal waits until its payment is matched.
+A matched refund moves its money out of redeemed to where the bank put it: back to issued when
+the packet was live (`wallet`), to budget when its balance had been reclaimed (`budget`). An
+unpaired reversal whose payment is matched is `missing_at_bank` once a file covers its moment.
 
 One run at a time: the run holds a session advisory lock; a run that died holding it is closed
 as interrupted by the next.
@@ -76,11 +82,11 @@ _LINE_OPEN = """(l.status = 'open' OR (l.status = 'break' AND EXISTS (
 
 _PAIRS_TABLE = """CREATE TEMPORARY TABLE IF NOT EXISTS recon_pairs (
     notice_id bigint, line_id bigint, notice_fen bigint, line_fen bigint, campaign_id text,
-    merchant_id text, late boolean, matched_by text) ON COMMIT DELETE ROWS"""
+    merchant_id text, late boolean, matched_by text, returned_to text) ON COMMIT DELETE ROWS"""
 
 _BY_REFERENCE = f"""
 INSERT INTO recon_pairs
-SELECT notice_id, line_id, notice_fen, line_fen, campaign_id, merchant_id, late, 'reference'
+SELECT notice_id, line_id, notice_fen, line_fen, campaign_id, merchant_id, late, 'reference', NULL
 FROM (SELECT DISTINCT ON (line_id) * FROM (
         SELECT DISTINCT ON (n.id) n.id AS notice_id, l.id AS line_id, n.amount_fen AS notice_fen,
                l.amount_fen AS line_fen, n.campaign_id, n.merchant_id,
@@ -88,6 +94,7 @@ FROM (SELECT DISTINCT ON (line_id) * FROM (
         FROM redemption_notices n
         JOIN settlement_lines l ON l.bank_code = n.bank_code AND l.spend_id = n.bank_reference
                                AND l.merchant_id = n.merchant_id AND l.payment_reference = n.payment_reference
+                               AND l.kind = 'spend'
         WHERE n.id BETWEEN $1 AND $2 AND n.kind = 'payment' AND n.bank_reference IS NOT NULL
           AND {_NOTICE_OPEN} AND {_LINE_OPEN}
         ORDER BY n.id, l.id) by_notice
@@ -96,14 +103,14 @@ FROM (SELECT DISTINCT ON (line_id) * FROM (
 
 _BY_FALLBACK = f"""
 INSERT INTO recon_pairs
-SELECT notice_id, line_id, amount_fen, amount_fen, campaign_id, merchant_id, late, 'fallback'
+SELECT notice_id, line_id, amount_fen, amount_fen, campaign_id, merchant_id, late, 'fallback', NULL
 FROM (SELECT DISTINCT ON (line_id) * FROM (
         SELECT DISTINCT ON (n.id) n.id AS notice_id, l.id AS line_id, n.amount_fen, n.campaign_id,
                n.merchant_id, (n.status = 'break' OR l.status = 'break') AS late,
                abs(extract(epoch FROM l.settled_at - n.occurred_at)) AS gap
         FROM redemption_notices n
         JOIN settlement_lines l ON l.merchant_id = n.merchant_id AND l.payment_reference = n.payment_reference
-                               AND l.amount_fen = n.amount_fen AND l.bank_code = n.bank_code
+                               AND l.amount_fen = n.amount_fen AND l.bank_code = n.bank_code AND l.kind = 'spend'
                                AND l.settled_at BETWEEN n.occurred_at - $3 * interval '1 second'
                                                     AND n.occurred_at + $3 * interval '1 second'
         WHERE n.id BETWEEN $1 AND $2 AND n.kind = 'payment' AND {_NOTICE_OPEN} AND {_LINE_OPEN}
@@ -113,9 +120,41 @@ FROM (SELECT DISTINCT ON (line_id) * FROM (
       ORDER BY line_id, gap, notice_id) chosen
 """
 
+# A reversal and the refund line of the spend its payment was matched with: by the refund id
+# first, else the same amount closest in time within the window.
+_REVERSALS = f"""
+INSERT INTO recon_pairs
+SELECT notice_id, line_id, notice_fen, line_fen, campaign_id, merchant_id, late,
+       CASE WHEN by_fallback THEN 'fallback' ELSE 'reference' END, returned_to
+FROM (SELECT DISTINCT ON (line_id) * FROM (
+        SELECT DISTINCT ON (n.id) n.id AS notice_id, l.id AS line_id, n.amount_fen AS notice_fen,
+               l.amount_fen AS line_fen, n.campaign_id, n.merchant_id,
+               (n.status = 'break' OR l.status = 'break') AS late, l.returned_to,
+               l.spend_id IS DISTINCT FROM n.bank_reference AS by_fallback,
+               abs(extract(epoch FROM l.settled_at - n.occurred_at)) AS gap
+        FROM redemption_notices n
+        JOIN redemption_notices p ON p.merchant_id = n.merchant_id AND p.merchant_txn_id = n.reverses_txn_id
+                                 AND p.status = 'matched'
+        JOIN reconciliation_matches pm ON pm.notice_id = p.id
+        JOIN settlement_lines pl ON pl.id = pm.line_id
+        JOIN settlement_lines l ON l.bank_code = pl.bank_code AND l.kind = 'refund' AND l.refund_of = pl.spend_id
+                               AND l.merchant_id = n.merchant_id AND l.payment_reference = n.payment_reference
+        WHERE n.id BETWEEN $1 AND $2 AND n.kind = 'reversal' AND {_NOTICE_OPEN} AND {_LINE_OPEN}
+          AND (l.spend_id = n.bank_reference
+               OR (l.amount_fen = n.amount_fen
+                   AND l.settled_at BETWEEN n.occurred_at - $3 * interval '1 second'
+                                        AND n.occurred_at + $3 * interval '1 second'
+                   AND (n.bank_reference IS NULL OR NOT EXISTS (
+                         SELECT 1 FROM settlement_lines r WHERE r.bank_code = n.bank_code
+                                                            AND r.spend_id = n.bank_reference))))
+        ORDER BY n.id, by_fallback, gap, l.id) by_notice
+      ORDER BY line_id, by_fallback, gap, notice_id) chosen
+"""
+
 _APPLY = (
-    """INSERT INTO reconciliation_matches (notice_id, line_id, run_id, matched_by, late, amount_fen)
-       SELECT notice_id, line_id, $1, matched_by, late, line_fen FROM recon_pairs WHERE notice_fen = line_fen""",
+    """INSERT INTO reconciliation_matches (notice_id, line_id, run_id, matched_by, late, amount_fen, returned_to)
+       SELECT notice_id, line_id, $1, matched_by, late, line_fen, returned_to FROM recon_pairs
+       WHERE notice_fen = line_fen""",
     """UPDATE redemption_notices n SET status = CASE WHEN p.notice_fen = p.line_fen THEN 'matched' ELSE 'break' END
        FROM recon_pairs p WHERE n.id = p.notice_id""",
     """UPDATE settlement_lines l SET status = CASE WHEN p.notice_fen = p.line_fen THEN 'matched' ELSE 'break' END
@@ -146,8 +185,11 @@ _PAIR_COUNTS = """SELECT count(*) FILTER (WHERE notice_fen = line_fen) AS matche
                          count(*) FILTER (WHERE notice_fen = line_fen AND late) AS late,
                          count(*) FILTER (WHERE notice_fen <> line_fen) AS amount_mismatch
                   FROM recon_pairs"""
-_PAIR_MONEY = """SELECT campaign_id, sum(line_fen)::bigint AS fen FROM recon_pairs WHERE notice_fen = line_fen
-                 GROUP BY campaign_id ORDER BY campaign_id"""
+_PAIR_MONEY = """SELECT campaign_id,
+                        COALESCE(sum(line_fen) FILTER (WHERE returned_to IS NULL), 0)::bigint AS fen,
+                        COALESCE(sum(line_fen) FILTER (WHERE returned_to = 'wallet'), 0)::bigint AS to_wallet,
+                        COALESCE(sum(line_fen) FILTER (WHERE returned_to = 'budget'), 0)::bigint AS to_budget
+                 FROM recon_pairs WHERE notice_fen = line_fen GROUP BY campaign_id ORDER BY campaign_id"""
 
 # -- classification of what stays unpaired ------------------------------------------------------
 
@@ -204,7 +246,9 @@ _MISSING_AT_BANK = f"""
 WITH found AS (
     SELECT n.id AS notice_id, n.campaign_id, n.merchant_id, n.amount_fen, n.bank_reference
     FROM redemption_notices n
-    WHERE n.status = 'pending' AND n.kind = 'payment' AND n.occurred_at + $2 * interval '1 second' <= $3
+    WHERE n.status = 'pending' AND n.occurred_at + $2 * interval '1 second' <= $3
+      AND (n.kind = 'payment' OR EXISTS (SELECT 1 FROM redemption_notices p WHERE p.merchant_id = n.merchant_id
+                                         AND p.merchant_txn_id = n.reverses_txn_id AND p.status = 'matched'))
       AND {_COVERED}
 ), marked AS (
     UPDATE redemption_notices n SET status = 'break' FROM found WHERE n.id = found.notice_id RETURNING n.id)
@@ -236,7 +280,6 @@ WHERE f.complete
   AND NOT EXISTS (SELECT 1 FROM settlement_lines l WHERE l.bank_code = f.bank_code
                   AND l.settlement_date = f.settlement_date AND l.status = 'open')
   AND NOT EXISTS (SELECT 1 FROM redemption_notices n WHERE n.bank_code = f.bank_code AND n.status = 'pending'
-                  AND n.kind = 'payment'
                   AND (n.occurred_at AT TIME ZONE '{BANK_TIME_ZONE}')::date = f.settlement_date)
 ON CONFLICT DO NOTHING
 """
@@ -250,6 +293,26 @@ def match_posting(run_id: int, chunk: int, campaign_id: str, amount_fen: int) ->
     ), campaign_id)
 
 
+def refund_posting(run_id: int, chunk: int, campaign_id: str, to_wallet_fen: int, to_budget_fen: int) -> ledger.Posting:
+    """Refunds the banks confirmed: redeemed -> issued (live packets), redeemed -> budget (reclaimed)."""
+    legs = [ledger.Leg(ledger.account_name(campaign_id, "redeemed"), -(to_wallet_fen + to_budget_fen))]
+    for kind, fen in (("issued", to_wallet_fen), ("budget", to_budget_fen)):
+        if fen:
+            legs.append(ledger.Leg(ledger.account_name(campaign_id, kind), fen))
+    return ledger.Posting("redemption.refund", f"run:{run_id}:{chunk}:{campaign_id}", tuple(legs), campaign_id)
+
+
+def _postings(run_id: int, chunk: int, money: list[asyncpg.Record]) -> list[ledger.Posting]:
+    postings = []
+    for row in money:
+        if row["fen"]:
+            postings.append(match_posting(run_id, chunk, row["campaign_id"], int(row["fen"])))
+        if row["to_wallet"] or row["to_budget"]:
+            postings.append(refund_posting(run_id, chunk, row["campaign_id"], int(row["to_wallet"]),
+                                           int(row["to_budget"])))
+    return postings
+
+
 async def _pair_chunk(conn: asyncpg.Connection, run_id: int, chunk: int, query: str, args: tuple[Any, ...],
                       counts: dict[str, int]) -> None:
     async with conn.transaction():
@@ -261,10 +324,13 @@ async def _pair_chunk(conn: asyncpg.Connection, run_id: int, chunk: int, query: 
         for statement in _APPLY:
             await conn.execute(statement, *((run_id,) if "$1" in statement else ()))
         money = await conn.fetch(_PAIR_MONEY)
-        await ledger.post_many(conn, [match_posting(run_id, chunk, r["campaign_id"], int(r["fen"])) for r in money])
+        await ledger.post_many(conn, _postings(run_id, chunk, money))
     for key in ("matched", "late", "amount_mismatch"):
         counts[key] = counts.get(key, 0) + int(found[key])
     counts["matched_fen"] = counts.get("matched_fen", 0) + sum(int(r["fen"]) for r in money)
+    refunded = sum(int(r["to_wallet"]) + int(r["to_budget"]) for r in money)
+    if refunded:
+        counts["refunded_fen"] = counts.get("refunded_fen", 0) + refunded
 
 
 async def _classify(conn: asyncpg.Connection, run_id: int, as_of: datetime, options: RunOptions,
@@ -283,9 +349,8 @@ async def _classify(conn: asyncpg.Connection, run_id: int, as_of: datetime, opti
 
 async def _outcome(conn: asyncpg.Connection, counts: dict[str, int]) -> str:
     row = await conn.fetchrow(
-        f"""SELECT (SELECT count(*) FROM redemption_notices n WHERE n.status = 'pending' AND n.kind = 'payment')
-                       AS pending_notices,
-                   (SELECT count(*) FROM redemption_notices n WHERE n.status = 'pending' AND n.kind = 'payment'
+        f"""SELECT (SELECT count(*) FROM redemption_notices n WHERE n.status = 'pending') AS pending_notices,
+                   (SELECT count(*) FROM redemption_notices n WHERE n.status = 'pending'
                       AND NOT EXISTS (SELECT 1 FROM settlement_files f WHERE f.bank_code = n.bank_code
                         AND f.settlement_date = (n.occurred_at AT TIME ZONE '{BANK_TIME_ZONE}')::date))
                        AS without_file,
@@ -317,8 +382,11 @@ async def run(conn: asyncpg.Connection, options: RunOptions | None = None,
         run_id, now = await conn.fetchrow("INSERT INTO reconciliation_runs DEFAULT VALUES RETURNING id, started_at")
         as_of = options.as_of or now
         counts: dict[str, int] = {}
-        bounds = await conn.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM redemption_notices "
-                                     "WHERE status IN ('pending', 'break') AND kind = 'payment'")
+        bounds = await conn.fetchrow(
+            """SELECT min(id) FILTER (WHERE kind = 'payment') AS lo, max(id) FILTER (WHERE kind = 'payment') AS hi,
+                      min(id) FILTER (WHERE kind = 'reversal') AS rlo, max(id) FILTER (WHERE kind = 'reversal') AS rhi
+               FROM redemption_notices WHERE status IN ('pending', 'break')""")
+        chunk = 0
         if bounds["lo"] is not None:
             lo, hi = int(bounds["lo"]), int(bounds["hi"])
             steps = list(range(lo, hi + 1, options.chunk))
@@ -333,6 +401,15 @@ async def run(conn: asyncpg.Connection, options: RunOptions | None = None,
                                   counts)
                 if progress is not None:
                     progress("by merchant, packet and amount", index + 1, len(steps))
+            chunk = 2 * len(steps)
+        if bounds["rlo"] is not None:
+            lo, hi = int(bounds["rlo"]), int(bounds["rhi"])
+            steps = list(range(lo, hi + 1, options.chunk))
+            for index, first in enumerate(steps):
+                last = min(first + options.chunk - 1, hi)
+                await _pair_chunk(conn, run_id, chunk + index, _REVERSALS, (first, last, options.window_s), counts)
+                if progress is not None:
+                    progress("refunds", index + 1, len(steps))
         await _classify(conn, run_id, as_of, options, counts)
         outcome = await _outcome(conn, counts)
         await conn.execute("UPDATE reconciliation_runs SET finished_at = clock_timestamp(), outcome = $2, "

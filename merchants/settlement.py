@@ -8,6 +8,9 @@ carry the same records (docs/reconciliation.md): the NDJSON the bank API serves,
     sp-1,pkt-0123...,m-001,1500,2026-05-01T10:00:00.120+08:00
     #trailer,ICBC,2026-05-01,true,1,1500
 
+A day with refunds has three more columns, `kind,refund_of,returned_to`: `spend,,` on a spend's
+line, `refund,sp-1,wallet` (or `budget`) on a refund's, whose own id stands in `spend_id`.
+
 Parsing is strict: a line that is not exactly a well-formed record is kept aside with its line
 number and the reason, never dropped and never guessed at. What makes the whole file
 untrustworthy (no trailer: truncated; a trailer whose count disagrees with the lines) refuses
@@ -33,9 +36,11 @@ from stimulus import audit_log
 from stimulus.errors import InvalidInput
 from wallet_adapter.bank_protocol import (
     SETTLEMENT_CSV_HEADER,
+    SETTLEMENT_CSV_REFUND_COLUMNS,
     SETTLEMENT_CSV_TRAILER,
     SETTLEMENT_TIMEZONE,
     SPEND_ID_PATTERN,
+    ReturnedTo,
     SettlementFile,
     SettlementLine,
     SettlementRecord,
@@ -45,6 +50,7 @@ from wallet_adapter.bank_protocol import (
 )
 
 CSV_HEADER = SETTLEMENT_CSV_HEADER
+CSV_HEADER_WITH_REFUNDS = SETTLEMENT_CSV_HEADER + SETTLEMENT_CSV_REFUND_COLUMNS
 CSV_TRAILER_TAG = SETTLEMENT_CSV_TRAILER
 MAX_FEN = 2**53
 _SPEND_ID = re.compile(SPEND_ID_PATTERN)
@@ -63,6 +69,9 @@ class Line:
     merchant_id: str
     amount_fen: int
     settled_at: datetime
+    kind: str = "spend"                 # or "refund": then spend_id is the refund's id
+    refund_of: str | None = None        # a refund: the spend it refunds
+    returned_to: str | None = None      # a refund: "wallet" or "budget"
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,19 @@ def _refuse(code: str, detail: str, **extra: Any) -> InvalidInput:
 
 
 def _check_line(line_no: int, spend_id: str, reference: str, merchant_id: str, amount_fen: int,
-                settled_at: datetime, day: date) -> Line:
+                settled_at: datetime, day: date, kind: str = "spend", refund_of: str | None = None,
+                returned_to: str | None = None) -> Line:
+    if kind == "spend":
+        if refund_of or returned_to:
+            raise ValueError("a spend has no refund_of or returned_to")
+        refund_of = returned_to = None
+    elif kind == "refund":
+        if not refund_of or not _SPEND_ID.match(refund_of):
+            raise ValueError(f"refund_of {refund_of!r} is not the spend id the refund gives back")
+        if returned_to not in ("wallet", "budget"):
+            raise ValueError(f"returned_to {returned_to!r} is neither wallet nor budget")
+    else:
+        raise ValueError(f"kind {kind!r} is neither spend nor refund")
     if not _SPEND_ID.match(spend_id):
         raise ValueError(f"spend_id {spend_id!r} is not a bank reference")
     if not _REFERENCE.match(reference):
@@ -124,7 +145,8 @@ def _check_line(line_no: int, spend_id: str, reference: str, merchant_id: str, a
         raise ValueError("settled_at has no time zone")
     if settlement_date_of(settled_at) != day:
         raise ValueError(f"settled_at {settled_at.isoformat()} is not on the file's day {day}")
-    return Line(line_no, spend_id, reference, merchant_id, amount_fen, settled_at.astimezone(UTC))
+    return Line(line_no, spend_id, reference, merchant_id, amount_fen, settled_at.astimezone(UTC), kind, refund_of,
+                returned_to)
 
 
 def _finish(fmt: str, raw: bytes, trailer: SettlementTrailer | None, lines: list[Line],
@@ -176,7 +198,8 @@ def parse_ndjson(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
             if not isinstance(record, SettlementLine):
                 raise ValueError("a second trailer before the end of the file")
             lines.append(_check_line(line_no, record.spend_id, record.idempotency_key, record.merchant_id,
-                                     record.amount_fen, record.settled_at, trailer.settlement_date))
+                                     record.amount_fen, record.settled_at, trailer.settlement_date, record.kind,
+                                     record.refund_of, record.returned_to))
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             rejects.append(Reject(line_no, row, str(exc) or type(exc).__name__))
     return _finish("ndjson", raw, trailer, lines, rejects, len(rows) - 1, expect_bank)
@@ -207,8 +230,10 @@ def parse_csv(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
         header = _csv_record(rows[0])
     except (csv.Error, StopIteration):
         header = []
-    if tuple(header) != CSV_HEADER:
-        raise _refuse("settlement_bad_header", f"line 1 must be the header {','.join(CSV_HEADER)}")
+    if tuple(header) not in (CSV_HEADER, CSV_HEADER_WITH_REFUNDS):
+        raise _refuse("settlement_bad_header", f"line 1 must be the header {','.join(CSV_HEADER)}, or "
+                      f"{','.join(CSV_HEADER_WITH_REFUNDS)} when the day has refunds")
+    columns = len(header)
     try:
         trailer: SettlementTrailer | None = _csv_trailer(_csv_record(rows[-1])) if len(rows) > 1 else None
     except (csv.Error, StopIteration, ValueError):
@@ -220,13 +245,15 @@ def parse_csv(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
     for line_no, row in enumerate(rows[1:-1], start=2):
         try:
             fields = _csv_record(row)
-            if len(fields) != len(CSV_HEADER):
-                raise ValueError(f"{len(fields)} fields, expected {len(CSV_HEADER)}")
-            spend_id, reference, merchant_id, amount, settled = fields
+            if len(fields) != columns:
+                raise ValueError(f"{len(fields)} fields, expected {columns}")
+            spend_id, reference, merchant_id, amount, settled = fields[:5]
+            kind, refund_of, returned_to = fields[5:] if columns > 5 else ("spend", "", "")
             if not _DIGITS.match(amount):
                 raise ValueError(f"amount_fen {amount!r} is not a whole number of fen")
             lines.append(_check_line(line_no, spend_id, reference, merchant_id, int(amount),
-                                     datetime.fromisoformat(settled), trailer.settlement_date))
+                                     datetime.fromisoformat(settled), trailer.settlement_date, kind,
+                                     refund_of or None, returned_to or None))
         except (csv.Error, StopIteration, ValueError) as exc:
             rejects.append(Reject(line_no, row, str(exc) or type(exc).__name__))
     return _finish("csv", raw, trailer, lines, rejects, len(rows) - 2, expect_bank)
@@ -251,7 +278,9 @@ def to_csv(parsed: ParsedFile) -> bytes:
     """The same records as CSV (the format banks hand over for upload)."""
     return settlement_csv(
         [SettlementLine(spend_id=x.spend_id, idempotency_key=x.payment_reference, merchant_id=x.merchant_id,
-                        amount_fen=x.amount_fen, settled_at=x.settled_at) for x in parsed.lines],
+                        amount_fen=x.amount_fen, settled_at=x.settled_at, kind="refund" if x.kind == "refund" else "spend",
+                        refund_of=x.refund_of, returned_to=_returned_to(x.returned_to))
+         for x in parsed.lines],
         SettlementTrailer(bank_code=parsed.bank_code, settlement_date=parsed.settlement_date,
                           complete=parsed.complete, line_count=parsed.line_count, total_fen=parsed.total_fen))
 
@@ -267,20 +296,30 @@ def coverage(parsed: ParsedFile, fetched_at: datetime | None) -> datetime:
     return last if last is not None else end_of_day(parsed.settlement_date - timedelta(days=1))
 
 
+def _returned_to(value: str | None) -> ReturnedTo | None:
+    return "wallet" if value == "wallet" else "budget" if value == "budget" else None
+
+
+_COLUMNS = ["line_no", "spend_id", "payment_reference", "merchant_id", "amount_fen", "settled_at", "kind", "refund_of",
+            "returned_to"]
+
 _STAGE = """CREATE TEMPORARY TABLE IF NOT EXISTS settlement_stage (
     line_no integer, spend_id text, payment_reference text, merchant_id text, amount_fen bigint,
-    settled_at timestamptz) ON COMMIT DELETE ROWS"""
+    settled_at timestamptz, kind text, refund_of text, returned_to text) ON COMMIT DELETE ROWS"""
 
 _INSERT_NEW = """
 WITH fresh AS (
     INSERT INTO settlement_lines (file_id, line_no, bank_code, settlement_date, spend_id, payment_reference,
-                                  merchant_id, amount_fen, settled_at)
-    SELECT $1, s.line_no, $2, $3, s.spend_id, s.payment_reference, s.merchant_id, s.amount_fen, s.settled_at
+                                  merchant_id, amount_fen, settled_at, kind, refund_of, returned_to)
+    SELECT $1, s.line_no, $2, $3, s.spend_id, s.payment_reference, s.merchant_id, s.amount_fen, s.settled_at,
+           s.kind, s.refund_of, s.returned_to
     FROM settlement_stage s
     WHERE NOT EXISTS (SELECT 1 FROM settlement_lines l
                       WHERE l.bank_code = $2 AND l.settlement_date = $3 AND l.spend_id = s.spend_id
                         AND l.payment_reference = s.payment_reference AND l.merchant_id = s.merchant_id
-                        AND l.amount_fen = s.amount_fen AND l.settled_at = s.settled_at)
+                        AND l.amount_fen = s.amount_fen AND l.settled_at = s.settled_at AND l.kind = s.kind
+                        AND l.refund_of IS NOT DISTINCT FROM s.refund_of
+                        AND l.returned_to IS NOT DISTINCT FROM s.returned_to)
     RETURNING 1)
 SELECT count(*) FROM fresh
 """
@@ -313,17 +352,16 @@ async def store(conn: asyncpg.Connection, parsed: ParsedFile, *, source: str, ac
         if earlier:
             await conn.execute(_STAGE)
             await conn.copy_records_to_table(
-                "settlement_stage", columns=["line_no", "spend_id", "payment_reference", "merchant_id", "amount_fen",
-                                             "settled_at"],
-                records=[(x.line_no, x.spend_id, x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at)
-                         for x in parsed.lines])
+                "settlement_stage", columns=_COLUMNS,
+                records=[(x.line_no, x.spend_id, x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at,
+                          x.kind, x.refund_of, x.returned_to) for x in parsed.lines])
             stored = int(await conn.fetchval(_INSERT_NEW, file_id, parsed.bank_code, parsed.settlement_date))
         else:  # the day's first file: nothing to repeat, so its lines go straight in
             await conn.copy_records_to_table(
-                "settlement_lines", columns=["file_id", "line_no", "bank_code", "settlement_date", "spend_id",
-                                             "payment_reference", "merchant_id", "amount_fen", "settled_at"],
-                records=[(file_id, x.line_no, parsed.bank_code, parsed.settlement_date, x.spend_id,
-                          x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at) for x in parsed.lines])
+                "settlement_lines", columns=["file_id", "bank_code", "settlement_date", *_COLUMNS],
+                records=[(file_id, parsed.bank_code, parsed.settlement_date, x.line_no, x.spend_id,
+                          x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at, x.kind, x.refund_of,
+                          x.returned_to) for x in parsed.lines])
             stored = len(parsed.lines)
         repeated = len(parsed.lines) - stored
         if repeated:

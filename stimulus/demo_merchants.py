@@ -24,7 +24,12 @@ from merchants.settlement_fetch import fetch_day
 from stimulus.db import _init_connection
 from stimulus.demo_draw import DemoContext, call, console, progress
 from stimulus.sandbox_idp import SANDBOX_DISTRICTS
-from wallet_adapter.bank_protocol import SpendRequest, idempotency_key_for, settlement_date_of
+from wallet_adapter.bank_protocol import (
+    RefundRequest,
+    SpendRequest,
+    idempotency_key_for,
+    settlement_date_of,
+)
 from wallet_adapter.banks import BankRegistry, issuance_client_options
 
 # Groceries, restaurants, department stores, variety stores, pharmacies accept the packets;
@@ -33,6 +38,7 @@ ACCEPTED_CATEGORIES = ("5411", "5812", "5311", "5331", "5912")
 REFUSED_CATEGORY = "5732"
 SPEND_CONCURRENCY = 32
 SPENDING_SHARE = 0.8          # packets their owners spend at all
+REFUND_SHARE = 0.02           # payments the shop refunds half of, back onto the packet
 SEEDED = {"missing_at_bank": 3, "missing_at_merchant": 3, "amount_mismatch": 3, "duplicate": 2}
 
 
@@ -49,6 +55,8 @@ class Spending:
     paid_fen: int = 0
     basket_fen: int = 0
     notices: int = 0
+    refunds: int = 0
+    refunded_fen: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     seeded: dict[str, int] = field(default_factory=dict)
     # Payments whose till never sent its notice: (merchant, packet reference, spend id, fen, when).
@@ -88,7 +96,8 @@ def spend(ctx: DemoContext, client: httpx.Client) -> None:
     result = asyncio.run(_spend_all(ctx, merchants))
     ctx.extras["spending"] = result
     multiplier = result.basket_fen / result.paid_fen if result.paid_fen else 0.0
-    ctx.summary["spending"] = (f"{result.payments:,} payments, {result.paid_fen / 100:,.2f} yuan of packets in "
+    ctx.summary["spending"] = (f"{result.payments:,} payments and {result.refunds:,} refunds "
+                               f"({result.refunded_fen / 100:,.2f} yuan back), {result.paid_fen / 100:,.2f} yuan of packets in "
                                f"{result.basket_fen / 100:,.2f} yuan of baskets (x{multiplier:.2f})")
     refused = ", ".join(f"{code} {n}" for code, n in sorted(result.refused.items())) or "none"
     ctx.summary["merchant notices"] = f"{result.notices:,} accepted (pending reconciliation); refused: {refused}"
@@ -171,6 +180,15 @@ async def _spend_all(ctx: DemoContext, merchants: list[Merchant]) -> Spending:
                     reply = await till.redeem(txn, key, noted, occurred or datetime.now().astimezone(),
                                               bank_reference=spend_id, basket_fen=basket)
                     _count(result, reply)
+                if kind == "normal" and rng.random() < REFUND_SHARE:
+                    # The customer brings half of it back: the bank refunds the packet, the till says so.
+                    back = await banks.client(packet["wallet_bank"]).refund(key, RefundRequest(
+                        refund_id=f"{spend_id}-r", spend_id=spend_id, amount_fen=max(1, amount // 2),
+                        merchant_id=merchant.id))
+                    _count(result, await till.reverse(f"t{n}", f"t{n}-r", back.amount_fen, back.settled_at,
+                                                      bank_reference=back.refund_id))
+                    result.refunds += 1
+                    result.refunded_fen += back.amount_fen
             bar.update(task, advance=1,
                        rate=f"{(result.payments + 1) / max(1e-6, time.perf_counter() - started):,.0f}/s")
 
@@ -289,10 +307,12 @@ def reconcile(ctx: DemoContext, client: httpx.Client) -> None:
     notices = report["notices"]
     matched = notices.get("payment:matched", 0)
     payments = sum(n for key, n in notices.items() if key.startswith("payment:"))
+    refunds = sum(n for key, n in notices.items() if key.startswith("reversal:"))
     ok = found == expected
     ctx.extras["reconciliation_ok"] = ok
     ctx.summary["reconciliation"] = (
-        f"{matched:,} of {payments:,} payment notices matched, {report['money']['redeemed_fen'] / 100:,.2f} yuan "
+        f"{matched:,} of {payments:,} payment notices and {notices.get('reversal:matched', 0):,} of {refunds:,} "
+        f"refunds matched, {report['money']['redeemed_fen'] / 100:,.2f} yuan "
         f"redeemed; open breaks {', '.join(f'{k} {v}' for k, v in sorted(found.items()))} "
         f"({'all seeded breaks found, no false ones' if ok else 'EXPECTED ' + str(expected)}); "
         f"last run: {second['outcome']}")

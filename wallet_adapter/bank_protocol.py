@@ -56,17 +56,30 @@ Endpoints (under `/banks/{bank_code}/v1`)
         helper simulating a citizen paying a merchant. Idempotent by `spend_id` (another payload
         under a used `spend_id` is 409); 422 `insufficient_balance`, `credit_reclaimed`,
         `credit_expired`, `merchant_not_eligible` (category outside the restrictions).
+    `POST /credits/{idempotency_key}/refund` body `RefundRequest` -> 200 `RefundResult`. A
+        merchant refunds (part of) the packet's share of a spend: `amount_fen` at most the
+        spend's amount minus its earlier refunds (422 `refund_exceeds_spend`), by the spend's own
+        merchant (422 `refund_wrong_merchant`; 404 `spend_not_found` for a spend of another
+        packet or none). While the packet is live the money goes back to the wallet
+        (`returned_to: "wallet"`); once its balance was reclaimed it goes back to the city
+        (`returned_to: "budget"`, counted in the credit's `reclaimed_fen`). Idempotent by
+        `refund_id`, which shares the namespace of spend ids (another payload is 409).
     `GET /settlements/{YYYY-MM-DD}` -> 200 `application/x-ndjson`: the spends settled that day
         in the bank's settlement time zone (UTC+08:00), one JSON object per line, each tagged
         by `type`: zero or more `{"type":"line", spend_id, idempotency_key, merchant_id,
         amount_fen, settled_at}` ordered by (settled_at, spend_id), then exactly one
         `{"type":"trailer", bank_code, settlement_date, complete, line_count, total_fen}`.
+        A refund's line carries its `refund_id` as `spend_id` and adds `"kind":"refund"`,
+        `refund_of` (the spend it refunds) and `returned_to` (`wallet` or `budget`); a spend's
+        line leaves those out. `total_fen` is the sum of every line's (positive) amount.
         `complete` is false until one minute into the next day (until then the file may still
         grow); a date after the bank's today is 404 `settlement_not_ready`. The whole file is
         signed; a reader checks `line_count` and `total_fen` against the lines it got.
         With `?format=csv`: the same records as `text/csv`, the form banks hand files over in:
         the header `spend_id,payment_reference,merchant_id,amount_fen,settled_at`, one line per
         spend (settled_at in UTC+08:00), then `#trailer,BANK,YYYY-MM-DD,true|false,COUNT,TOTAL`.
+        A day with refunds adds the columns `kind,refund_of,returned_to` to the header and to
+        every line (`spend,,` on a spend's).
     `GET /books[?campaign_id=...]` -> 200 `Books`: the bank's own totals. `double_credits`
         counts (campaign_id, packet_id) pairs credited under more than one idempotency key:
         it stays 0 as long as callers derive one key per packet.
@@ -94,6 +107,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 SETTLEMENT_CSV_HEADER = ("spend_id", "payment_reference", "merchant_id", "amount_fen", "settled_at")
+SETTLEMENT_CSV_REFUND_COLUMNS = ("kind", "refund_of", "returned_to")
 SETTLEMENT_CSV_TRAILER = "#trailer"
 SANDBOX_API_KEY = "sandbox-api-key"
 
@@ -228,12 +242,39 @@ class SpendResult(msgspec.Struct, frozen=True, kw_only=True):
     duplicate: bool
 
 
-class SettlementLine(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="line"):
+class RefundRequest(msgspec.Struct, frozen=True, kw_only=True):
+    refund_id: Annotated[str, msgspec.Meta(pattern=SPEND_ID_PATTERN)]
+    spend_id: Annotated[str, msgspec.Meta(pattern=SPEND_ID_PATTERN)]
+    amount_fen: PositiveFen
+    merchant_id: ShortText
+
+
+ReturnedTo = Literal["wallet", "budget"]
+
+
+class RefundResult(msgspec.Struct, frozen=True, kw_only=True):
+    refund_id: str
+    spend_id: str
+    idempotency_key: str
+    merchant_id: str
+    amount_fen: int
+    returned_to: ReturnedTo
+    settled_at: datetime
+    settlement_date: date
+    balance_fen: int
+    duplicate: bool
+
+
+class SettlementLine(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="line",
+                     omit_defaults=True):
     spend_id: str
     idempotency_key: str
     merchant_id: str
     amount_fen: int
     settled_at: datetime
+    kind: Literal["spend", "refund"] = "spend"
+    refund_of: str | None = None
+    returned_to: ReturnedTo | None = None
 
 
 class SettlementTrailer(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
@@ -265,6 +306,7 @@ class Books(msgspec.Struct, frozen=True, kw_only=True):
     outstanding_fen: int
     spends: int
     double_credits: int
+    refunds: int = 0
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -291,10 +333,14 @@ def settlement_csv(lines: Sequence[SettlementLine], trailer: SettlementTrailer) 
     """A settlement file as CSV (module docstring): the same records as the NDJSON form."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(SETTLEMENT_CSV_HEADER)
+    with_refunds = any(line.kind == "refund" for line in lines)
+    writer.writerow(SETTLEMENT_CSV_HEADER + (SETTLEMENT_CSV_REFUND_COLUMNS if with_refunds else ()))
     for line in lines:
-        writer.writerow([line.spend_id, line.idempotency_key, line.merchant_id, line.amount_fen,
-                         line.settled_at.astimezone(SETTLEMENT_TIMEZONE).isoformat(timespec="microseconds")])
+        row: list[object] = [line.spend_id, line.idempotency_key, line.merchant_id, line.amount_fen,
+                             line.settled_at.astimezone(SETTLEMENT_TIMEZONE).isoformat(timespec="microseconds")]
+        if with_refunds:
+            row += [line.kind, line.refund_of or "", line.returned_to or ""]
+        writer.writerow(row)
     writer.writerow([SETTLEMENT_CSV_TRAILER, trailer.bank_code, trailer.settlement_date.isoformat(),
                      "true" if trailer.complete else "false", trailer.line_count, trailer.total_fen])
     return out.getvalue().encode()

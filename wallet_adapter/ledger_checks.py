@@ -9,7 +9,9 @@ Per packet (postings are keyed by kind and packet id, so each kind appears at mo
   reclaimed;
 * no posting names a packet that does not exist, and no packet balance is negative.
 Per campaign, the allocated account holds exactly the open packets' amounts, and issued plus
-redeemed hold exactly what was credited and not reclaimed.
+redeemed hold exactly what was credited and not reclaimed, less what refunds after a packet's
+reclaim gave back to the budget (the budget legs of `redemption.refund` postings, which the
+merchant checks tie to the reconciled refunds).
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ SELECT c.campaign_id,
         WHERE e.account = 'campaign:' || c.campaign_id || ':allocated')::bigint AS allocated,
        (SELECT COALESCE(sum(e.amount_fen), 0) FROM ledger_entries e
         WHERE e.account IN ('campaign:' || c.campaign_id || ':issued',
-                            'campaign:' || c.campaign_id || ':redeemed'))::bigint AS issued_redeemed
+                            'campaign:' || c.campaign_id || ':redeemed'))::bigint AS issued_redeemed,
+       (SELECT COALESCE(sum(e.amount_fen), 0) FROM ledger_transactions t JOIN ledger_entries e ON e.txn_id = t.id
+        WHERE t.kind = 'redemption.refund' AND t.campaign_id = c.campaign_id
+          AND e.account = 'campaign:' || c.campaign_id || ':budget')::bigint AS refunded_to_budget
 FROM (SELECT DISTINCT campaign_id FROM packets WHERE $1::text IS NULL OR campaign_id = $1) c
 """
 
@@ -98,8 +103,9 @@ async def ledger_checks(conn: asyncpg.Connection, campaign_id: str | None) -> li
             breaks.append(LedgerBreak("allocated_matches_open_packets",
                                       f"campaign {row['campaign_id']}: allocated is {row['allocated']} fen, "
                                       f"open packets hold {row['open_fen']} fen"))
-        if row["issued_redeemed"] != row["out_fen"]:
+        if row["issued_redeemed"] != row["out_fen"] - row["refunded_to_budget"]:
             breaks.append(LedgerBreak("issued_matches_credited_packets",
                                       f"campaign {row['campaign_id']}: issued + redeemed is {row['issued_redeemed']}"
-                                      f" fen, packets credited and not reclaimed hold {row['out_fen']} fen"))
+                                      f" fen, packets credited and not reclaimed hold {row['out_fen']} fen, "
+                                      f"refunds gave {row['refunded_to_budget']} fen back to the budget"))
     return breaks

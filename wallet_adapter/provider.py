@@ -59,6 +59,8 @@ from wallet_adapter.bank_protocol import (
     CreditResult,
     Problem,
     ReclaimResult,
+    RefundRequest,
+    RefundResult,
     SettlementFile,
     SettlementLine,
     SettlementRecord,
@@ -399,6 +401,20 @@ class BankClient:
                 raise ProtocolError("the spend answer names another spend")
             return result
         return await self._retrying("spend", request.spend_id, once)
+
+    async def refund(self, idempotency_key: str, request: RefundRequest) -> RefundResult:
+        """A merchant refunds (part of) a spend of the packet (idempotent by refund id)."""
+        _check_key_format(idempotency_key)
+        body = msgspec.json.encode(request)
+
+        async def once() -> RefundResult:
+            path = f"{self._prefix}/credits/{idempotency_key}/refund"
+            result = self._expect(await self._attempt("POST", path, body), RefundResult)
+            if (result.refund_id, result.spend_id, result.idempotency_key) != (
+                    request.refund_id, request.spend_id, idempotency_key):
+                raise ProtocolError("the refund answer names another refund")
+            return result
+        return await self._retrying("refund", request.refund_id, once)
 
     async def settlement(self, settlement_date: date) -> SettlementFile:
         """The bank's settlement file for a day, parsed and checked against its trailer."""

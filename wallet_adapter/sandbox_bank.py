@@ -5,7 +5,7 @@ durable books in SQLite (one WAL file in its data directory; it is an outside pa
 touches our PostgreSQL), signs every response body with its own Ed25519 key, and has fault knobs
 so tests and demos can make it slow, flaky, ambiguous, down or rate limited.
 
-Durability and throughput: every write (credit, batch, spend, reclaim) goes through one writer
+Durability and throughput: every write (credit, batch, spend, refund, reclaim) goes through one writer
 thread that drains whatever requests are waiting (up to `MAX_GROUP_COMMIT`), applies them in
 order inside one transaction (one savepoint each, so one refusal or bug spoils only its own
 request) and commits with `synchronous=FULL` before any of them is answered: one fsync per group
@@ -87,7 +87,10 @@ from wallet_adapter.bank_protocol import (
     CreditResult,
     Health,
     ReclaimResult,
+    RefundRequest,
+    RefundResult,
     Restrictions,
+    ReturnedTo,
     SettlementLine,
     SettlementTrailer,
     SpendRequest,
@@ -149,6 +152,21 @@ CREATE TABLE IF NOT EXISTS spends (
     PRIMARY KEY (bank_code, spend_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS spends_by_day ON spends (bank_code, settlement_date, settled_at);
+CREATE TABLE IF NOT EXISTS refunds (
+    bank_code         TEXT NOT NULL,
+    refund_id         TEXT NOT NULL,
+    spend_id          TEXT NOT NULL,
+    idempotency_key   TEXT NOT NULL,
+    campaign_id       TEXT NOT NULL,
+    merchant_id       TEXT NOT NULL,
+    amount_fen        INTEGER NOT NULL CHECK (amount_fen > 0),
+    returned_to       TEXT NOT NULL CHECK (returned_to IN ('wallet', 'budget')),
+    settled_at        TEXT NOT NULL,
+    settlement_date   TEXT NOT NULL,
+    PRIMARY KEY (bank_code, refund_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refunds_by_spend ON refunds (bank_code, spend_id);
+CREATE INDEX IF NOT EXISTS refunds_by_day ON refunds (bank_code, settlement_date, settled_at);
 """
 
 _SELECT_CREDITS = """SELECT idempotency_key, fingerprint, credit_id, wallet_id, amount_fen,
@@ -164,8 +182,20 @@ _SELECT_SPEND = """SELECT idempotency_key, merchant_id, merchant_category, amoun
 _INSERT_SPEND = """INSERT INTO spends (bank_code, spend_id, idempotency_key, campaign_id,
     merchant_id, merchant_category, amount_fen, settled_at, settlement_date)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
-_SELECT_SETTLEMENT = """SELECT spend_id, idempotency_key, merchant_id, amount_fen, settled_at
-    FROM spends WHERE bank_code = ? AND settlement_date = ? ORDER BY settled_at, spend_id"""
+_SELECT_SETTLEMENT = """SELECT spend_id, idempotency_key, merchant_id, amount_fen, settled_at,
+        'spend', NULL, NULL
+    FROM spends WHERE bank_code = ?1 AND settlement_date = ?2
+    UNION ALL
+    SELECT refund_id, idempotency_key, merchant_id, amount_fen, settled_at, 'refund', spend_id,
+        returned_to
+    FROM refunds WHERE bank_code = ?1 AND settlement_date = ?2
+    ORDER BY 5, 1"""
+_SELECT_REFUND = """SELECT spend_id, idempotency_key, merchant_id, amount_fen, returned_to,
+    settled_at, settlement_date FROM refunds WHERE bank_code = ? AND refund_id = ?"""
+_INSERT_REFUND = """INSERT INTO refunds (bank_code, refund_id, spend_id, idempotency_key,
+    campaign_id, merchant_id, amount_fen, returned_to, settled_at, settlement_date)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_REFUNDED = """SELECT coalesce(sum(amount_fen), 0) FROM refunds WHERE bank_code = ? AND spend_id = ?"""
 _TOTALS = """SELECT count(*), coalesce(sum(amount_fen), 0), coalesce(sum(spent_fen), 0),
     coalesce(sum(reclaimed_fen), 0)
     FROM credits WHERE bank_code = ?1 AND (?2 IS NULL OR campaign_id = ?2)"""
@@ -173,6 +203,8 @@ _DOUBLE_CREDITS = """SELECT count(*) FROM (SELECT 1 FROM credits
     WHERE bank_code = ?1 AND (?2 IS NULL OR campaign_id = ?2)
     GROUP BY campaign_id, packet_id HAVING count(*) > 1)"""
 _SPEND_COUNT = """SELECT count(*) FROM spends
+    WHERE bank_code = ?1 AND (?2 IS NULL OR campaign_id = ?2)"""
+_REFUND_COUNT = """SELECT count(*) FROM refunds
     WHERE bank_code = ?1 AND (?2 IS NULL OR campaign_id = ?2)"""
 
 
@@ -326,6 +358,8 @@ def record_spend(conn: sqlite3.Connection, bank_code: str, key: str,
           request: SpendRequest) -> SpendResult:
     """A citizen pays a merchant from the packet; idempotent by spend id."""
     record = _record(conn, bank_code, key)
+    if conn.execute(_SELECT_REFUND, (bank_code, request.spend_id)).fetchone() is not None:
+        raise Refusal(409, "idempotency_conflict", "this spend id is a refund's")
     row = conn.execute(_SELECT_SPEND, (bank_code, request.spend_id)).fetchone()
     if row is not None:
         if tuple(row[:4]) != (key, request.merchant_id, request.merchant_category,
@@ -359,6 +393,51 @@ def record_spend(conn: sqlite3.Connection, bank_code: str, key: str,
                        balance_fen=record.balance_fen - request.amount_fen, duplicate=False)
 
 
+def record_refund(conn: sqlite3.Connection, bank_code: str, key: str,
+                  request: RefundRequest) -> RefundResult:
+    """A merchant gives back (part of) the packet's share of a spend; idempotent by refund id.
+
+    Live packets get the money back; once the balance was reclaimed it goes to the city instead,
+    counted with what the reclaim took.
+    """
+    record = _record(conn, bank_code, key)
+    row = conn.execute(_SELECT_REFUND, (bank_code, request.refund_id)).fetchone()
+    if row is not None:
+        if tuple(row[:4]) != (request.spend_id, key, request.merchant_id, request.amount_fen):
+            raise Refusal(409, "idempotency_conflict", "this refund id was used for another refund")
+        return RefundResult(refund_id=request.refund_id, spend_id=request.spend_id,
+                            idempotency_key=key, merchant_id=request.merchant_id,
+                            amount_fen=request.amount_fen, returned_to=row[4],
+                            settled_at=_from_ts(row[5]), settlement_date=date.fromisoformat(row[6]),
+                            balance_fen=record.balance_fen, duplicate=True)
+    if conn.execute(_SELECT_SPEND, (bank_code, request.refund_id)).fetchone() is not None:
+        raise Refusal(409, "idempotency_conflict", "this refund id is a spend's")
+    spend = conn.execute(_SELECT_SPEND, (bank_code, request.spend_id)).fetchone()
+    if spend is None or spend[0] != key:
+        raise Refusal(404, "spend_not_found", "this packet made no spend under this spend id")
+    if spend[1] != request.merchant_id:
+        raise Refusal(422, "refund_wrong_merchant", "the spend was paid to another merchant")
+    (refunded,) = conn.execute(_REFUNDED, (bank_code, request.spend_id)).fetchone()
+    refundable = spend[3] - refunded
+    if request.amount_fen > refundable:
+        raise Refusal(422, "refund_exceeds_spend", f"{refundable} fen of the spend is left to refund")
+    now = datetime.now(UTC)
+    returned_to: ReturnedTo = "budget" if record.reclaimed_at is not None else "wallet"
+    day = settlement_date_of(now)
+    conn.execute(_INSERT_REFUND, (bank_code, request.refund_id, request.spend_id, key,
+                                  record.campaign_id, request.merchant_id, request.amount_fen,
+                                  returned_to, _ts(now), day.isoformat()))
+    conn.execute("""UPDATE credits SET spent_fen = spent_fen - ?1,
+                        reclaimed_fen = reclaimed_fen + CASE WHEN ?2 = 'budget' THEN ?1 ELSE 0 END
+                    WHERE bank_code = ?3 AND idempotency_key = ?4""",
+                 (request.amount_fen, returned_to, bank_code, key))
+    balance = record.balance_fen + (request.amount_fen if returned_to == "wallet" else 0)
+    return RefundResult(refund_id=request.refund_id, spend_id=request.spend_id, idempotency_key=key,
+                        merchant_id=request.merchant_id, amount_fen=request.amount_fen,
+                        returned_to=returned_to, settled_at=now, settlement_date=day,
+                        balance_fen=balance, duplicate=False)
+
+
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -369,9 +448,10 @@ def settlement_file(conn: sqlite3.Connection, bank_code: str, day: date, as_csv:
     if day > settlement_date_of(now):
         raise Refusal(404, "settlement_not_ready", f"{day} has not started yet")
     lines = [SettlementLine(spend_id=spend_id, idempotency_key=key, merchant_id=merchant_id,
-                            amount_fen=amount_fen, settled_at=_from_ts(settled_at))
-             for spend_id, key, merchant_id, amount_fen, settled_at in conn.execute(
-                 _SELECT_SETTLEMENT, (bank_code, day.isoformat()))]
+                            amount_fen=amount_fen, settled_at=_from_ts(settled_at), kind=kind,
+                            refund_of=refund_of, returned_to=returned_to)
+             for spend_id, key, merchant_id, amount_fen, settled_at, kind, refund_of, returned_to
+             in conn.execute(_SELECT_SETTLEMENT, (bank_code, day.isoformat()))]
     trailer = SettlementTrailer(bank_code=bank_code, settlement_date=day,
                                 complete=day < settlement_date_of(now - SETTLEMENT_GRACE),
                                 line_count=len(lines), total_fen=sum(x.amount_fen for x in lines))
@@ -385,11 +465,12 @@ def totals(conn: sqlite3.Connection, bank_code: str, campaign_id: str | None) ->
         _TOTALS, (bank_code, campaign_id)).fetchone()
     (double_credits,) = conn.execute(_DOUBLE_CREDITS, (bank_code, campaign_id)).fetchone()
     (spends,) = conn.execute(_SPEND_COUNT, (bank_code, campaign_id)).fetchone()
+    (refunds,) = conn.execute(_REFUND_COUNT, (bank_code, campaign_id)).fetchone()
     return BooksTotals(bank_code=bank_code, campaign_id=campaign_id, credits=credits,
                        credited_fen=credited_fen, spent_fen=spent_fen,
                        reclaimed_fen=reclaimed_fen,
                        outstanding_fen=credited_fen - spent_fen - reclaimed_fen, spends=spends,
-                       double_credits=double_credits)
+                       double_credits=double_credits, refunds=refunds)
 
 
 @dataclass(slots=True)
@@ -914,6 +995,11 @@ class BankRoutes:
             result = await self.books.write(lambda c: record_spend(c, bank.code, key, spend))
             await self.sandbox.after_commit(bank)
             return self.sandbox.json(result)
+        if shape == ("POST", "credits", 2, "refund"):
+            key, refund = rest[0], _decode(body, RefundRequest)
+            result = await self.books.write(lambda c: record_refund(c, bank.code, key, refund))
+            await self.sandbox.after_commit(bank)
+            return self.sandbox.json(result)
         query = parse_qs(scope.get("query_string", b"").decode())
         if shape == ("GET", "settlements", 1, ""):
             day = _parse_date(rest[0])
@@ -952,7 +1038,7 @@ class BankRoutes:
 _SHAPES = frozenset({
     ("POST", "credits", 0, ""), ("POST", "credits:batch", 0, ""), ("GET", "credits", 1, ""),
     ("POST", "credits", 2, "reclaim"), ("POST", "credits", 2, "spend"),
-    ("GET", "settlements", 1, ""), ("GET", "books", 0, ""),
+    ("POST", "credits", 2, "refund"), ("GET", "settlements", 1, ""), ("GET", "books", 0, ""),
 })
 
 Auth = FromHeader[str | None]
