@@ -166,6 +166,7 @@ CREATE TABLE IF NOT EXISTS refunds (
     PRIMARY KEY (bank_code, refund_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS refunds_by_spend ON refunds (bank_code, spend_id);
+CREATE INDEX IF NOT EXISTS refunds_by_credit ON refunds (bank_code, idempotency_key);
 CREATE INDEX IF NOT EXISTS refunds_by_day ON refunds (bank_code, settlement_date, settled_at);
 """
 
@@ -196,6 +197,8 @@ _INSERT_REFUND = """INSERT INTO refunds (bank_code, refund_id, spend_id, idempot
     campaign_id, merchant_id, amount_fen, returned_to, settled_at, settlement_date)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _REFUNDED = """SELECT coalesce(sum(amount_fen), 0) FROM refunds WHERE bank_code = ? AND spend_id = ?"""
+_REFUNDED_TO_BUDGET = """SELECT coalesce(sum(amount_fen), 0) FROM refunds
+    WHERE bank_code = ? AND idempotency_key = ? AND returned_to = 'budget'"""
 _TOTALS = """SELECT count(*), coalesce(sum(amount_fen), 0), coalesce(sum(spent_fen), 0),
     coalesce(sum(reclaimed_fen), 0)
     FROM credits WHERE bank_code = ?1 AND (?2 IS NULL OR campaign_id = ?2)"""
@@ -339,10 +342,13 @@ def credit_record(conn: sqlite3.Connection, bank_code: str, key: str) -> CreditR
 
 
 def record_reclaim(conn: sqlite3.Connection, bank_code: str, key: str) -> ReclaimResult:
-    """Take back the unspent balance once; a repeat answers the same figures."""
+    """Take back the unspent balance once; a repeat answers the same figures, whatever was
+    refunded to the city since."""
     record = _record(conn, bank_code, key)
     reclaimed_at = record.reclaimed_at
-    reclaimed_fen = record.reclaimed_fen
+    (refunded_since,) = conn.execute(_REFUNDED_TO_BUDGET, (bank_code, key)).fetchone()
+    reclaimed_fen = record.reclaimed_fen - refunded_since
+    spent_fen = record.spent_fen + refunded_since
     if reclaimed_at is None:
         reclaimed_at = datetime.now(UTC)
         reclaimed_fen = record.balance_fen
@@ -350,7 +356,7 @@ def record_reclaim(conn: sqlite3.Connection, bank_code: str, key: str) -> Reclai
                         WHERE bank_code = ? AND idempotency_key = ?""",
                      (reclaimed_fen, _ts(reclaimed_at), bank_code, key))
     return ReclaimResult(status="reclaimed", idempotency_key=key, credit_id=record.credit_id,
-                         reclaimed_fen=reclaimed_fen, spent_fen=record.spent_fen,
+                         reclaimed_fen=reclaimed_fen, spent_fen=spent_fen,
                          reclaimed_at=reclaimed_at)
 
 

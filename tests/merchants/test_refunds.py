@@ -197,6 +197,8 @@ async def test_the_bank_refunds_to_the_wallet_then_to_the_city_and_settles_both(
         after = await bank.refund(key, RefundRequest(refund_id=f"rl-{tag}", spend_id=spend.spend_id, amount_fen=500,
                                                      merchant_id=shop.id))
         assert (after.returned_to, after.balance_fen) == ("budget", 0)
+        again = await bank.reclaim(key)  # a repeated reclaim answers what the reclaim took, nothing since
+        assert (again.reclaimed_fen, again.spent_fen) == (reclaimed.reclaimed_fen, reclaimed.spent_fen)
         record = await bank.status(key)
         assert record is not None
         assert (record.spent_fen, record.reclaimed_fen) == (3_000 - 1_000 - 500, reclaimed.reclaimed_fen + 500)
