@@ -122,8 +122,12 @@ async def set_up(conn: asyncpg.Connection, campaign_id: str, packet_count: int, 
 
 
 def workload(campaign_id: str, packet_rows: list[tuple[int, str, str]], merchant_ids: list[str], total: int,
-             seeded: int, day_noon: datetime) -> Workload:
-    """Notices and lines with every class seeded `seeded` times (duplicates half on each side)."""
+             seeded: int, day_noon: datetime, run: int = 0) -> Workload:
+    """Notices and lines with every class seeded `seeded` times (duplicates half on each side).
+
+    Spend ids carry the run, as the banks' ids never repeat: a later run in the same database is
+    not the earlier run's duplicate.
+    """
     rng = random.Random(42)
     half = seeded // 2
     fallback = total // 20
@@ -140,7 +144,7 @@ def workload(campaign_id: str, packet_rows: list[tuple[int, str, str]], merchant
         merchant = merchant_ids[serial % len(merchant_ids)]
         amount = rng.randint(100, 999)
         at = day_noon + timedelta(seconds=rng.uniform(-36_000, 36_000))
-        spend_id = f"{kind}-{serial}"
+        spend_id = f"{kind}-{run}.{serial}"
         notice: Notice = (merchant, f"{kind}-t{serial}", "payment", campaign_id, pid, bank, reference, spend_id,
                           amount, at, hashlib.sha256(spend_id.encode()).digest())
         line: Line = (bank, spend_id, reference, merchant, amount, at + timedelta(seconds=rng.uniform(0, 2)))
@@ -219,9 +223,10 @@ async def one_run(settings: Settings, run: int, args: argparse.Namespace) -> Run
         campaign_id = f"bench-rec-{run}-{int(time.time())}"
         print(f"run {run + 1}: set-up: {args.packets:,} issued packets, {args.merchants:,} merchants", flush=True)
         packet_rows, merchant_ids = await set_up(conn, campaign_id, args.packets, args.merchants)
-        day = (datetime.now(SETTLEMENT_TIMEZONE) - timedelta(days=2)).date()
+        # A day of its own per run: each run's files are its day's first, as in the first run.
+        day = (datetime.now(SETTLEMENT_TIMEZONE) - timedelta(days=2 + run)).date()
         noon = datetime.combine(day, datetime.min.time(), SETTLEMENT_TIMEZONE) + timedelta(hours=12)
-        work = workload(campaign_id, packet_rows, merchant_ids, args.notices, args.notices // 1000, noon)
+        work = workload(campaign_id, packet_rows, merchant_ids, args.notices, args.notices // 1000, noon, run)
         files = bank_files(work.lines, day)
         await conn.copy_records_to_table("redemption_notices", records=work.notices, columns=NOTICE_COLUMNS)
         await conn.execute("ANALYZE redemption_notices; ANALYZE packets")

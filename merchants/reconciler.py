@@ -80,6 +80,10 @@ _LINE_OPEN = """(l.status = 'open' OR (l.status = 'break' AND EXISTS (
     SELECT 1 FROM reconciliation_breaks b WHERE b.line_id = l.id AND b.notice_id IS NULL
                                            AND b.class = 'missing_at_merchant' AND b.resolved_at IS NULL)))"""
 
+# `OFFSET 0` in an EXISTS below keeps it a per-row index probe: without it PostgreSQL may turn an
+# EXISTS under OR into a hashed subplan, which reads and hashes the whole other table (a million
+# settlement lines or notices) to answer for the handful of rows still unpaired.
+
 _PAIRS_TABLE = """CREATE TEMPORARY TABLE IF NOT EXISTS recon_pairs (
     notice_id bigint, line_id bigint, notice_fen bigint, line_fen bigint, campaign_id text,
     merchant_id text, late boolean, matched_by text, returned_to text) ON COMMIT DELETE ROWS"""
@@ -115,7 +119,8 @@ FROM (SELECT DISTINCT ON (line_id) * FROM (
                                                     AND n.occurred_at + $3 * interval '1 second'
         WHERE n.id BETWEEN $1 AND $2 AND n.kind = 'payment' AND {_NOTICE_OPEN} AND {_LINE_OPEN}
           AND (n.bank_reference IS NULL OR NOT EXISTS (
-                SELECT 1 FROM settlement_lines r WHERE r.bank_code = n.bank_code AND r.spend_id = n.bank_reference))
+                SELECT 1 FROM settlement_lines r WHERE r.bank_code = n.bank_code AND r.spend_id = n.bank_reference
+                OFFSET 0))
         ORDER BY n.id, gap, l.id) by_notice
       ORDER BY line_id, gap, notice_id) chosen
 """
@@ -146,7 +151,7 @@ FROM (SELECT DISTINCT ON (line_id) * FROM (
                                         AND n.occurred_at + $3 * interval '1 second'
                    AND (n.bank_reference IS NULL OR NOT EXISTS (
                          SELECT 1 FROM settlement_lines r WHERE r.bank_code = n.bank_code
-                                                            AND r.spend_id = n.bank_reference))))
+                                                            AND r.spend_id = n.bank_reference OFFSET 0))))
         ORDER BY n.id, by_fallback, gap, l.id) by_notice
       ORDER BY line_id, by_fallback, gap, notice_id) chosen
 """
@@ -209,15 +214,16 @@ WITH found AS (
       AND (
         (n.bank_reference IS NOT NULL
          AND EXISTS (SELECT 1 FROM settlement_lines l WHERE l.bank_code = n.bank_code
-                     AND l.spend_id = n.bank_reference AND l.status <> 'open')
+                     AND l.spend_id = n.bank_reference AND l.status <> 'open' OFFSET 0)
          AND NOT EXISTS (SELECT 1 FROM settlement_lines l WHERE l.bank_code = n.bank_code
-                         AND l.spend_id = n.bank_reference AND l.status = 'open'))
+                         AND l.spend_id = n.bank_reference AND l.status = 'open' OFFSET 0))
         OR (n.bank_reference IS NULL AND {_COVERED}
             AND EXISTS (SELECT 1 FROM redemption_notices m
-                        WHERE m.merchant_id = n.merchant_id AND m.payment_reference = n.payment_reference
+                        WHERE m.packet_id = n.packet_id AND m.merchant_id = n.merchant_id
+                          AND m.payment_reference = n.payment_reference
                           AND m.amount_fen = n.amount_fen AND m.id <> n.id AND m.status = 'matched'
                           AND m.occurred_at BETWEEN n.occurred_at - $2 * interval '1 second'
-                                                AND n.occurred_at + $2 * interval '1 second')))
+                                                AND n.occurred_at + $2 * interval '1 second' OFFSET 0)))
 ), marked AS (
     UPDATE redemption_notices n SET status = 'break' FROM found WHERE n.id = found.notice_id RETURNING n.id)
 INSERT INTO reconciliation_breaks (class, notice_id, line_id, campaign_id, merchant_id, amount_fen, detail, run_id)
@@ -248,7 +254,8 @@ WITH found AS (
     FROM redemption_notices n
     WHERE n.status = 'pending' AND n.occurred_at + $2 * interval '1 second' <= $3
       AND (n.kind = 'payment' OR EXISTS (SELECT 1 FROM redemption_notices p WHERE p.merchant_id = n.merchant_id
-                                         AND p.merchant_txn_id = n.reverses_txn_id AND p.status = 'matched'))
+                                         AND p.merchant_txn_id = n.reverses_txn_id AND p.status = 'matched'
+                                         OFFSET 0))
       AND {_COVERED}
 ), marked AS (
     UPDATE redemption_notices n SET status = 'break' FROM found WHERE n.id = found.notice_id RETURNING n.id)
@@ -349,13 +356,15 @@ async def _classify(conn: asyncpg.Connection, run_id: int, as_of: datetime, opti
 
 async def _outcome(conn: asyncpg.Connection, counts: dict[str, int]) -> str:
     row = await conn.fetchrow(
-        f"""SELECT (SELECT count(*) FROM redemption_notices n WHERE n.status = 'pending') AS pending_notices,
-                   (SELECT count(*) FROM redemption_notices n WHERE n.status = 'pending'
-                      AND NOT EXISTS (SELECT 1 FROM settlement_files f WHERE f.bank_code = n.bank_code
-                        AND f.settlement_date = (n.occurred_at AT TIME ZONE '{BANK_TIME_ZONE}')::date))
-                       AS without_file,
+        f"""SELECT p.pending_notices, p.without_file,
                    (SELECT count(*) FROM settlement_lines WHERE status = 'open') AS open_lines,
-                   (SELECT count(*) FROM reconciliation_breaks WHERE resolved_at IS NULL) AS open_breaks""")
+                   (SELECT count(*) FROM reconciliation_breaks WHERE resolved_at IS NULL) AS open_breaks
+            FROM (SELECT count(*) AS pending_notices,
+                         count(*) FILTER (WHERE NOT EXISTS (
+                             SELECT 1 FROM settlement_files f WHERE f.bank_code = n.bank_code
+                               AND f.settlement_date = (n.occurred_at AT TIME ZONE '{BANK_TIME_ZONE}')::date))
+                             AS without_file
+                  FROM redemption_notices n WHERE n.status = 'pending') p""")
     for key in ("pending_notices", "without_file", "open_lines", "open_breaks"):
         counts[key] = int(row[key])
     if counts["without_file"]:
