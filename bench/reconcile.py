@@ -122,12 +122,8 @@ async def set_up(conn: asyncpg.Connection, campaign_id: str, packet_count: int, 
 
 
 def workload(campaign_id: str, packet_rows: list[tuple[int, str, str]], merchant_ids: list[str], total: int,
-             seeded: int, day_noon: datetime, run: int = 0) -> Workload:
-    """Notices and lines with every class seeded `seeded` times (duplicates half on each side).
-
-    Spend ids carry the run, as the banks' ids never repeat: a later run in the same database is
-    not the earlier run's duplicate.
-    """
+             seeded: int, day_noon: datetime) -> Workload:
+    """Notices and lines with every class seeded `seeded` times (duplicates half on each side)."""
     rng = random.Random(42)
     half = seeded // 2
     fallback = total // 20
@@ -144,7 +140,7 @@ def workload(campaign_id: str, packet_rows: list[tuple[int, str, str]], merchant
         merchant = merchant_ids[serial % len(merchant_ids)]
         amount = rng.randint(100, 999)
         at = day_noon + timedelta(seconds=rng.uniform(-36_000, 36_000))
-        spend_id = f"{kind}-{run}.{serial}"
+        spend_id = f"{kind}-{serial}"
         notice: Notice = (merchant, f"{kind}-t{serial}", "payment", campaign_id, pid, bank, reference, spend_id,
                           amount, at, hashlib.sha256(spend_id.encode()).digest())
         line: Line = (bank, spend_id, reference, merchant, amount, at + timedelta(seconds=rng.uniform(0, 2)))
@@ -223,10 +219,9 @@ async def one_run(settings: Settings, run: int, args: argparse.Namespace) -> Run
         campaign_id = f"bench-rec-{run}-{int(time.time())}"
         print(f"run {run + 1}: set-up: {args.packets:,} issued packets, {args.merchants:,} merchants", flush=True)
         packet_rows, merchant_ids = await set_up(conn, campaign_id, args.packets, args.merchants)
-        # A day of its own per run: each run's files are its day's first, as in the first run.
-        day = (datetime.now(SETTLEMENT_TIMEZONE) - timedelta(days=2 + run)).date()
+        day = (datetime.now(SETTLEMENT_TIMEZONE) - timedelta(days=2)).date()
         noon = datetime.combine(day, datetime.min.time(), SETTLEMENT_TIMEZONE) + timedelta(hours=12)
-        work = workload(campaign_id, packet_rows, merchant_ids, args.notices, args.notices // 1000, noon, run)
+        work = workload(campaign_id, packet_rows, merchant_ids, args.notices, args.notices // 1000, noon)
         files = bank_files(work.lines, day)
         await conn.copy_records_to_table("redemption_notices", records=work.notices, columns=NOTICE_COLUMNS)
         await conn.execute("ANALYZE redemption_notices; ANALYZE packets")
@@ -284,22 +279,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merchants", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args(argv)
-    state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-reconcile-"))
-    stack = start_stack(load_settings({"STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_LOG_LEVEL": "WARNING"}),
-                        need_redis=False)
     results: list[RunResult] = []
-    try:
-        migrate_sync(stack.settings)
-        for run in range(args.runs):
+    for run in range(args.runs):
+        # A fresh database per run: a later run must not pay for the rows an earlier one left.
+        state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-reconcile-"))
+        stack = start_stack(load_settings({"STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_LOG_LEVEL": "WARNING"}),
+                            need_redis=False)
+        try:
+            migrate_sync(stack.settings)
             result = asyncio.run(one_run(stack.settings, run, args))
-            results.append(result)
-            print(f"run {run + 1}: reconciliation {result.reconcile_s:.1f} s (+ import {result.import_s:.1f} s); "
-                  f"COPY baseline {result.baseline_s:.1f} s; ratio {result.ratio:.2f}; matched {result.matched:,}; "
-                  f"open breaks {dict(sorted(result.found.items()))}; exact: {'yes' if result.exact else 'NO'}; "
-                  f"ledger audit {'clean' if result.audit_clean else 'BREAKS'}", flush=True)
-    finally:
-        stack.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
+        finally:
+            stack.stop()
+            shutil.rmtree(state_dir, ignore_errors=True)
+        results.append(result)
+        print(f"run {run + 1}: reconciliation {result.reconcile_s:.1f} s (+ import {result.import_s:.1f} s); "
+              f"COPY baseline {result.baseline_s:.1f} s; ratio {result.ratio:.2f}; matched {result.matched:,}; "
+              f"open breaks {dict(sorted(result.found.items()))}; exact: {'yes' if result.exact else 'NO'}; "
+              f"ledger audit {'clean' if result.audit_clean else 'BREAKS'}", flush=True)
     seconds = statistics.median(r.reconcile_s for r in results)
     ratio = statistics.median(r.ratio for r in results)
     imported = statistics.median(r.import_s for r in results)
