@@ -26,7 +26,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -52,6 +52,9 @@ from wallet_adapter.bank_protocol import (
 CSV_HEADER = SETTLEMENT_CSV_HEADER
 CSV_HEADER_WITH_REFUNDS = SETTLEMENT_CSV_HEADER + SETTLEMENT_CSV_REFUND_COLUMNS
 CSV_TRAILER_TAG = SETTLEMENT_CSV_TRAILER
+LineKind = Literal["spend", "refund"]
+_KINDS: dict[str, LineKind] = {"spend": "spend", "refund": "refund"}
+_RETURNED_TO: dict[str, ReturnedTo] = {"wallet": "wallet", "budget": "budget"}
 MAX_FEN = 2**53
 _SPEND_ID = re.compile(SPEND_ID_PATTERN)
 _REFERENCE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -69,9 +72,9 @@ class Line:
     merchant_id: str
     amount_fen: int
     settled_at: datetime
-    kind: str = "spend"                 # or "refund": then spend_id is the refund's id
-    refund_of: str | None = None        # a refund: the spend it refunds
-    returned_to: str | None = None      # a refund: "wallet" or "budget"
+    kind: LineKind = "spend"                # or "refund": then spend_id is the refund's id
+    refund_of: str | None = None            # a refund: the spend it refunds
+    returned_to: ReturnedTo | None = None   # a refund: where the bank put the money
 
 
 @dataclass(frozen=True)
@@ -122,17 +125,20 @@ def _refuse(code: str, detail: str, **extra: Any) -> InvalidInput:
 def _check_line(line_no: int, spend_id: str, reference: str, merchant_id: str, amount_fen: int,
                 settled_at: datetime, day: date, kind: str = "spend", refund_of: str | None = None,
                 returned_to: str | None = None) -> Line:
-    if kind == "spend":
+    line_kind = _KINDS.get(kind)
+    if line_kind is None:
+        raise ValueError(f"kind {kind!r} is neither spend nor refund")
+    to: ReturnedTo | None = None
+    if line_kind == "spend":
         if refund_of or returned_to:
             raise ValueError("a spend has no refund_of or returned_to")
-        refund_of = returned_to = None
-    elif kind == "refund":
+        refund_of = None
+    else:
         if not refund_of or not _SPEND_ID.match(refund_of):
             raise ValueError(f"refund_of {refund_of!r} is not the spend id the refund gives back")
-        if returned_to not in ("wallet", "budget"):
+        to = _RETURNED_TO.get(returned_to or "")
+        if to is None:
             raise ValueError(f"returned_to {returned_to!r} is neither wallet nor budget")
-    else:
-        raise ValueError(f"kind {kind!r} is neither spend nor refund")
     if not _SPEND_ID.match(spend_id):
         raise ValueError(f"spend_id {spend_id!r} is not a bank reference")
     if not _REFERENCE.match(reference):
@@ -145,8 +151,8 @@ def _check_line(line_no: int, spend_id: str, reference: str, merchant_id: str, a
         raise ValueError("settled_at has no time zone")
     if settlement_date_of(settled_at) != day:
         raise ValueError(f"settled_at {settled_at.isoformat()} is not on the file's day {day}")
-    return Line(line_no, spend_id, reference, merchant_id, amount_fen, settled_at.astimezone(UTC), kind, refund_of,
-                returned_to)
+    return Line(line_no, spend_id, reference, merchant_id, amount_fen, settled_at.astimezone(UTC), line_kind, refund_of,
+                to)
 
 
 def _finish(fmt: str, raw: bytes, trailer: SettlementTrailer | None, lines: list[Line],
@@ -278,8 +284,8 @@ def to_csv(parsed: ParsedFile) -> bytes:
     """The same records as CSV (the format banks hand over for upload)."""
     return settlement_csv(
         [SettlementLine(spend_id=x.spend_id, idempotency_key=x.payment_reference, merchant_id=x.merchant_id,
-                        amount_fen=x.amount_fen, settled_at=x.settled_at, kind="refund" if x.kind == "refund" else "spend",
-                        refund_of=x.refund_of, returned_to=_returned_to(x.returned_to))
+                        amount_fen=x.amount_fen, settled_at=x.settled_at, kind=x.kind, refund_of=x.refund_of,
+                        returned_to=x.returned_to)
          for x in parsed.lines],
         SettlementTrailer(bank_code=parsed.bank_code, settlement_date=parsed.settlement_date,
                           complete=parsed.complete, line_count=parsed.line_count, total_fen=parsed.total_fen))
@@ -294,10 +300,6 @@ def coverage(parsed: ParsedFile, fetched_at: datetime | None) -> datetime:
         return min(fetched_at, day_end)
     last = max((line.settled_at for line in parsed.lines), default=None)
     return last if last is not None else end_of_day(parsed.settlement_date - timedelta(days=1))
-
-
-def _returned_to(value: str | None) -> ReturnedTo | None:
-    return "wallet" if value == "wallet" else "budget" if value == "budget" else None
 
 
 _COLUMNS = ["line_no", "spend_id", "payment_reference", "merchant_id", "amount_fen", "settled_at", "kind", "refund_of",
