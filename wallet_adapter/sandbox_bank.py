@@ -5,8 +5,8 @@ durable books in SQLite (one WAL file in its data directory; it is an outside pa
 touches our PostgreSQL), signs every response body with its own Ed25519 key, and has fault knobs
 so tests and demos can make it slow, flaky, ambiguous, down or rate limited.
 
-Durability and throughput: every write (credit, batch, spend, refund, reclaim) goes through one writer
-thread that drains whatever requests are waiting (up to `MAX_GROUP_COMMIT`), applies them in
+Durability and throughput: every write (credit, batch, spend, refund, reclaim) goes through one
+writer thread that drains whatever requests are waiting (up to `MAX_GROUP_COMMIT`), applies them in
 order inside one transaction (one savepoint each, so one refusal or bug spoils only its own
 request) and commits with `synchronous=FULL` before any of them is answered: one fsync per group
 instead of one per credit. Reads run on a small pool of read-only connections.
