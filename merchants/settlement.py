@@ -26,7 +26,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -40,6 +40,7 @@ from wallet_adapter.bank_protocol import (
     SETTLEMENT_CSV_TRAILER,
     SETTLEMENT_TIMEZONE,
     SPEND_ID_PATTERN,
+    LineKind,
     ReturnedTo,
     SettlementFile,
     SettlementLine,
@@ -52,7 +53,6 @@ from wallet_adapter.bank_protocol import (
 CSV_HEADER = SETTLEMENT_CSV_HEADER
 CSV_HEADER_WITH_REFUNDS = SETTLEMENT_CSV_HEADER + SETTLEMENT_CSV_REFUND_COLUMNS
 CSV_TRAILER_TAG = SETTLEMENT_CSV_TRAILER
-LineKind = Literal["spend", "refund"]
 _KINDS: dict[str, LineKind] = {"spend": "spend", "refund": "refund"}
 _RETURNED_TO: dict[str, ReturnedTo] = {"wallet": "wallet", "budget": "budget"}
 MAX_FEN = 2**53

@@ -250,6 +250,7 @@ class RefundRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 ReturnedTo = Literal["wallet", "budget"]
+LineKind = Literal["spend", "refund"]
 
 
 class RefundResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -272,7 +273,7 @@ class SettlementLine(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"
     merchant_id: str
     amount_fen: int
     settled_at: datetime
-    kind: Literal["spend", "refund"] = "spend"
+    kind: LineKind = "spend"
     refund_of: str | None = None
     returned_to: ReturnedTo | None = None
 
