@@ -395,30 +395,23 @@ async def run(conn: asyncpg.Connection, options: RunOptions | None = None,
             """SELECT min(id) FILTER (WHERE kind = 'payment') AS lo, max(id) FILTER (WHERE kind = 'payment') AS hi,
                       min(id) FILTER (WHERE kind = 'reversal') AS rlo, max(id) FILTER (WHERE kind = 'reversal') AS rhi
                FROM redemption_notices WHERE status IN ('pending', 'break')""")
+        # Payments by reference, then by merchant, packet and amount; then the reversals, whose
+        # payments the first two passes may just have matched. Chunk numbers key the postings.
+        passes = (("by reference", _BY_REFERENCE, "lo", "hi", ()),
+                  ("by merchant, packet and amount", _BY_FALLBACK, "lo", "hi", (options.window_s,)),
+                  ("refunds", _REVERSALS, "rlo", "rhi", (options.window_s,)))
         chunk = 0
-        if bounds["lo"] is not None:
-            lo, hi = int(bounds["lo"]), int(bounds["hi"])
-            steps = list(range(lo, hi + 1, options.chunk))
-            for index, first in enumerate(steps):
+        for label, query, low, high, extra in passes:
+            if bounds[low] is None:
+                continue
+            lo, hi = int(bounds[low]), int(bounds[high])
+            firsts = range(lo, hi + 1, options.chunk)
+            for index, first in enumerate(firsts):
                 last = min(first + options.chunk - 1, hi)
-                await _pair_chunk(conn, run_id, index, _BY_REFERENCE, (first, last), counts)
+                await _pair_chunk(conn, run_id, chunk, query, (first, last, *extra), counts)
+                chunk += 1
                 if progress is not None:
-                    progress("by reference", index + 1, len(steps))
-            for index, first in enumerate(steps):
-                last = min(first + options.chunk - 1, hi)
-                await _pair_chunk(conn, run_id, len(steps) + index, _BY_FALLBACK, (first, last, options.window_s),
-                                  counts)
-                if progress is not None:
-                    progress("by merchant, packet and amount", index + 1, len(steps))
-            chunk = 2 * len(steps)
-        if bounds["rlo"] is not None:
-            lo, hi = int(bounds["rlo"]), int(bounds["rhi"])
-            steps = list(range(lo, hi + 1, options.chunk))
-            for index, first in enumerate(steps):
-                last = min(first + options.chunk - 1, hi)
-                await _pair_chunk(conn, run_id, chunk + index, _REVERSALS, (first, last, options.window_s), counts)
-                if progress is not None:
-                    progress("refunds", index + 1, len(steps))
+                    progress(label, index + 1, len(firsts))
         await _classify(conn, run_id, as_of, options, counts)
         outcome = await _outcome(conn, counts)
         await conn.execute("UPDATE reconciliation_runs SET finished_at = clock_timestamp(), outcome = $2, "
