@@ -215,6 +215,21 @@ class BatchCreditResponse(msgspec.Struct, frozen=True, kw_only=True):
     results: list[BatchItemResult]
 
 
+class BatchStatusRequest(msgspec.Struct, frozen=True, kw_only=True):
+    idempotency_keys: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_BATCH_ITEMS)]
+
+
+class StatusItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One key of a batch status query: its credit, or null when the bank never made it."""
+
+    idempotency_key: str
+    record: CreditRecord | None = None
+
+
+class BatchStatusResponse(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[StatusItem]
+
+
 class ReclaimResult(msgspec.Struct, frozen=True, kw_only=True):
     status: Literal["reclaimed"]
     idempotency_key: str

@@ -253,7 +253,7 @@ async def _connect(settings: Settings, pool_max: int) -> tuple[asyncpg.Pool, red
 @click.option("--bank", "bank_codes", multiple=True, help="consume only these banks' streams (default: all)")
 @click.option("--slots", type=click.IntRange(1, 64), default=4, show_default=True, help="batches in hand per bank")
 @click.option("--bank-concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
-              help="calls in flight per bank (status queries of an ambiguous batch included)")
+              help="calls in flight per bank (credits and status queries)")
 @click.option("--bank-timeout-s", type=click.FloatRange(0.1, 60), default=5.0, show_default=True)
 @click.option("--claim-idle-s", type=click.FloatRange(0.5, 3600), default=30.0, show_default=True,
               help="take over stream entries idle this long (their worker died)")

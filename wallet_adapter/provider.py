@@ -52,6 +52,8 @@ from wallet_adapter.bank_protocol import (
     SIGNATURE_HEADER,
     BatchCreditRequest,
     BatchCreditResponse,
+    BatchStatusRequest,
+    BatchStatusResponse,
     Books,
     CreditRecord,
     CreditRefused,
@@ -269,7 +271,7 @@ class BankClient:
         """Credit many packets, `MAX_BATCH_ITEMS` per call; results in request order.
 
         Each item ends as a `CreditResult` or, refused for good, a `CreditRefused`; an ambiguous
-        call is resolved item by item through status queries, exactly as `credit` does.
+        call is resolved by one batch status query, each item judged exactly as `credit` judges one.
         """
         keys = [r.idempotency_key for r in requests]
         if len(set(keys)) != len(keys):
@@ -290,9 +292,8 @@ class BankClient:
         while to_send or unknown:
             try:
                 if unknown:
-                    unknown = await self._resolve(unknown, outcomes, to_send)
-                    if unknown:
-                        raise _Transient("some status queries failed", maybe_applied=False)
+                    await self._resolve(unknown, outcomes, to_send)
+                    unknown = []
                 if to_send:
                     body = msgspec.json.encode(BatchCreditRequest(items=to_send))
                     reply = await self._attempt("POST", self._prefix + "/credits:batch", body)
@@ -310,34 +311,22 @@ class BankClient:
 
     async def _resolve(self, unknown: list[CreditRequest],
                        outcomes: dict[str, CreditResult | CreditRefused],
-                       to_send: list[CreditRequest]) -> list[CreditRequest]:
-        """Ask about each uncertain item; found ones are done, absent ones join `to_send`."""
-        answers = await asyncio.gather(
-            *(self._status_once(r.idempotency_key) for r in unknown), return_exceptions=True)
-        still_unknown: list[CreditRequest] = []
-        circuit: CircuitOpen | None = None
-        for request, answer in zip(unknown, answers, strict=True):
-            if isinstance(answer, CircuitOpen):
-                circuit = answer
-                still_unknown.append(request)
-            elif isinstance(answer, _Transient):
-                still_unknown.append(request)
-            elif isinstance(answer, BaseException):
-                raise answer
-            elif answer is None:
+                       to_send: list[CreditRequest]) -> None:
+        """Ask about the uncertain items in one status query; found ones are done, absent ones
+        join `to_send`. A failed query leaves them all uncertain (`_Transient` or `CircuitOpen`)."""
+        records = await self._status_many_once([r.idempotency_key for r in unknown])
+        for request in unknown:
+            record = records[request.idempotency_key]
+            if record is None:
                 to_send.append(request)
-            else:
-                self.stats["resolved_by_status"] += 1
-                try:
-                    outcomes[request.idempotency_key] = _result_from_record(request, answer)
-                except PermanentFailure as exc:
-                    outcomes[request.idempotency_key] = CreditRefused(
-                        idempotency_key=request.idempotency_key, status=exc.status,
-                        code=exc.code, detail=exc.detail)
-        if circuit is not None:
-            unknown[:] = still_unknown
-            raise circuit
-        return still_unknown
+                continue
+            self.stats["resolved_by_status"] += 1
+            try:
+                outcomes[request.idempotency_key] = _result_from_record(request, record)
+            except PermanentFailure as exc:
+                outcomes[request.idempotency_key] = CreditRefused(
+                    idempotency_key=request.idempotency_key, status=exc.status,
+                    code=exc.code, detail=exc.detail)
 
     def _credit_outcome(self, request: CreditRequest, reply: _Reply) -> CreditResult:
         if reply.status == 200:
@@ -464,6 +453,21 @@ class BankClient:
                 raise ProtocolError("a credit_not_found that does not name this credit")
             return None
         raise RequestRejected(reply.status, problem.code, problem.detail)
+
+    async def _status_many_once(self, keys: list[str]) -> dict[str, CreditRecord | None]:
+        """One batch status query (at most `MAX_BATCH_ITEMS` keys): each key's credit or None."""
+        body = msgspec.json.encode(BatchStatusRequest(idempotency_keys=keys))
+        reply = await self._attempt("POST", self._prefix + "/credits:status", body)
+        if reply.status != 200:
+            problem = _problem(reply)
+            raise RequestRejected(reply.status, problem.code, problem.detail)
+        items = _decode(reply.body, BatchStatusResponse).items
+        if [item.idempotency_key for item in items] != keys:
+            raise ProtocolError("the status answer does not list the keys asked, in order")
+        for item in items:
+            if item.record is not None and item.record.idempotency_key != item.idempotency_key:
+                raise ProtocolError("the status answer names another credit")
+        return {item.idempotency_key: item.record for item in items}
 
     def _expect(self, reply: _Reply, kind: type[T]) -> T:
         if reply.status == 200:

@@ -81,6 +81,8 @@ from wallet_adapter.bank_protocol import (
     BatchCreditRequest,
     BatchCreditResponse,
     BatchItemResult,
+    BatchStatusRequest,
+    BatchStatusResponse,
     CreditRecord,
     CreditRefused,
     CreditRequest,
@@ -95,6 +97,7 @@ from wallet_adapter.bank_protocol import (
     SettlementTrailer,
     SpendRequest,
     SpendResult,
+    StatusItem,
     settlement_csv,
     settlement_date_of,
 )
@@ -339,6 +342,16 @@ def _record(conn: sqlite3.Connection, bank_code: str, key: str) -> CreditRecord:
 
 def credit_record(conn: sqlite3.Connection, bank_code: str, key: str) -> CreditRecord:
     return _record(conn, bank_code, key)
+
+
+def credit_records(conn: sqlite3.Connection, bank_code: str, keys: list[str]) -> BatchStatusResponse:
+    items = []
+    for key in keys:
+        try:
+            items.append(StatusItem(idempotency_key=key, record=_record(conn, bank_code, key)))
+        except Refusal:
+            items.append(StatusItem(idempotency_key=key))
+    return BatchStatusResponse(items=items)
 
 
 def record_reclaim(conn: sqlite3.Connection, bank_code: str, key: str) -> ReclaimResult:
@@ -991,6 +1004,9 @@ class BankRoutes:
             key = rest[0]
             return self.sandbox.json(
                 await self.books.read(lambda c: credit_record(c, bank.code, key)))
+        if shape == ("POST", "credits:status", 0, ""):
+            keys = _decode(body, BatchStatusRequest).idempotency_keys
+            return self.sandbox.json(await self.books.read(lambda c: credit_records(c, bank.code, keys)))
         if shape == ("POST", "credits", 2, "reclaim"):
             key = rest[0]
             result: Any = await self.books.write(lambda c: record_reclaim(c, bank.code, key))
@@ -1043,6 +1059,7 @@ class BankRoutes:
 
 _SHAPES = frozenset({
     ("POST", "credits", 0, ""), ("POST", "credits:batch", 0, ""), ("GET", "credits", 1, ""),
+    ("POST", "credits:status", 0, ""),
     ("POST", "credits", 2, "reclaim"), ("POST", "credits", 2, "spend"),
     ("POST", "credits", 2, "refund"), ("GET", "settlements", 1, ""), ("GET", "books", 0, ""),
 })

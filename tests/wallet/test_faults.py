@@ -11,7 +11,7 @@ import pytest
 
 from tests.wallet.conftest import Admin, ClientFactory, RunningBank, credit_request, free_port
 from wallet_adapter.backoff import Backoff
-from wallet_adapter.bank_protocol import SpendRequest
+from wallet_adapter.bank_protocol import CreditRefused, CreditResult, SpendRequest
 from wallet_adapter.circuit_breaker import BreakerOptions, BreakerState
 from wallet_adapter.provider import BankClient, BankUnavailable, CircuitOpen
 
@@ -30,11 +30,37 @@ async def test_commit_then_timeout_is_resolved_by_status_not_by_a_second_credit(
     assert client.stats["resolved_by_status"] == 1
     assert admin.stats("ICBC")["injected_hangs"] >= 1
     batch = [credit_request(campaign_id, f"b-{i}", f"W-{i}") for i in range(20)]
+    attempts = client.stats["attempts"]
     outcomes = await client.credit_batch(batch)
     assert [o.idempotency_key for o in outcomes] == [r.idempotency_key for r in batch]
     assert client.stats["resolved_by_status"] == 21
+    assert client.stats["attempts"] - attempts == 2  # the batch, then one status query for all 20
     books = await client.books(campaign_id)
     assert (books.credits, books.double_credits) == (21, 0)
+
+
+async def test_an_ambiguous_batch_resends_only_what_the_bank_never_stored(
+        admin: Admin, make_client: ClientFactory, campaign_id: str) -> None:
+    admin.knobs(bank_code="ICBC", commit_timeout_rate=1.0, hang_ms=5_000)
+    client = make_client("ICBC", timeout_s=0.3)
+    batch = [credit_request(campaign_id, f"p-{i}", f"FROZEN-{i}" if i % 4 == 0 else f"W-{i}")
+             for i in range(20)]  # a refusal stores nothing, so the status query finds no credit
+    hangs = admin.stats("ICBC").get("injected_hangs", 0)
+    task = asyncio.create_task(client.credit_batch(batch))
+    for _ in range(200):  # until the batch has committed and its answer hangs
+        if admin.stats("ICBC").get("injected_hangs", 0) > hangs:
+            break
+        await asyncio.sleep(0.02)
+    admin.reset()  # before the client's timeout: the resend is answered at once
+    outcomes = await task
+    refused = [o for o in outcomes if isinstance(o, CreditRefused)]
+    assert [o.idempotency_key for o in refused] == [r.idempotency_key for r in batch[::4]]
+    assert {o.code for o in refused} == {"wallet_frozen"}
+    credited = [o for o in outcomes if isinstance(o, CreditResult)]
+    assert len(credited) == 15 and all(o.duplicate for o in credited)
+    assert client.stats["attempts"] == 3  # the batch, one status query, the 5 refused sent again
+    books = await client.books(campaign_id)
+    assert (books.credits, books.double_credits) == (15, 0)
 
 
 async def test_transient_errors_are_retried_until_each_packet_is_credited_once(

@@ -112,6 +112,27 @@ def test_batch_answers_each_item_in_order(bank: RunningBank, campaign_id: str) -
     assert books["credits"] == 4 and books["double_credits"] == 0
 
 
+def test_batch_status_answers_each_key_in_order_with_null_for_never_credited(
+        bank: RunningBank, campaign_id: str) -> None:
+    credited = [credit_request(campaign_id, f"p-{i}", f"W-{i}") for i in range(3)]
+    assert _post(bank, "/banks/CCB/v1/credits:batch", {"items": credited}).status_code == 200
+    never = credit_request(campaign_id, "p-never")
+    keys = [credited[2].idempotency_key, never.idempotency_key, credited[0].idempotency_key]
+    response = _post(bank, "/banks/CCB/v1/credits:status", {"idempotency_keys": keys})
+    assert response.status_code == 200
+    _assert_signed(bank, response)
+    items = response.json()["items"]
+    assert [i["idempotency_key"] for i in items] == keys
+    assert items[1]["record"] is None
+    assert items[0]["record"]["wallet_id"] == "W-2" and items[2]["record"]["packet_id"] == "p-0"
+    assert items[0]["record"]["status"] == "credited" and items[0]["record"]["balance_fen"] > 0
+    other_bank = _post(bank, "/banks/BOC/v1/credits:status", {"idempotency_keys": keys}).json()
+    assert all(i["record"] is None for i in other_bank["items"])  # keys are per bank
+    for bad in ({"idempotency_keys": []}, {"idempotency_keys": keys[:1] * 501}, {"keys": keys}):
+        refused = _post(bank, "/banks/CCB/v1/credits:status", bad)
+        assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
+
+
 def test_books_detect_a_packet_credited_under_two_keys(bank: RunningBank,
                                                       campaign_id: str) -> None:
     right = credit_request(campaign_id, "p-1")
