@@ -361,27 +361,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", type=Path, help="keep the servers' data and logs in this (new) directory")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-issue-") as tmp:
-        state = Path(tmp) if args.keep is None else args.keep.resolve()
-        state.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "STIMULUS_STATE_DIR": str(state), "STIMULUS_SANDBOX": "1", "STIMULUS_LOG_LEVEL": "WARNING"}
-        for name in ("DATABASE_URL", "REDIS_URL"):
-            env.pop(name, None)
-        stack = start_stack(load_settings(env), need_redis=True)
-        bank = None
-        try:
-            migrate_sync(stack.settings)
-            bank, bank_url = start_bank(state, args.seed)
-            import uvloop
+    import uvloop
 
-            servers = {"bank": [bank.pid], "postgres": _postmaster(state), "redis": _redis_pids(stack)}
-            runs = [uvloop.run(one_run(stack.settings, state, bank_url, n, args, servers))
-                    for n in range(1, args.runs + 1)]
-        finally:
-            if bank is not None:
-                bank.terminate()
-                bank.wait(30)
-            stack.stop()
+    runs = []
+    for n in range(1, args.runs + 1):
+        # Each run gets its own servers: a second run in the same ones would start with the
+        # first run's 600,000 credits in the bank's books and its dead rows in PostgreSQL.
+        with tempfile.TemporaryDirectory(prefix="bench-issue-") as tmp:
+            state = Path(tmp) if args.keep is None else args.keep.resolve() / f"run-{n}"
+            state.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "STIMULUS_STATE_DIR": str(state), "STIMULUS_SANDBOX": "1",
+                   "STIMULUS_LOG_LEVEL": "WARNING"}
+            for name in ("DATABASE_URL", "REDIS_URL"):
+                env.pop(name, None)
+            stack = start_stack(load_settings(env), need_redis=True)
+            bank = None
+            try:
+                migrate_sync(stack.settings)
+                bank, bank_url = start_bank(state, args.seed + n - 1)
+                servers = {"bank": [bank.pid], "postgres": _postmaster(state), "redis": _redis_pids(stack)}
+                runs.append(uvloop.run(one_run(stack.settings, state, bank_url, n, args, servers)))
+            finally:
+                if bank is not None:
+                    bank.terminate()
+                    bank.wait(30)
+                stack.stop()
     return report(runs, args.packets)
 
 

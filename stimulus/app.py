@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -91,6 +92,10 @@ def create_app(settings: Settings) -> Litestar:
                     domain_lifespan = getattr(module, "lifespan", None)
                     if domain_lifespan is not None:
                         await stack.enter_async_context(domain_lifespan(services))
+                # What start-up built lives as long as the process. Frozen, the collector's full
+                # passes stop walking it; they were the registration path's slowest 1 %.
+                gc.collect()
+                gc.freeze()
                 yield
         finally:
             await redis.aclose()
