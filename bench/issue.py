@@ -231,22 +231,25 @@ async def issue_in_bulk(pool: asyncpg.Pool, settings: Settings, campaign_id: str
 async def wait_issued(pool: asyncpg.Pool, campaign_id: str, packets: int, timeout_s: float) -> int:
     """Wait until no work item of the campaign is open, then count the packets issued.
 
-    The poll reads the small partial index of open outbox rows, not the packets table: counting
-    300,000 packets by state twice a second cost PostgreSQL a tenth of a core during the run.
+    Each poll costs PostgreSQL tens of milliseconds while many rows are open, so it polls once a
+    second then, and more often as the end nears: the finishing time is exact to about 50 ms.
     """
-    deadline = time.monotonic() + timeout_s
-    last = time.monotonic()
+    started = deadline = time.monotonic()
+    deadline += timeout_s
+    last = started
     while True:
-        open_rows = await pool.fetchval(
+        open_rows = int(await pool.fetchval(
             """SELECT count(*) FROM issuance_outbox
-               WHERE done_at IS NULL AND dead_at IS NULL AND campaign_id = $1""", campaign_id)
-        if not open_rows or time.monotonic() > deadline:
+               WHERE done_at IS NULL AND dead_at IS NULL AND campaign_id = $1""", campaign_id))
+        now = time.monotonic()
+        if not open_rows or now > deadline:
             return int(await pool.fetchval(
                 "SELECT count(*) FROM packets WHERE campaign_id = $1 AND state = 'issued'", campaign_id))
-        if time.monotonic() - last >= 10:
+        if now - last >= 10:
             print(f"  ... {packets - open_rows:,} settled", flush=True)
-            last = time.monotonic()
-        await asyncio.sleep(0.25)
+            last = now
+        rate = (packets - open_rows) / max(now - started, 1e-3)
+        await asyncio.sleep(min(1.0, max(0.05, open_rows / rate / 3)) if rate > 0 else 0.5)
 
 
 def spawn_workers(settings: Settings, bank_url: str, state: Path, workers: int, slots: int,
