@@ -18,9 +18,9 @@ dispatcher publishes, the workers credit in batches and commit outcomes, until n
 pending. Baseline, in the same run: the same bank driven directly by a bare client (raw
 keep-alive HTTP/1.1, no signature checks, no database) sending the same batches at the same
 concurrency (`--bank-concurrency` calls in flight per bank; the workers hold `--slots` batches
-per bank, so loading and committing one batch overlaps the bank calls of others), crediting as
-many packets for another campaign. Afterwards: the banks' books against
-our ledger (double credits, lost packets) and `stimulus audit ledger` for the campaign.
+per bank, 4 as `stimulus up` runs them), crediting as many packets for another campaign.
+Afterwards: the banks' books against our ledger (double credits, lost packets) and
+`stimulus audit ledger` for the campaign.
 
 Targets: 300,000 issued in <= 120 s, ratio to the baseline >= 0.7, zero double credits, zero lost
 packets, ledger audit clean. Figures move +-15 % between runs on the 2-core machine; `--runs 3`
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="issuance worker processes")
-    parser.add_argument("--slots", type=int, default=8, help="batches in hand per bank per worker")
+    parser.add_argument("--slots", type=int, default=4, help="batches in hand per bank per worker")
     parser.add_argument("--bank-concurrency", type=int, default=4,
                         help="calls in flight per bank per worker, and the baseline's per bank")
     parser.add_argument("--timeout-s", type=float, default=2.0, help="bank call timeout (both clients)")
