@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> Litestar:
                 gc.freeze()
                 yield
         finally:
+            gc.unfreeze()  # a process that starts the app again (tests) lets the old one go
             await redis.aclose()
             await pool.close()
 
