@@ -98,10 +98,12 @@ async def claim(conn: asyncpg.Connection, campaign: Campaign, ticket: int, walle
                 return ClaimOutcome(packets.view_from_row(row), False)
             raise Conflict("the packet is already bound to another wallet", code="wallet_already_bound",
                            state=state)
-        if state == packets.CANCELLED:
-            raise WrongState("the packet was cancelled", code="packet_cancelled")
+        # The deadline first: after it, the answer must not depend on whether the deadline job
+        # has cancelled this packet yet.
         if row["now"] >= campaign.claim_deadline:
             raise WrongState("the claim deadline has passed", code="claim_deadline_passed")
+        if state == packets.CANCELLED:
+            raise WrongState("the packet was cancelled", code="packet_cancelled")
         not_before = row["now"]
         if state == packets.FAILED and any(bank != wallet.bank_code for bank in row["refused_by"]):
             not_before = max(not_before, row["failed_at"] + REBIND_FENCE)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 
+from lottery import campaigns
+from stimulus.db import create_pool
 from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
@@ -18,6 +21,7 @@ from tests.issuance.helpers import (
     wait_for_states,
 )
 from tests.wallet.conftest import RunningBank
+from wallet_adapter import issuance
 
 
 async def test_claim_binds_a_wallet_and_the_packet_is_credited_once(
@@ -91,3 +95,33 @@ async def test_the_same_claim_ten_times_at_once_binds_and_credits_once(
     assert await db.fetchval("SELECT count(*) FROM ledger_transactions WHERE campaign_id = $1 AND kind = 'packet.issue'",
                              campaign) == 1
     assert ticket in w.tokens
+
+
+async def test_a_claim_after_the_deadline_says_so_even_once_its_packet_is_cancelled(
+        http: httpx.AsyncClient, stack: Stack, db: asyncpg.Connection, operator_token: str,
+        second_operator_token: str) -> None:
+    now = datetime.now(UTC)
+    deadline = now + timedelta(seconds=6)
+    w = await create_winners(
+        http, stack.settings, operator_token, second_operator_token, winners=6, registrants=8,
+        registration_opens_at=(now - timedelta(seconds=5)).isoformat(),
+        registration_closes_at=(now + timedelta(seconds=4)).isoformat(),
+        claim_deadline=deadline.isoformat(), spending_deadline=(now + timedelta(seconds=60)).isoformat())
+    first, second = (w.tokens[t] for t in sorted(w.tokens)[:2])
+    early = await claim(http, w.campaign_id, first, "ICBC", "W-early")
+    assert early.status_code == 202
+    await asyncio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.2)
+    # The deadline job's first half: the unclaimed packet is cancelled, claims are not closed yet.
+    assert stack.settings.database_url
+    pool = await create_pool(stack.settings.database_url, 1, 2)
+    try:
+        campaign = await campaigns.fetch(pool, w.campaign_id)
+        assert await issuance.cancel_unclaimed(pool, campaign, "operator:test") == 5
+    finally:
+        await pool.close()
+    late = await claim(http, w.campaign_id, second, "ICBC", "W-late")
+    assert late.status_code == 409 and late.json()["code"] == "claim_deadline_passed"
+    repeat = await claim(http, w.campaign_id, first, "ICBC", "W-early")
+    assert repeat.status_code == 202 and repeat.json()["state"] == "issuing"
+    assert await db.fetchval("SELECT count(*) FROM packets WHERE campaign_id = $1 AND state = 'cancelled'",
+                             w.campaign_id) == 5
