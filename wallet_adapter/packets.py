@@ -22,9 +22,9 @@ was spent stays on `issued` until the merchants' reconciliation moves it to `red
 Batch updates join `unnest(...)` arrays to their packets. Statistics gathered before a bulk start
 claim that no packet is `issuing`, so the planner expects one row and picks a nested loop: without
 the index condition `id = ANY($1)` it scans the whole table once per row of the batch, and with it
-it still compares each of the batch's packets with every item (250,000 comparisons, 50 ms, for
+it still compares each of the batch's packets with every item (250,000 comparisons, 55 ms, for
 500). They therefore run with nested loops off (`_fetch_batch`), which makes the join a hash
-join whatever the statistics say: 1 ms for 500.
+join whatever the statistics say: about 1 ms for 500.
 """
 
 from __future__ import annotations
@@ -236,9 +236,9 @@ async def cancel(conn: asyncpg.Connection, packet_ids: Sequence[int], *,
 
 
 async def _fetch_batch(conn: asyncpg.Connection, query: str, *args: Any) -> list[asyncpg.Record]:
-    """Run a batch statement with hash joins (see the module docstring), then restore the setting
-    for the rest of the caller's transaction. After an error the transaction is rolled back, and
-    the setting with it."""
+    """Run a batch statement with hash joins (see the module docstring); the rest of the caller's
+    transaction plans with the server's default again. After an error the transaction is rolled
+    back, and the setting with it."""
     if not conn.is_in_transaction():
         rows: list[asyncpg.Record] = await conn.fetch(query, *args)
         return rows
