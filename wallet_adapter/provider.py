@@ -367,43 +367,36 @@ class BankClient:
 
     async def reclaim(self, idempotency_key: str) -> ReclaimResult:
         """Take back the unspent balance (at expiry); repeating it answers the same figures."""
-        _check_key_format(idempotency_key)
-
-        async def once() -> ReclaimResult:
-            path = f"{self._prefix}/credits/{idempotency_key}/reclaim"
-            reply = await self._attempt("POST", path, b"")
-            result = self._expect(reply, ReclaimResult)
-            if result.idempotency_key != idempotency_key:
-                raise ProtocolError("the reclaim answer names another credit")
-            return result
-        return await self._retrying("reclaim", idempotency_key, once)
+        return await self._on_credit(
+            idempotency_key, "reclaim", b"", ReclaimResult, idempotency_key, "credit",
+            lambda r: r.idempotency_key == idempotency_key)
 
     async def spend(self, idempotency_key: str, request: SpendRequest) -> SpendResult:
         """Sandbox helper: a citizen pays a merchant from the packet (idempotent by spend id)."""
-        _check_key_format(idempotency_key)
-        body = msgspec.json.encode(request)
-
-        async def once() -> SpendResult:
-            path = f"{self._prefix}/credits/{idempotency_key}/spend"
-            result = self._expect(await self._attempt("POST", path, body), SpendResult)
-            if (result.spend_id, result.idempotency_key) != (request.spend_id, idempotency_key):
-                raise ProtocolError("the spend answer names another spend")
-            return result
-        return await self._retrying("spend", request.spend_id, once)
+        return await self._on_credit(
+            idempotency_key, "spend", msgspec.json.encode(request), SpendResult, request.spend_id, "spend",
+            lambda r: (r.spend_id, r.idempotency_key) == (request.spend_id, idempotency_key))
 
     async def refund(self, idempotency_key: str, request: RefundRequest) -> RefundResult:
         """A merchant refunds (part of) a spend of the packet (idempotent by refund id)."""
-        _check_key_format(idempotency_key)
-        body = msgspec.json.encode(request)
+        return await self._on_credit(
+            idempotency_key, "refund", msgspec.json.encode(request), RefundResult, request.refund_id, "refund",
+            lambda r: (r.refund_id, r.spend_id, r.idempotency_key) == (
+                request.refund_id, request.spend_id, idempotency_key))
 
-        async def once() -> RefundResult:
-            path = f"{self._prefix}/credits/{idempotency_key}/refund"
-            result = self._expect(await self._attempt("POST", path, body), RefundResult)
-            if (result.refund_id, result.spend_id, result.idempotency_key) != (
-                    request.refund_id, request.spend_id, idempotency_key):
-                raise ProtocolError("the refund answer names another refund")
+    async def _on_credit(self, idempotency_key: str, action: str, body: bytes, kind: type[T], subject: str,
+                         names: str, echoes: Callable[[T], bool]) -> T:
+        """`POST /credits/{key}/{action}`, retried: the bank makes each of these idempotent. An
+        answer that does not echo what was asked is a `ProtocolError`."""
+        _check_key_format(idempotency_key)
+        path = f"{self._prefix}/credits/{idempotency_key}/{action}"
+
+        async def once() -> T:
+            result = self._expect(await self._attempt("POST", path, body), kind)
+            if not echoes(result):
+                raise ProtocolError(f"the {action} answer names another {names}")
             return result
-        return await self._retrying("refund", request.refund_id, once)
+        return await self._retrying(action, subject, once)
 
     async def settlement(self, settlement_date: date) -> SettlementFile:
         """The bank's settlement file for a day, parsed and checked against its trailer."""
