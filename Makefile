@@ -24,7 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy stimulus lottery wallet_adapter merchants
+	$(BIN)/mypy stimulus lottery wallet_adapter merchants sandbox
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.register
