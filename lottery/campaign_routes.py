@@ -12,6 +12,7 @@ from litestar.params import Parameter
 from lottery import campaigns
 from lottery.campaigns import Campaign, CampaignSpec
 from stimulus.auth import Principal, require_role
+from stimulus.contract import contract
 from stimulus.services import Services
 
 
@@ -59,6 +60,9 @@ async def _counts(services: Services, campaign_id: str) -> CampaignCounts:
     return CampaignCounts(row["live"], row["withdrawn"], {r["code"]: r["attempts"] for r in rows})
 
 
+@contract("campaign_exists", "invalid_beacon", "invalid_budget", "invalid_campaign_id", "invalid_draw_rules",
+          "invalid_eligibility", "invalid_label", "invalid_name", "invalid_participants", "invalid_strata",
+          "invalid_tiers", "naive_datetime", "quotas_mismatch", "tiers_exceed_budget", "windows_out_of_order")
 @post("/v1/admin/campaigns", tags=["operator"], summary="Create a campaign (draft)")
 async def create_campaign(services: Services, principal: Principal, data: CampaignSpec) -> Campaign:
     require_role(principal, "operator")
@@ -75,18 +79,21 @@ async def _transition(services: Services, principal: Principal, campaign_id: str
     return campaign
 
 
+@contract("campaign_not_found", "wrong_campaign_state")
 @post("/v1/admin/campaigns/{campaign_id:str}/open", tags=["operator"], status_code=200,
       summary="Open registration")
 async def open_campaign(services: Services, principal: Principal, campaign_id: str) -> Campaign:
     return await _transition(services, principal, campaign_id, "open", "draft")
 
 
+@contract("campaign_not_found", "wrong_campaign_state")
 @post("/v1/admin/campaigns/{campaign_id:str}/close", tags=["operator"], status_code=200,
       summary="Close registration")
 async def close_campaign(services: Services, principal: Principal, campaign_id: str) -> Campaign:
     return await _transition(services, principal, campaign_id, "closed", "open")
 
 
+@contract("campaign_not_found")
 @get("/v1/admin/campaigns/{campaign_id:str}", tags=["operator"], summary="Campaign with counts and ledger")
 async def admin_campaign(services: Services, principal: Principal, campaign_id: str) -> AdminCampaignView:
     require_role(principal, "operator", "auditor")
@@ -134,6 +141,7 @@ async def _public_count(services: Services, campaign_id: str) -> int:
     return n
 
 
+@contract("campaign_not_found")
 @get("/v1/campaigns/{campaign_id:str}", tags=["public"], summary="Public campaign parameters and status")
 async def public_campaign(services: Services, campaign_id: str) -> PublicCampaignView:
     campaign = await campaigns.fetch(services.pool, campaign_id)

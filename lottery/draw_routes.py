@@ -18,6 +18,7 @@ from lottery.results import DrawResult
 from stimulus import approvals
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
+from stimulus.contract import contract
 from stimulus.errors import InvalidInput, NotFound
 from stimulus.identity import Citizen
 from stimulus.services import Services
@@ -43,6 +44,7 @@ class TicketResult(msgspec.Struct, frozen=True):
     round: int | None
 
 
+@contract("approval_pending", "campaign_not_found", "wrong_campaign_state")
 @post("/v1/admin/campaigns/{campaign_id:str}/commitment", tags=["operator"], status_code=202,
       summary="Request the commitment of the closed registrant list (needs a second operator's approval)")
 async def request_commitment(services: Services, principal: Principal, campaign_id: str) -> Approval:
@@ -51,6 +53,8 @@ async def request_commitment(services: Services, principal: Principal, campaign_
         return await approvals.request(conn, actions.COMMIT, campaign_id, {}, principal.actor)
 
 
+@contract("approval_pending", "campaign_not_found", "wrong_campaign_state", "already_drawn",
+          "beacon_not_recorded:409", "ceremony_incomplete")
 @post("/v1/admin/campaigns/{campaign_id:str}/draw", tags=["operator"], status_code=202,
       summary="Request the draw (needs a second operator's approval)")
 async def request_draw(services: Services, principal: Principal, campaign_id: str) -> Approval:
@@ -59,6 +63,9 @@ async def request_draw(services: Services, principal: Principal, campaign_id: st
         return await approvals.request(conn, actions.RUN, campaign_id, {}, principal.actor)
 
 
+@contract("campaign_not_found", "wrong_campaign_state", "not_committed", "beacon_exists", "beacon_invalid",
+          "beacon_before_commitment", "beacon_before_reveals", "wrong_beacon_kind", "wrong_beacon_round",
+          "invalid_beacon", "invalid_hex", "ceremony_incomplete")
 @post("/v1/admin/campaigns/{campaign_id:str}/beacon", tags=["operator"], status_code=200,
       summary="Record the beacon: a drand quicknet round (verified) or the sandbox beacon")
 async def record_beacon(services: Services, principal: Principal, campaign_id: str,
@@ -68,17 +75,20 @@ async def record_beacon(services: Services, principal: Principal, campaign_id: s
         return await beacon.record(conn, services.settings, campaign_id, data, principal.actor)
 
 
+@contract("campaign_not_found", "beacon_not_recorded:404")
 @get("/v1/campaigns/{campaign_id:str}/beacon", tags=["public"], summary="The recorded beacon")
 async def get_beacon(services: Services, campaign_id: str) -> dict[str, Any]:
     return await beacon.fetch(services.pool, campaign_id)
 
 
+@contract("campaign_not_found", "not_committed")
 @get("/v1/campaigns/{campaign_id:str}/commitment", tags=["public"],
      summary="The signed commitment: tree size, root, time, key id, signature")
 async def get_commitment(services: Services, campaign_id: str) -> Commitment:
     return await commitment.fetch_commitment(services.pool, campaign_id)
 
 
+@contract("campaign_not_found", "not_committed", "ticket_not_committed")
 @get("/v1/campaigns/{campaign_id:str}/tickets/{ticket:int}/proof", tags=["public"],
      summary="Inclusion proof of a ticket in the committed tree (RFC 9162)")
 async def ticket_proof(services: Services, campaign_id: str, ticket: int) -> InclusionProof:
@@ -89,6 +99,8 @@ async def ticket_proof(services: Services, campaign_id: str, ticket: int) -> Inc
     return await commitment.inclusion_proof(services.pool, campaign_id, ticket)
 
 
+@contract("campaign_not_found", "participant_not_found", "commitment_exists", "commitment_too_late",
+          "invalid_hex", "bad_signature:400")
 @post("/v1/campaigns/{campaign_id:str}/ceremony/{participant_id:str}/commitment", tags=["ceremony"],
       status_code=200, summary="A participant's signed commitment SHA-256(secret), before registration closes")
 async def ceremony_commit(services: Services, campaign_id: str, participant_id: str,
@@ -97,6 +109,8 @@ async def ceremony_commit(services: Services, campaign_id: str, participant_id: 
         return await ceremony.submit_commitment(conn, campaign_id, participant_id, data)
 
 
+@contract("campaign_not_found", "participant_not_found", "no_commitment", "reveal_not_open",
+          "reveal_too_late", "reveal_mismatch", "invalid_secret", "invalid_hex", "bad_signature:400")
 @post("/v1/campaigns/{campaign_id:str}/ceremony/{participant_id:str}/reveal", tags=["ceremony"],
       status_code=200, summary="A participant's signed reveal, after the commitment and before the beacon")
 async def ceremony_reveal(services: Services, campaign_id: str, participant_id: str,
@@ -105,18 +119,21 @@ async def ceremony_reveal(services: Services, campaign_id: str, participant_id: 
         return await ceremony.submit_reveal(conn, campaign_id, participant_id, data)
 
 
+@contract("campaign_not_found")
 @get("/v1/campaigns/{campaign_id:str}/ceremony", tags=["ceremony"], summary="Ceremony status")
 async def ceremony_state(services: Services, campaign_id: str) -> CeremonyStatus:
     campaign = await campaigns.fetch(services.pool, campaign_id)
     return await ceremony.ceremony_status(services.pool, campaign)
 
 
+@contract("campaign_not_found", "registration_not_found", "not_drawn:404", "ticket_not_committed")
 @get("/v1/campaigns/{campaign_id:str}/result", tags=["citizen"],
      summary="Your own result: won or not, your score, your stratum's cutoff and the totals")
 async def own_result(services: Services, citizen: Citizen, campaign_id: str) -> DrawResult:
     return await results.result_for(services.pool, campaign_id, citizen.id_hmac)
 
 
+@contract("campaign_not_found", "not_drawn:404", answers=[(200, dict[str, Any], "application/json")])
 @get("/v1/campaigns/{campaign_id:str}/bundle", tags=["public"], summary="The signed proof bundle")
 async def get_bundle(services: Services, campaign_id: str) -> Response[bytes]:
     data = await draw.signed_bundle(services.pool, campaign_id)
@@ -136,6 +153,7 @@ def draw_summary(signed: bytes) -> bytes:
         "bundle": {**bundle, "draw": draw_section}})
 
 
+@contract("campaign_not_found", "not_drawn:404", answers=[(200, dict[str, Any], "application/json")])
 @get("/v1/campaigns/{campaign_id:str}/draw", tags=["public"],
      summary="The published draw without its winners list: parameters, commitment, ceremony, beacon, seed, "
              "per-stratum cutoffs, spill-over, winners' root and count, and the SHA-256 of the signed bundle")
@@ -154,6 +172,7 @@ async def get_draw_summary(services: Services, campaign_id: str) -> Response[byt
     return Response(summary, media_type="application/json")
 
 
+@contract("campaign_not_found", "not_drawn:404", "ticket_not_committed")
 @get("/v1/campaigns/{campaign_id:str}/tickets/{ticket:int}/result", tags=["public"],
      summary="A committed ticket's line of the published result: won or not, tier, amount and round")
 async def ticket_result(services: Services, campaign_id: str, ticket: int) -> TicketResult:
@@ -173,6 +192,8 @@ async def ticket_result(services: Services, campaign_id: str, ticket: int) -> Ti
                         row["amount_fen"], row["round"])
 
 
+@contract("campaign_not_found", "not_committed", "invalid_format",
+          answers=[(200, str, "application/x-ndjson"), (200, str, "text/csv")])
 @get("/v1/campaigns/{campaign_id:str}/registrants", tags=["public"],
      summary="The committed registrant list (ticket, pseudonym, stratum), streamed as NDJSON or CSV")
 async def get_registrants(services: Services, campaign_id: str, format: str = "ndjson") -> Stream:

@@ -16,6 +16,7 @@ from lottery.campaign_cache import CampaignCache
 from lottery.registration import (
     NewRegistration,
     Receipt,
+    RegistrationRequest,
     RegistrationWriter,
     count_ineligible,
     find_own,
@@ -25,6 +26,7 @@ from lottery.registration import (
     pseudonym_for,
     withdraw,
 )
+from stimulus.contract import contract
 from stimulus.errors import DomainError, WrongState
 from stimulus.idempotency import StoredResponse, fingerprint
 from stimulus.identity import Citizen
@@ -68,6 +70,11 @@ def _encode(receipt: Receipt) -> bytes:
     return msgspec.json.encode(receipt)
 
 
+@contract("campaign_not_found", "registration_not_open", "registration_closed", "registration_conflict",
+          "ineligible_district", "ineligible_location", "ineligible_phone", "ineligible_social_insurance",
+          "ineligible_too_young", "ineligible_too_old", "invalid_wallet", "unknown_bank", "malformed_json",
+          "invalid_idempotency_key", "idempotency_key_in_use", "idempotency_key_reused", "rate_limited",
+          body=RegistrationRequest, answers=[(201, Receipt, RECEIPT_MEDIA_TYPE), (200, Receipt, RECEIPT_MEDIA_TYPE)])
 @post("/v1/campaigns/{campaign_id:str}/registrations", tags=["citizen"], status_code=201,
       summary="Register for a campaign's lottery", responses=None)
 async def register(request: Request[Any, Any, Any], services: Services, citizen: Citizen,
@@ -126,6 +133,7 @@ async def _register(services: Services, citizen: Citizen, campaign_id: str,
     return (201 if result.created else 200), _encode(receipt)
 
 
+@contract("campaign_not_found", "registration_not_found")
 @get("/v1/campaigns/{campaign_id:str}/registrations/me", tags=["citizen"],
      summary="Read own registration and its receipt")
 async def read_own(services: Services, citizen: Citizen,
@@ -137,6 +145,7 @@ async def read_own(services: Services, citizen: Citizen,
                                own.wallet_bank, own.wallet_id, receipt)
 
 
+@contract("campaign_not_found", "registration_not_found", "registration_not_open", "registration_closed")
 @delete("/v1/campaigns/{campaign_id:str}/registrations/me", tags=["citizen"], status_code=200,
         summary="Withdraw own registration before registration closes")
 async def withdraw_own(services: Services, citizen: Citizen,

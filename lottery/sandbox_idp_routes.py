@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from litestar import post
 
+from stimulus.contract import contract
 from stimulus.errors import InvalidInput
 from stimulus.identity import issue_token
 from stimulus.sandbox_idp import MAX_TOKENS_PER_REQUEST, synthetic_citizen, token_for
@@ -29,6 +30,7 @@ class Tokens(msgspec.Struct, frozen=True):
     tokens: list[str]
 
 
+@contract("invalid_count", "invalid_ttl")
 @post("/sandbox/idp/tokens", tags=["sandbox"], status_code=200,
       summary="SANDBOX ONLY: issue identity tokens for synthetic citizens")
 async def issue_tokens(services: Services, data: TokenRequest) -> Tokens:

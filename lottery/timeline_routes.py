@@ -10,6 +10,7 @@ from litestar.params import Parameter
 
 from lottery import campaigns
 from stimulus.auth import Principal, require_role
+from stimulus.contract import contract
 from stimulus.services import Services
 
 BUCKETS = {"minute": "minute", "hour": "hour", "day": "day"}
@@ -30,6 +31,7 @@ class Timeline(msgspec.Struct, frozen=True):
     ineligible: dict[str, int]  # refused attempts by code (counted, never stored as tickets)
 
 
+@contract("campaign_not_found")
 @get("/v1/admin/campaigns/{campaign_id:str}/registrations/timeline", tags=["operator"],
      summary="Registrations per minute, hour or day; withdrawals and refused attempts by code")
 async def registration_timeline(services: Services, principal: Principal, campaign_id: str,

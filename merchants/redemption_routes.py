@@ -16,6 +16,7 @@ from litestar.params import Parameter
 
 from merchants import redemptions, registry, signing
 from merchants.redemptions import Notice, PaymentNotice, ReversalNotice, Stored
+from stimulus.contract import contract
 from stimulus.services import Services
 
 MEDIA_TYPE = "application/json"
@@ -45,6 +46,10 @@ def _answer(stored: Stored) -> Response[bytes]:
                     media_type=MEDIA_TYPE, headers=headers)
 
 
+@contract("malformed_json", "invalid_basket", "merchant_txn_id_reused", "unknown_payment_reference",
+          "packet_not_live", "spending_closed", "occurred_in_future", "merchant_not_eligible",
+          "amount_exceeds_balance", signed=True, body=PaymentNotice,
+          answers=[(202, Notice, MEDIA_TYPE), (200, Notice, MEDIA_TYPE)])
 @post("/v1/merchants/{merchant_id:str}/redemptions", tags=["merchant"], status_code=202,
       summary="Tell us a packet paid for a purchase (signed); 202 pending, reconciled later")
 async def post_redemption(request: Request[Any, Any, Any], services: Services,
@@ -57,6 +62,9 @@ async def post_redemption(request: Request[Any, Any, Any], services: Services,
     return _answer(await redemptions.submit_payment(services.pool, merchant_id, notice))
 
 
+@contract("malformed_json", "invalid_basket", "merchant_txn_id_reused", "payment_not_found", "not_a_payment",
+          "payment_in_break", "reversal_exceeds_payment", signed=True, body=ReversalNotice,
+          answers=[(202, Notice, MEDIA_TYPE), (200, Notice, MEDIA_TYPE)])
 @post("/v1/merchants/{merchant_id:str}/redemptions/{txn_id:str}/reversals", tags=["merchant"], status_code=202,
       summary="Refund (part of) a payment notice (signed); the reversal has its own merchant_txn_id")
 async def post_reversal(request: Request[Any, Any, Any], services: Services, merchant_id: str = MerchantId,
@@ -67,6 +75,7 @@ async def post_reversal(request: Request[Any, Any, Any], services: Services, mer
     return _answer(await redemptions.submit_reversal(services.pool, merchant, txn_id, notice))
 
 
+@contract("notice_not_found", signed=True)
 @get("/v1/merchants/{merchant_id:str}/redemptions/{txn_id:str}", tags=["merchant"],
      summary="A notice's status: pending, matched or break (signed)")
 async def get_redemption(request: Request[Any, Any, Any], services: Services, merchant_id: str = MerchantId,
@@ -75,6 +84,7 @@ async def get_redemption(request: Request[Any, Any, Any], services: Services, me
     return await redemptions.find(services.pool, merchant.id, txn_id)
 
 
+@contract(signed=True)
 @get("/v1/merchants/{merchant_id:str}", tags=["merchant"], summary="The signing merchant's own record (signed)")
 async def get_self(request: Request[Any, Any, Any], services: Services, merchant_id: str = MerchantId) -> MerchantSelf:
     merchant = await signing.authenticate(services, request, merchant_id)

@@ -9,8 +9,9 @@ from litestar import Response, get
 from litestar.params import Parameter, QueryParameter
 
 from merchants import registry, report_html, reports
-from merchants.reports import CampaignReport
+from merchants.reports import CampaignReport, Statement
 from stimulus.auth import Principal, require_role
+from stimulus.contract import contract
 from stimulus.errors import InvalidInput
 from stimulus.services import Services
 
@@ -22,6 +23,7 @@ Until: Any = QueryParameter(name="to", default=None, description="last day (UTC+
 Format: Any = QueryParameter(name="format", default="json", description="json or csv")
 
 
+@contract("campaign_not_found")
 @get("/v1/admin/campaigns/{campaign_id:str}/report", tags=["operator"],
      summary="Campaign report: money, breaks by class, spend by day/district/category, consumption multiplier")
 async def report_json(services: Services, principal: Principal, campaign_id: str = CampaignId) -> CampaignReport:
@@ -30,6 +32,7 @@ async def report_json(services: Services, principal: Principal, campaign_id: str
         return await reports.campaign_report(conn, campaign_id)
 
 
+@contract("campaign_not_found", answers=[(200, str, "text/html")])
 @get("/v1/admin/campaigns/{campaign_id:str}/report.html", tags=["operator"],
      summary="The campaign report as a printable HTML page with charts")
 async def report_page(services: Services, principal: Principal, campaign_id: str = CampaignId) -> Response[str]:
@@ -39,6 +42,8 @@ async def report_page(services: Services, principal: Principal, campaign_id: str
     return Response(report_html.render(report), media_type="text/html; charset=utf-8")
 
 
+@contract("merchant_not_found", "campaign_not_found", "invalid_format",
+          answers=[(200, Statement, "application/json"), (200, str, "text/csv")])
 @get("/v1/admin/merchants/{merchant_id:str}/statement", tags=["operator"],
      summary="A merchant's statement: every notice with its reconciliation, as JSON or CSV")
 async def statement(services: Services, principal: Principal, merchant_id: str = MerchantId,

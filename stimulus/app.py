@@ -19,6 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from stimulus import approval_routes, dashboard, db
+from stimulus.contract import ContractJsonPlugin
 from stimulus.idempotency import IdempotencyStore
 from stimulus.identity import TokenVerifier
 from stimulus.observability import RequestContextMiddleware, metrics_payload
@@ -121,7 +122,7 @@ def create_app(settings: Settings) -> Litestar:
             version="1.0.0",
             description="Citizen, merchant, operator and public APIs of a verifiable stimulus campaign.",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger"), ContractJsonPlugin()],
         ),
         debug=False,
     )

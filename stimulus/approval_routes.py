@@ -8,6 +8,7 @@ from litestar import get, post
 from stimulus import approvals
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
+from stimulus.contract import contract
 from stimulus.errors import InvalidInput
 from stimulus.services import Services
 
@@ -22,12 +23,16 @@ async def list_approvals(services: Services, principal: Principal, status: str |
     return await approvals.list_recent(services.pool, status)
 
 
+@contract("approval_not_found")
 @get("/v1/admin/approvals/{approval_id:int}", tags=["operator"], summary="One approval request")
 async def get_approval(services: Services, principal: Principal, approval_id: int) -> Approval:
     require_role(principal, "operator", "auditor")
     return await approvals.fetch(services.pool, approval_id)
 
 
+@contract("approval_not_found", "approval_decided", "same_operator", "unknown_action", "campaign_not_found",
+          "wrong_campaign_state", "already_drawn", "beacon_not_recorded:409", "ceremony_incomplete", "not_drawn:409",
+          "claim_deadline_passed")
 @post("/v1/admin/approvals/{approval_id:int}/approve", tags=["operator"], status_code=200,
       summary="Approve and run a request (a different operator from the requester)")
 async def approve(services: Services, principal: Principal, approval_id: int) -> Approval:
@@ -36,6 +41,7 @@ async def approve(services: Services, principal: Principal, approval_id: int) ->
         return await approvals.approve(conn, services.settings, approval_id, principal.actor)
 
 
+@contract("approval_not_found", "approval_decided", "same_operator", "reason_required")
 @post("/v1/admin/approvals/{approval_id:int}/reject", tags=["operator"], status_code=200,
       summary="Reject a request")
 async def reject(services: Services, principal: Principal, approval_id: int, data: Rejection) -> Approval:

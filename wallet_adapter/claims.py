@@ -21,6 +21,7 @@ from lottery.registration import find_own
 from stimulus import approvals
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
+from stimulus.contract import contract
 from stimulus.errors import DomainError, InvalidInput, NotFound
 from stimulus.idempotency import StoredResponse, fingerprint
 from stimulus.identity import Citizen
@@ -59,6 +60,10 @@ async def _rate_limit(services: Services, citizen: Citizen) -> None:
                                             max(1, per_min // 6))], int(time.time() * 1000))
 
 
+@contract("campaign_not_found", "registration_not_found", "not_a_winner", "not_drawn:409", "wrong_campaign_state",
+          "claim_deadline_passed", "packet_cancelled", "wallet_already_bound", "invalid_wallet", "unknown_bank",
+          "malformed_json", "invalid_idempotency_key", "idempotency_key_in_use", "idempotency_key_reused",
+          "rate_limited", body=ClaimRequest, answers=[(202, PacketView, MEDIA_TYPE)])
 @post("/v1/campaigns/{campaign_id:str}/claim", tags=["citizen"], status_code=202,
       summary="Claim your red packet by binding a wallet (operator bank code + wallet id)")
 async def claim(request: Request[Any, Any, Any], services: Services, citizen: Citizen,
@@ -103,6 +108,7 @@ async def _claim(services: Services, citizen: Citizen, campaign_id: str, body: b
     return outcome.view
 
 
+@contract("campaign_not_found", "registration_not_found", "not_a_winner")
 @get("/v1/campaigns/{campaign_id:str}/claim", tags=["citizen"], summary="Your packet: state, wallet, amounts")
 async def claim_status(services: Services, citizen: Citizen, campaign_id: str = CampaignId) -> PacketView:
     own = await find_own(services.pool, campaign_id, citizen.id_hmac)
@@ -112,6 +118,7 @@ async def claim_status(services: Services, citizen: Citizen, campaign_id: str = 
     return packets.view_from_row(row)
 
 
+@contract("approval_pending", "campaign_not_found", "not_drawn:409", "claim_deadline_passed", "nothing_to_issue")
 @post("/v1/admin/campaigns/{campaign_id:str}/issuance", tags=["operator"], status_code=202,
       summary="Request bulk issuance to the wallets given at registration (a second operator approves)")
 async def request_bulk(services: Services, principal: Principal, campaign_id: str = CampaignId) -> Approval:
@@ -120,6 +127,7 @@ async def request_bulk(services: Services, principal: Principal, campaign_id: st
         return await approvals.request(conn, issuance.BULK_START, campaign_id, {}, principal.actor)
 
 
+@contract("campaign_not_found")
 @get("/v1/admin/campaigns/{campaign_id:str}/issuance", tags=["operator"],
      summary="Issuance progress: issued / failed / pending per bank, rate and ETA")
 async def progress(services: Services, principal: Principal, campaign_id: str = CampaignId) -> IssuanceProgress:
