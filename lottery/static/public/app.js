@@ -1,6 +1,7 @@
 // The public campaign page: status and timeline, the signed commitment, the seed's inputs, the
-// result by stratum, downloads, and "check my ticket" (check.js), which verifies a citizen's
-// ticket here, in the browser, so that nobody has to take the server's word for it.
+// result by stratum, downloads, "check my ticket" (check.js), which verifies a citizen's ticket
+// here, in the browser, so that nobody has to take the server's word for it, and "verify the whole
+// draw", which runs every check of stimulus-verify in a Web Worker (whole.js).
 
 import { checkCommitment, checkSeed, checkTicket, fetchJson, yuan } from "./check.js";
 import { STRINGS } from "./i18n.js";
@@ -13,6 +14,9 @@ const ctx = { campaignId, campaign: null, keys: {}, commitment: null, commitment
 let lang = localStorage.getItem("stimulus-lang")
   || ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en");
 let lastCheck = null;
+// The whole-draw check: each step's latest message, the progress, and the outcome.
+const WHOLE_STEPS = ["fetch", "envelope", "commitment", "list", "ceremony", "beacon", "seed", "draw"];
+const whole = { steps: new Map(), progress: null, done: null, worker: null };
 
 // A text: a key with values, where a value may itself be [key, values] to translate.
 function t(key, values = {}) {
@@ -175,6 +179,64 @@ function renderCheck() {
       : null)));
 }
 
+const seconds = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`);
+
+function renderWhole() {
+  $("whole").hidden = !ctx.summary;
+  const running = whole.worker !== null;
+  $("whole-button").disabled = running || !ctx.summary;
+  $("whole-format").disabled = running;
+  const p = whole.progress;
+  $("whole-progress-row").hidden = !p;
+  if (p) {
+    $("whole-progress").value = p.total ? Math.min(1, p.lines / p.total) : 0;
+    $("whole-progress-text").textContent = t("whole_progress", {
+      lines: p.lines.toLocaleString(), total: p.total.toLocaleString(), mb: (p.bytes / 1e6).toFixed(1) });
+  }
+  const d = whole.done;
+  $("whole-verdict").className = d ? d.outcome : running ? "running" : "";
+  $("whole-verdict").textContent = d
+    ? (d.outcome === "pass" ? t("whole_pass", { time: seconds(d.ms) })
+      : t("whole_fail", { step: t(`w_s_${d.step}`), reason: tr(d.reason) }))
+    : running ? t("whole_running") : "";
+  $("whole-steps").replaceChildren(...WHOLE_STEPS.filter((id) => whole.steps.has(id)).map((id) => {
+    const s = whole.steps.get(id);
+    return el("li", { class: s.status, "data-step": id, "data-status": s.status },
+      el("span", { class: "title", text: t(`w_s_${id}`) }),
+      s.ms !== undefined ? el("span", { class: "took", text: seconds(s.ms) }) : null,
+      s.detail ? el("p", { class: "detail", text: tr(s.detail) }) : null);
+  }));
+}
+
+function onWhole() {
+  if (whole.worker) return;
+  whole.steps.clear();
+  whole.progress = null;
+  whole.done = null;
+  delete document.body.dataset.whole;
+  const worker = new Worker("/static/public/whole.js", { type: "module" });
+  whole.worker = worker;
+  const finish = (done) => {
+    whole.done = done;
+    whole.worker = null;
+    worker.terminate();
+    renderWhole();
+    document.body.dataset.whole = done.outcome;
+  };
+  worker.onmessage = ({ data }) => {
+    if (data.type === "step") whole.steps.set(data.id, data);
+    else if (data.type === "progress") whole.progress = data;
+    else if (data.type === "done") { finish(data); return; }
+    renderWhole();
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    finish({ outcome: "fail", step: "error", reason: ["x_raw", { text: String(event.message || "worker error") }] });
+  };
+  worker.postMessage({ base, format: $("whole-format").value });
+  renderWhole();
+}
+
 function render() {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
   $("language").textContent = t("language_toggle");
@@ -186,6 +248,7 @@ function render() {
     renderSeed();
     renderDraw();
     renderDownloads();
+    renderWhole();
   }
   renderCheck();
 }
@@ -228,6 +291,7 @@ $("language").addEventListener("click", () => {
   render();
 });
 $("check-form").addEventListener("submit", (event) => { event.preventDefault(); onCheck(); });
+$("whole-form").addEventListener("submit", (event) => { event.preventDefault(); onWhole(); });
 render();
 load().then(() => {
   render();
