@@ -12,7 +12,7 @@ from litestar.params import Parameter
 from lottery import campaigns
 from lottery.campaigns import Campaign, CampaignSpec
 from stimulus.auth import Principal, require_role
-from stimulus.contract import contract
+from stimulus.contract import OPERATOR, contract
 from stimulus.services import Services
 
 
@@ -62,7 +62,7 @@ async def _counts(services: Services, campaign_id: str) -> CampaignCounts:
 
 @contract("campaign_exists", "invalid_beacon", "invalid_budget", "invalid_campaign_id", "invalid_draw_rules",
           "invalid_eligibility", "invalid_label", "invalid_name", "invalid_participants", "invalid_strata",
-          "invalid_tiers", "naive_datetime", "quotas_mismatch", "tiers_exceed_budget", "windows_out_of_order")
+          "invalid_tiers", "naive_datetime", "quotas_mismatch", "tiers_exceed_budget", "windows_out_of_order", roles=OPERATOR)
 @post("/v1/admin/campaigns", tags=["operator"], summary="Create a campaign (draft)")
 async def create_campaign(services: Services, principal: Principal, data: CampaignSpec) -> Campaign:
     require_role(principal, "operator")
@@ -79,14 +79,14 @@ async def _transition(services: Services, principal: Principal, campaign_id: str
     return campaign
 
 
-@contract("campaign_not_found", "wrong_campaign_state")
+@contract("campaign_not_found", "wrong_campaign_state", roles=OPERATOR)
 @post("/v1/admin/campaigns/{campaign_id:str}/open", tags=["operator"], status_code=200,
       summary="Open registration")
 async def open_campaign(services: Services, principal: Principal, campaign_id: str) -> Campaign:
     return await _transition(services, principal, campaign_id, "open", "draft")
 
 
-@contract("campaign_not_found", "wrong_campaign_state")
+@contract("campaign_not_found", "wrong_campaign_state", roles=OPERATOR)
 @post("/v1/admin/campaigns/{campaign_id:str}/close", tags=["operator"], status_code=200,
       summary="Close registration")
 async def close_campaign(services: Services, principal: Principal, campaign_id: str) -> Campaign:

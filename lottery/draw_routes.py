@@ -18,7 +18,7 @@ from lottery.results import DrawResult
 from stimulus import approvals
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
-from stimulus.contract import contract
+from stimulus.contract import OPERATOR, contract
 from stimulus.errors import InvalidInput, NotFound
 from stimulus.identity import Citizen
 from stimulus.services import Services
@@ -44,7 +44,7 @@ class TicketResult(msgspec.Struct, frozen=True):
     round: int | None
 
 
-@contract("approval_pending", "campaign_not_found", "wrong_campaign_state")
+@contract("approval_pending", "campaign_not_found", "wrong_campaign_state", roles=OPERATOR)
 @post("/v1/admin/campaigns/{campaign_id:str}/commitment", tags=["operator"], status_code=202,
       summary="Request the commitment of the closed registrant list (needs a second operator's approval)")
 async def request_commitment(services: Services, principal: Principal, campaign_id: str) -> Approval:
@@ -54,7 +54,7 @@ async def request_commitment(services: Services, principal: Principal, campaign_
 
 
 @contract("approval_pending", "campaign_not_found", "wrong_campaign_state", "already_drawn",
-          "beacon_not_recorded:409", "ceremony_incomplete")
+          "beacon_not_recorded:409", "ceremony_incomplete", roles=OPERATOR)
 @post("/v1/admin/campaigns/{campaign_id:str}/draw", tags=["operator"], status_code=202,
       summary="Request the draw (needs a second operator's approval)")
 async def request_draw(services: Services, principal: Principal, campaign_id: str) -> Approval:
@@ -65,7 +65,7 @@ async def request_draw(services: Services, principal: Principal, campaign_id: st
 
 @contract("campaign_not_found", "wrong_campaign_state", "not_committed", "beacon_exists", "beacon_invalid",
           "beacon_before_commitment", "beacon_before_reveals", "wrong_beacon_kind", "wrong_beacon_round",
-          "invalid_beacon", "invalid_hex", "ceremony_incomplete")
+          "invalid_beacon", "invalid_hex", "ceremony_incomplete", roles=OPERATOR)
 @post("/v1/admin/campaigns/{campaign_id:str}/beacon", tags=["operator"], status_code=200,
       summary="Record the beacon: a drand quicknet round (verified) or the sandbox beacon")
 async def record_beacon(services: Services, principal: Principal, campaign_id: str,

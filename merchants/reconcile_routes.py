@@ -12,7 +12,7 @@ from litestar.params import Parameter, QueryParameter
 from merchants import reconciler, settlement
 from merchants.reconciler import Break, RunOptions, RunView
 from stimulus.auth import Principal, require_role
-from stimulus.contract import contract
+from stimulus.contract import OPERATOR, contract
 from stimulus.errors import InvalidInput
 from stimulus.services import Services
 
@@ -74,7 +74,7 @@ def _import_view(result: settlement.ImportResult) -> ImportView:
 @contract("settlement_empty", "settlement_not_utf8", "settlement_bad_header", "settlement_bad_trailer",
           "settlement_truncated", "settlement_wrong_bank", "settlement_wrong_day", "settlement_count_mismatch",
           "settlement_total_mismatch", body=str, body_media_type="text/csv",
-          answers=[(201, ImportView, "application/json"), (200, ImportView, "application/json")])
+          answers=[(201, ImportView, "application/json"), (200, ImportView, "application/json")], roles=OPERATOR)
 @post("/v1/admin/settlements", tags=["operator"], request_max_body_size=MAX_FILE_BYTES,
       summary="Upload a bank's settlement file (CSV or NDJSON); importing the same file again changes nothing")
 async def upload_settlement(request: Request[Any, Any, Any], services: Services, principal: Principal,
@@ -108,7 +108,7 @@ async def settlement_rejects(services: Services, principal: Principal, file_id: 
         return [{"line": r.line_no, "error": r.error, "raw": r.raw} for r in await settlement.rejects_of(conn, file_id)]
 
 
-@contract("invalid_run_options", "reconciliation_running")
+@contract("invalid_run_options", "reconciliation_running", roles=OPERATOR)
 @post("/v1/admin/reconciliation/runs", tags=["operator"], status_code=201,
       summary="Run reconciliation now (409 reconciliation_running while another run holds the lock)")
 async def start_run(services: Services, principal: Principal, data: RunRequest | None = None) -> reconciler.RunSummary:
@@ -143,7 +143,7 @@ async def list_breaks(services: Services, principal: Principal, campaign: str | 
                                             open_only=not include_resolved, after=after, limit=limit)
 
 
-@contract("break_not_found", "break_already_resolved", "invalid_resolution")
+@contract("break_not_found", "break_already_resolved", "invalid_resolution", roles=OPERATOR)
 @post("/v1/admin/reconciliation/breaks/{break_id:int}/resolve", tags=["operator"], status_code=200,
       summary="Resolve a break with the reason (audit-logged); the money stays as it is")
 async def resolve_break(services: Services, principal: Principal, break_id: int, data: Resolution) -> Break:

@@ -15,7 +15,7 @@ from litestar.params import Parameter
 from merchants import csv_import, registry
 from merchants.registry import Acceptance, IssuedKey, MerchantSpec, MerchantView
 from stimulus.auth import Principal, require_role
-from stimulus.contract import contract
+from stimulus.contract import OPERATOR, contract
 from stimulus.services import Services
 
 MerchantId = Parameter(pattern=registry.MERCHANT_ID_PATTERN.pattern, description="merchant id")
@@ -36,7 +36,7 @@ class MerchantPage(msgspec.Struct, frozen=True):
     next_after: str | None
 
 
-@contract("invalid_merchant", "merchant_exists")
+@contract("invalid_merchant", "merchant_exists", roles=OPERATOR)
 @post("/v1/admin/merchants", tags=["operator"], status_code=201,
       summary="Register a merchant; the answer holds its private key, shown this once")
 async def create_merchant(services: Services, principal: Principal, data: MerchantSpec) -> CreatedMerchant:
@@ -46,7 +46,7 @@ async def create_merchant(services: Services, principal: Principal, data: Mercha
     return CreatedMerchant(registry.view(merchant), key)
 
 
-@contract("csv_invalid", body=str, body_media_type="text/csv")
+@contract("csv_invalid", body=str, body_media_type="text/csv", roles=OPERATOR)
 @post("/v1/admin/merchants/import", tags=["operator"], status_code=201,
       request_max_body_size=csv_import.MAX_BYTES,
       summary="Register merchants from a CSV file (all or none); the answer holds their private keys, once")
@@ -69,7 +69,7 @@ async def _set_status(services: Services, principal: Principal, merchant_id: str
     return registry.view(merchant)
 
 
-@contract("merchant_not_found", "invalid_status", "reason_required")
+@contract("merchant_not_found", "invalid_status", "reason_required", roles=OPERATOR)
 @post("/v1/admin/merchants/{merchant_id:str}/suspend", tags=["operator"], status_code=200,
       summary="Suspend a merchant: its signed requests are refused from now on")
 async def suspend_merchant(services: Services, principal: Principal, data: StatusChange | None = None,
@@ -77,7 +77,7 @@ async def suspend_merchant(services: Services, principal: Principal, data: Statu
     return await _set_status(services, principal, merchant_id, registry.SUSPENDED, data)
 
 
-@contract("merchant_not_found", "invalid_status")
+@contract("merchant_not_found", "invalid_status", roles=OPERATOR)
 @post("/v1/admin/merchants/{merchant_id:str}/activate", tags=["operator"], status_code=200,
       summary="Re-activate a suspended merchant")
 async def activate_merchant(services: Services, principal: Principal, data: StatusChange | None = None,
@@ -106,7 +106,7 @@ async def show_merchant(services: Services, principal: Principal, merchant_id: s
     return registry.view(await registry.fetch(services.pool, merchant_id))
 
 
-@contract("campaign_not_found", "invalid_acceptance")
+@contract("campaign_not_found", "invalid_acceptance", roles=OPERATOR)
 @put("/v1/admin/campaigns/{campaign_id:str}/acceptance", tags=["operator"],
      summary="Set which merchant categories and districts accept the campaign's packets (empty: any)")
 async def put_acceptance(services: Services, principal: Principal, data: Acceptance,

@@ -19,6 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from stimulus import approval_routes, dashboard, db
+from stimulus.auth import authorize_staff
 from stimulus.contract import ContractJsonPlugin
 from stimulus.idempotency import IdempotencyStore
 from stimulus.identity import TokenVerifier
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> Litestar:
             "principal": Provide(get_principal),
             "citizen": Provide(get_citizen, sync_to_thread=False),
         },
+        guards=[authorize_staff],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -8,7 +8,7 @@ from litestar import get, post
 from stimulus import approvals
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
-from stimulus.contract import contract
+from stimulus.contract import OPERATOR, contract
 from stimulus.errors import InvalidInput
 from stimulus.services import Services
 
@@ -32,7 +32,7 @@ async def get_approval(services: Services, principal: Principal, approval_id: in
 
 @contract("approval_not_found", "approval_decided", "same_operator", "unknown_action", "campaign_not_found",
           "wrong_campaign_state", "already_drawn", "beacon_not_recorded:409", "ceremony_incomplete", "not_drawn:409",
-          "claim_deadline_passed")
+          "claim_deadline_passed", roles=OPERATOR)
 @post("/v1/admin/approvals/{approval_id:int}/approve", tags=["operator"], status_code=200,
       summary="Approve and run a request (a different operator from the requester)")
 async def approve(services: Services, principal: Principal, approval_id: int) -> Approval:
@@ -41,7 +41,7 @@ async def approve(services: Services, principal: Principal, approval_id: int) ->
         return await approvals.approve(conn, services.settings, approval_id, principal.actor)
 
 
-@contract("approval_not_found", "approval_decided", "same_operator", "reason_required")
+@contract("approval_not_found", "approval_decided", "same_operator", "reason_required", roles=OPERATOR)
 @post("/v1/admin/approvals/{approval_id:int}/reject", tags=["operator"], status_code=200,
       summary="Reject a request")
 async def reject(services: Services, principal: Principal, approval_id: int, data: Rejection) -> Approval:

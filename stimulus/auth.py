@@ -7,12 +7,15 @@ maker-checker steps can require two different operators and the audit log says w
 from __future__ import annotations
 
 import hashlib
+import inspect
 import secrets
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import asyncpg
-from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 
 from stimulus.errors import Forbidden, Unauthenticated
 
@@ -45,7 +48,11 @@ async def create_token(conn: asyncpg.Connection, name: str, role: str) -> str:
     return token
 
 
-def bearer_token(request: Request[Any, Any, Any]) -> str | None:
+ROLES_OPT = "roles"
+PRINCIPAL_STATE = "principal"
+
+
+def bearer_token(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     header = request.headers.get("authorization")
     if not header:
         return None
@@ -71,3 +78,24 @@ def require_role(principal: Principal, *roles: str) -> Principal:
     if principal.role not in roles:
         raise Forbidden(f"this needs the {' or '.join(roles)} role", code="role_required")
     return principal
+
+
+@cache
+def _takes_principal(fn: Any) -> bool:
+    return "principal" in inspect.signature(fn).parameters
+
+
+async def authorize_staff(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Who is calling and whether they may, before the request's parameters and body are read:
+    a caller without the right token learns 401 or 403, never what their input lacks.
+
+    Runs as an app-wide guard for every handler that takes a `principal`; the roles come from
+    the handler's `opt["roles"]` when it has them (the handler's own `require_role` otherwise).
+    """
+    if not _takes_principal(handler.fn):
+        return
+    principal = await principal_from_token(connection.app.state.services.pool, bearer_token(connection))
+    roles = handler.opt.get(ROLES_OPT)
+    if roles:
+        require_role(principal, *roles)
+    connection.state[PRINCIPAL_STATE] = principal

@@ -26,6 +26,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import HTTPRoute
 
+from stimulus.auth import ROLES_OPT
 from stimulus.problem_codes import CODES, codes_on, statuses_of
 from stimulus.problems import PROBLEM_MEDIA_TYPE, TYPE_BASE
 
@@ -33,6 +34,8 @@ OPT_KEY = "contract"
 REF = "#/components/schemas/{name}"
 PROBLEM_SCHEMA = "Problem"
 MERCHANT_HEADERS = ("X-Merchant-Id", "X-Timestamp", "X-Nonce", "X-Signature")
+
+OPERATOR = ("operator",)  # the roles of a handler that acts; reading handlers admit auditors too
 
 H = TypeVar("H", bound=HTTPRouteHandler)
 
@@ -97,16 +100,19 @@ class Declared:
 
 def contract(*raises: str, signed: bool = False, body: Any = None,
              body_media_type: str = "application/json",
-             answers: Iterable[tuple[int, Any, str]] = ()) -> Callable[[H], H]:
+             answers: Iterable[tuple[int, Any, str]] = (), roles: tuple[str, ...] = ()) -> Callable[[H], H]:
     """Declare what a route handler does beyond what its dependencies say: the problem codes it
-    raises itself, whether it checks a merchant signature, the body it decodes itself and the
-    answers it encodes itself as `(status, type, media type)`."""
+    raises itself, whether it checks a merchant signature, the body it decodes itself, the
+    answers it encodes itself as `(status, type, media type)`, and the staff roles it admits
+    (checked by `auth.authorize_staff` before the body is read)."""
     for declared_code in raises:
         statuses_of(declared_code)  # a KeyError at import time names a code missing from the catalogue
     declared = Declared(tuple(raises), signed, body, body_media_type, tuple(answers))
 
     def mark(handler: H) -> H:
         handler.opt[OPT_KEY] = declared
+        if roles:
+            handler.opt[ROLES_OPT] = roles
         return handler
 
     return mark

@@ -21,7 +21,7 @@ from lottery.registration import find_own
 from stimulus import approvals
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
-from stimulus.contract import contract
+from stimulus.contract import OPERATOR, contract
 from stimulus.errors import DomainError, InvalidInput, NotFound
 from stimulus.idempotency import StoredResponse, fingerprint
 from stimulus.identity import Citizen
@@ -118,7 +118,7 @@ async def claim_status(services: Services, citizen: Citizen, campaign_id: str = 
     return packets.view_from_row(row)
 
 
-@contract("approval_pending", "campaign_not_found", "not_drawn:409", "claim_deadline_passed", "nothing_to_issue")
+@contract("approval_pending", "campaign_not_found", "not_drawn:409", "claim_deadline_passed", "nothing_to_issue", roles=OPERATOR)
 @post("/v1/admin/campaigns/{campaign_id:str}/issuance", tags=["operator"], status_code=202,
       summary="Request bulk issuance to the wallets given at registration (a second operator approves)")
 async def request_bulk(services: Services, principal: Principal, campaign_id: str = CampaignId) -> Approval:
