@@ -230,7 +230,7 @@ def notifications_worker() -> None:
 
     async def go() -> None:
         assert settings.database_url
-        pool = await create_pool(settings.database_url, 1, 2)
+        pool = await create_pool(settings.database_url, 1, 2, pooler=settings.db_pooler)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -193,7 +193,7 @@ def reconcile_worker(every_s: float, window_s: float, grace_s: float) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         assert settings.database_url
-        pool = await create_pool(settings.database_url, 1, 2)
+        pool = await create_pool(settings.database_url, 1, 4, pooler=settings.db_pooler)
         try:
             await reconcile_forever(settings, pool, stop, every_s, RunOptions(window_s=window_s, grace_s=grace_s))
         finally:

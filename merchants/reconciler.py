@@ -28,8 +28,9 @@ A matched refund moves its money out of redeemed to where the bank put it: back 
 the packet was live (`wallet`), to budget when its balance had been reclaimed (`budget`). An
 unpaired reversal whose payment is matched is `missing_at_bank` once a file covers its moment.
 
-One run at a time: the run holds a session advisory lock; a run that died holding it is closed
-as interrupted by the next.
+One run at a time: the run holds the `reconciliation` lease (`stimulus.leases`), renewed by every
+chunk's transaction before it writes, so a run that lost it stops before writing anything; a run
+that died holding it is closed as interrupted by the next, once its lease has expired.
 """
 
 from __future__ import annotations
@@ -45,8 +46,13 @@ import msgspec
 
 from stimulus import audit_log, ledger
 from stimulus.errors import Conflict, NotFound
+from stimulus.leases import Lease
 
-RECONCILE_LOCK_ID = 0x5717_0301
+RECONCILE_LEASE = "reconciliation"
+# Renewed by each chunk's transaction. A run killed mid-way is taken over this long after its last
+# chunk began. A chunk slower than this (250,000 notices take ~7 s) is still safe: nobody takes the
+# lease over while the chunk's transaction holds it, and once someone has, the next chunk stops.
+RUN_LEASE_TTL_S = 20.0
 BANK_TIME_ZONE = "Asia/Shanghai"     # the banks' settlement days (UTC+8)
 DEFAULT_WINDOW_S = 600.0
 DEFAULT_GRACE_S = 3600.0
@@ -320,9 +326,10 @@ def _postings(run_id: int, chunk: int, money: list[asyncpg.Record]) -> list[ledg
     return postings
 
 
-async def _pair_chunk(conn: asyncpg.Connection, run_id: int, chunk: int, query: str, args: tuple[Any, ...],
-                      counts: dict[str, int]) -> None:
+async def _pair_chunk(conn: asyncpg.Connection, lease: Lease, run_id: int, chunk: int, query: str,
+                      args: tuple[Any, ...], counts: dict[str, int]) -> None:
     async with conn.transaction():
+        await lease.fence(conn)
         await conn.execute(_PAIRS_TABLE)
         await conn.execute(query, *args)
         found = await conn.fetchrow(_PAIR_COUNTS)
@@ -340,9 +347,10 @@ async def _pair_chunk(conn: asyncpg.Connection, run_id: int, chunk: int, query: 
         counts["refunded_fen"] = counts.get("refunded_fen", 0) + refunded
 
 
-async def _classify(conn: asyncpg.Connection, run_id: int, as_of: datetime, options: RunOptions,
+async def _classify(conn: asyncpg.Connection, lease: Lease, run_id: int, as_of: datetime, options: RunOptions,
                     counts: dict[str, int]) -> None:
     async with conn.transaction():
+        await lease.fence(conn)
         for name, statement, margin in (
                 ("duplicate_notices", _DUPLICATE_NOTICES, options.window_s),
                 ("duplicate_lines", _DUPLICATE_LINES, None),
@@ -376,19 +384,31 @@ async def _outcome(conn: asyncpg.Connection, counts: dict[str, int]) -> str:
     return "reconciled"
 
 
+def run_lease() -> Lease:
+    return Lease(RECONCILE_LEASE, RUN_LEASE_TTL_S)
+
+
 async def run(conn: asyncpg.Connection, options: RunOptions | None = None,
-              progress: Callable[[str, int, int], None] | None = None) -> RunSummary:
-    """One reconciliation run over everything still unpaired; safe to repeat, safe to kill."""
+              progress: Callable[[str, int, int], None] | None = None, *, lease: Lease | None = None) -> RunSummary:
+    """One reconciliation run over everything still unpaired; safe to repeat, safe to kill.
+
+    `lease`: the `reconciliation` lease when the caller already holds it (the scheduler keeps it
+    for its whole round); otherwise the run takes one of its own and releases it at the end.
+    """
     options = options or RunOptions()
     started = time.perf_counter()
-    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RECONCILE_LOCK_ID):
+    own = lease is None
+    lease = lease or run_lease()
+    if own and not await lease.take(conn):
         raise Conflict("another reconciliation run is under way", code="reconciliation_running")
     try:
-        # Holding the lock, any run still open died mid-way: its committed chunks stand.
-        await conn.execute("""UPDATE reconciliation_runs SET finished_at = clock_timestamp(), outcome = 'incomplete',
-                                     counts = counts || '{"interrupted": 1}'
-                              WHERE finished_at IS NULL""")
-        run_id, now = await conn.fetchrow("INSERT INTO reconciliation_runs DEFAULT VALUES RETURNING id, started_at")
+        async with conn.transaction():
+            await lease.fence(conn)
+            # Holding the lease, any run still open died mid-way: its committed chunks stand.
+            await conn.execute("""UPDATE reconciliation_runs SET finished_at = clock_timestamp(), outcome = 'incomplete',
+                                         counts = counts || '{"interrupted": 1}'
+                                  WHERE finished_at IS NULL""")
+            run_id, now = await conn.fetchrow("INSERT INTO reconciliation_runs DEFAULT VALUES RETURNING id, started_at")
         as_of = options.as_of or now
         counts: dict[str, int] = {}
         bounds = await conn.fetchrow(
@@ -408,17 +428,20 @@ async def run(conn: asyncpg.Connection, options: RunOptions | None = None,
             firsts = range(lo, hi + 1, options.chunk)
             for index, first in enumerate(firsts):
                 last = min(first + options.chunk - 1, hi)
-                await _pair_chunk(conn, run_id, chunk, query, (first, last, *extra), counts)
+                await _pair_chunk(conn, lease, run_id, chunk, query, (first, last, *extra), counts)
                 chunk += 1
                 if progress is not None:
                     progress(label, index + 1, len(firsts))
-        await _classify(conn, run_id, as_of, options, counts)
+        await _classify(conn, lease, run_id, as_of, options, counts)
         outcome = await _outcome(conn, counts)
-        await conn.execute("UPDATE reconciliation_runs SET finished_at = clock_timestamp(), outcome = $2, "
-                           "counts = $3 WHERE id = $1", run_id, outcome, counts)
+        async with conn.transaction():
+            await lease.fence(conn)
+            await conn.execute("UPDATE reconciliation_runs SET finished_at = clock_timestamp(), outcome = $2, "
+                               "counts = $3 WHERE id = $1", run_id, outcome, counts)
         return RunSummary(run_id, outcome, counts, time.perf_counter() - started)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK_ID)
+        if own:
+            await lease.release(conn)
 
 
 # -- breaks -------------------------------------------------------------------------------------

@@ -73,7 +73,8 @@ def create_app(settings: Settings) -> Litestar:
         if settings.database_url is None or settings.redis_url is None:
             raise RuntimeError("the API needs DATABASE_URL and REDIS_URL (stimulus up sets them)")
         pool = await db.create_pool(settings.database_url, settings.db_pool_min,
-                                    settings.db_pool_max, settings.db_command_timeout_s)
+                                    settings.db_pool_max, settings.db_command_timeout_s,
+                                    pooler=settings.db_pooler)
         # A blocking pool: at peak, more requests than connections wait their turn instead of
         # failing with "Too many connections" (the plain pool raises at its cap).
         redis = redis_asyncio.Redis.from_pool(redis_asyncio.BlockingConnectionPool.from_url(

@@ -34,10 +34,9 @@ def _stack(need_redis: bool = False) -> RunningStack:
 
 async def _with_conn(settings: Settings, fn: Any) -> Any:
     assert settings.database_url
-    from stimulus.db import _init_connection
+    from stimulus.db import connect
 
-    conn = await asyncpg.connect(settings.database_url)
-    await _init_connection(conn)
+    conn = await connect(settings.database_url, pooler=settings.db_pooler)
     try:
         return await fn(conn)
     finally:

@@ -1,4 +1,13 @@
-"""The asyncpg pool and the migration runner.
+"""The asyncpg pool, direct connections, and the migration runner.
+
+Behind PgBouncer in transaction mode (`STIMULUS_DB_POOLER=pgbouncer`) every transaction, and every
+statement outside one, may run on another server connection. So asyncpg's prepared-statement cache
+is off there: each statement is then parsed unnamed in the same round trip as its execution, which
+works on every PgBouncer version whatever its `max_prepared_statements`. Nothing in stimulus keeps
+session state (no session advisory lock, LISTEN or SET outside a transaction; temporary tables are
+created inside the transaction that fills them), so the whole product runs through the pooler;
+`DATABASE_DIRECT_URL`, when given, is used for migrations only, whose DDL may wait on locks
+longer than a pooler lets a query run.
 
 Migrations are numbered plain SQL files in each package's `migrations/` folder
 (`stimulus/migrations`, `lottery/migrations`, ...), applied in number order, each in its own
@@ -22,8 +31,17 @@ log = logging.getLogger("stimulus.db")
 
 MIGRATION_PACKAGES = ("stimulus", "lottery", "wallet_adapter", "merchants")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-# One advisory lock id for the migration runner, so concurrent starts apply each file once.
+# One advisory lock id for the migration runner, so concurrent starts apply each file once. It is
+# taken per transaction, never per session, so migrating through a pooler is safe too.
 _MIGRATION_LOCK_ID = 0x5717_0001
+POOLERS = ("none", "pgbouncer")
+
+
+def connect_options(pooler: str) -> dict[str, Any]:
+    """asyncpg options for a connection through `pooler`."""
+    if pooler not in POOLERS:
+        raise ValueError(f"unknown database pooler {pooler!r} (one of {', '.join(POOLERS)})")
+    return {"statement_cache_size": 0} if pooler == "pgbouncer" else {}
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -42,9 +60,10 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 16,
-                      command_timeout_s: float = 30) -> asyncpg.Pool:
+                      command_timeout_s: float = 30, *, pooler: str = "none") -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
+        **connect_options(pooler),
         min_size=min_size,
         max_size=max_size,
         command_timeout=command_timeout_s,
@@ -54,6 +73,13 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 16,
     )
     assert pool is not None
     return pool
+
+
+async def connect(dsn: str, *, pooler: str = "none") -> asyncpg.Connection:
+    """One connection outside any pool (CLI commands, migrations), with the pool's codecs."""
+    conn = await asyncpg.connect(dsn, **connect_options(pooler))
+    await _init_connection(conn)
+    return conn
 
 
 @dataclass(frozen=True)
@@ -89,10 +115,14 @@ def discover_migrations() -> list[Migration]:
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Apply pending migrations; returns the names applied now."""
+    """Apply pending migrations; returns the names applied now.
+
+    Each file runs in its own transaction under a transaction-level advisory lock and is applied
+    only if `schema_migrations` does not list it yet, so concurrent starts apply it once.
+    """
     applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
-    try:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_ID)
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    number integer PRIMARY KEY,
@@ -101,21 +131,22 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         rows = await conn.fetch("SELECT number, name, checksum FROM schema_migrations")
-        done: dict[int, Any] = {r["number"]: r for r in rows}
-        for migration in discover_migrations():
-            previous = done.get(migration.number)
-            if previous is not None:
-                if previous["checksum"] != migration.checksum:
-                    log.warning("migration %s changed after it was applied", migration.name)
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (number, name, checksum) VALUES ($1, $2, $3)",
-                    migration.number, migration.name, migration.checksum,
-                )
-            applied_now.append(migration.name)
-            log.info("applied migration %s", migration.name)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
+    done: dict[int, Any] = {r["number"]: r for r in rows}
+    for migration in discover_migrations():
+        previous = done.get(migration.number)
+        if previous is not None:
+            if previous["checksum"] != migration.checksum:
+                log.warning("migration %s changed after it was applied", migration.name)
+            continue
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_ID)
+            if await conn.fetchval("SELECT 1 FROM schema_migrations WHERE number = $1", migration.number):
+                continue  # another process applied it meanwhile
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (number, name, checksum) VALUES ($1, $2, $3)",
+                migration.number, migration.name, migration.checksum,
+            )
+        applied_now.append(migration.name)
+        log.info("applied migration %s", migration.name)
     return applied_now

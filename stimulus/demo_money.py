@@ -121,7 +121,7 @@ async def _expire(settings: Settings, campaign_id: str) -> dict[str, Any]:
     from wallet_adapter.banks import BankRegistry, issuance_client_options
 
     assert settings.database_url
-    pool = await create_pool(settings.database_url, 1, 8)
+    pool = await create_pool(settings.database_url, 1, 8, pooler=settings.db_pooler)
     banks = await BankRegistry.open(settings, issuance_client_options(concurrency=32))
     try:
         with console.status("reclaiming unspent balances from the banks"):

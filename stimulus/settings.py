@@ -14,6 +14,8 @@ from pathlib import Path
 
 from stimulus.signing import SigningKey, load_or_create_signing_key
 
+DB_POOLERS = ("none", "pgbouncer")
+
 
 class Secret:
     """A value that must never be printed: its repr is masked."""
@@ -113,11 +115,26 @@ class Settings:
     bank_urls: dict[str, str] = field(default_factory=dict)
     bank_api_key: Secret = field(default_factory=lambda: Secret(b"sandbox-api-key"))
     bank_public_keys: dict[str, bytes] = field(default_factory=dict)
+    # What sits between us and PostgreSQL: "none", or "pgbouncer" (transaction mode), and the
+    # server's own address for what must bypass the pooler (migrations).
+    db_pooler: str = "none"
+    database_direct_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
         return self.database_url is None or self.redis_url is None
+
+    @property
+    def migration_database_url(self) -> str | None:
+        return self.database_direct_url or self.database_url
+
+
+def _pooler(raw: str) -> str:
+    pooler = raw.strip().lower() or "none"
+    if pooler not in DB_POOLERS:
+        raise ValueError(f"STIMULUS_DB_POOLER must be one of {', '.join(DB_POOLERS)}, got {raw!r}")
+    return pooler
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -184,6 +201,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         bank_urls=bank_urls,
         bank_api_key=Secret(env.get("STIMULUS_BANK_API_KEY", "sandbox-api-key").encode()),
         bank_public_keys=bank_public_keys,
+        db_pooler=_pooler(env.get("STIMULUS_DB_POOLER", "none")),
+        database_direct_url=env.get("DATABASE_DIRECT_URL") or None,
         extra={k: v for k, v in env.items() if k.startswith("STIMULUS_X_")},
     )
 

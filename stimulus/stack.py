@@ -86,10 +86,8 @@ def _port_free(port: int) -> bool:
     return True
 
 
-async def run_migrations(database_url: str) -> list[str]:
-    import asyncpg
-
-    conn = await asyncpg.connect(database_url)
+async def run_migrations(database_url: str, pooler: str = "none") -> list[str]:
+    conn = await db.connect(database_url, pooler=pooler)
     try:
         return await db.migrate(conn)
     finally:
@@ -103,6 +101,9 @@ def child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[s
     assert settings.database_url and settings.redis_url
     env["DATABASE_URL"] = settings.database_url
     env["REDIS_URL"] = settings.redis_url
+    env["STIMULUS_DB_POOLER"] = settings.db_pooler
+    if settings.database_direct_url:
+        env["DATABASE_DIRECT_URL"] = settings.database_direct_url
     env["STIMULUS_SANDBOX"] = "1" if settings.sandbox else "0"
     env.update(extra or {})
     return env
@@ -188,5 +189,7 @@ def running_api(settings: Settings, port: int | None = None, workers: int | None
 
 
 def migrate_sync(settings: Settings) -> list[str]:
-    assert settings.database_url
-    return asyncio.run(run_migrations(settings.database_url))
+    """Migrate over the direct address when one is given, else through whatever DATABASE_URL names."""
+    url = settings.migration_database_url
+    assert url
+    return asyncio.run(run_migrations(url, "none" if settings.database_direct_url else settings.db_pooler))

@@ -26,6 +26,7 @@ import asyncpg
 from lottery import campaigns
 from stimulus import audit_log
 from stimulus.errors import WrongState
+from stimulus.leases import Lease
 from wallet_adapter import issuance, packets
 from wallet_adapter.bank_protocol import CreditRecord, idempotency_key_for
 from wallet_adapter.banks import BankRegistry
@@ -35,8 +36,7 @@ from wallet_adapter.provider import BankError, BankUnavailable, PermanentFailure
 log = logging.getLogger("wallet_adapter.expiry")
 
 CLOCK_GRACE = timedelta(minutes=2)
-# Advisory lock class for "expiry of one campaign" (two-int form: its own key space).
-EXPIRY_LOCK_CLASS = 0x5717_0201
+EXPIRY_LEASE_TTL_S = 30.0  # renewed every 10 s while a run works; a crashed run is replaced after it
 CHUNK = 500
 MAX_CONCURRENT_CALLS = 32
 
@@ -93,36 +93,45 @@ async def settle_failed(pool: asyncpg.Pool, banks: BankRegistry, campaign_id: st
 async def expire(pool: asyncpg.Pool, banks: BankRegistry, campaign_id: str, actor: str) -> ExpiryReport:
     """Expire a campaign's packets at its spending deadline; run it again until nothing is left.
 
-    One run per campaign at a time (a session advisory lock): the dispatcher's deadline job and an
-    operator's `stimulus packets expire` may meet, and the second is told, not queued.
+    One run per campaign at a time (the lease `expiry:<campaign>`): the dispatcher's deadline job
+    and an operator's `stimulus packets expire` may meet, and the second is told, not queued.
     """
     campaign = await campaigns.fetch(pool, campaign_id)
     if not await pool.fetchval("SELECT now() >= $1::timestamptz", campaign.spending_deadline):
         raise WrongState("the spending deadline has not passed", code="spending_not_over")
     if campaign.state in ("draft", "open", "closed", "committed"):
         raise WrongState("the campaign was never drawn", code="not_drawn", state=campaign.state)
-    async with pool.acquire() as lock_conn:
-        if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
-                                        EXPIRY_LOCK_CLASS, campaign_id):
-            raise WrongState(f"campaign {campaign_id} is being expired by another run", code="expiry_running")
-        try:
-            return await _expire(pool, banks, campaign, actor)
-        finally:
-            await lock_conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", EXPIRY_LOCK_CLASS, campaign_id)
+    lease = expiry_lease(campaign_id)
+    if not await lease.take(pool):
+        raise WrongState(f"campaign {campaign_id} is being expired by another run", code="expiry_running")
+    try:
+        async with lease.kept(pool):
+            return await _expire(pool, banks, campaign, actor, lease)
+    finally:
+        await lease.release(pool)
 
 
-async def _expire(pool: asyncpg.Pool, banks: BankRegistry, campaign: campaigns.Campaign, actor: str) -> ExpiryReport:
+def expiry_lease(campaign_id: str) -> Lease:
+    return Lease(f"expiry:{campaign_id}", EXPIRY_LEASE_TTL_S)
+
+
+async def _expire(pool: asyncpg.Pool, banks: BankRegistry, campaign: campaigns.Campaign, actor: str,
+                  lease: Lease) -> ExpiryReport:
     campaign_id = campaign.id
     report = ExpiryReport(campaign_id)
     report.cancelled += await issuance.cancel_unclaimed(pool, campaign, actor)
+    lease.check()  # a run that lost its lease stops between stages; the next run finishes the job
     failed = await settle_failed(pool, banks, campaign_id)
     report.cancelled += failed.cancelled
     report.issued_late += failed.issued_late
     report.left += failed.left
     report.errors += failed.errors
+    lease.check()
     await _settle_in_flight(pool, banks, campaign_id, report)
+    lease.check()
     await _reclaim_issued(pool, banks, campaign_id, report)
     async with pool.acquire() as conn, conn.transaction():
+        await lease.fence(conn)
         open_left = await conn.fetchval(
             """SELECT count(*) FROM packets WHERE campaign_id = $1
                AND state IN ('allocated', 'issuing', 'issued', 'failed')""", campaign_id)

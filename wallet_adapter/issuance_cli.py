@@ -68,7 +68,7 @@ def _with_pool(fn: Callable[[Settings, asyncpg.Pool], Awaitable[T]], need_redis:
 
         async def go() -> T:
             assert stack.settings.database_url
-            pool = await create_pool(stack.settings.database_url, 1, 8)
+            pool = await create_pool(stack.settings.database_url, 1, 8, pooler=stack.settings.db_pooler)
             try:
                 return await fn(stack.settings, pool)
             finally:
@@ -237,7 +237,8 @@ async def _connect(settings: Settings, pool_max: int) -> tuple[asyncpg.Pool, red
     deadline = time.monotonic() + 60
     while True:  # a worker may start before the servers are up (or while one restarts)
         try:
-            pool = await create_pool(settings.database_url, 1, pool_max, settings.db_command_timeout_s)
+            pool = await create_pool(settings.database_url, 1, pool_max, settings.db_command_timeout_s,
+                                     pooler=settings.db_pooler)
             break
         except (OSError, asyncpg.PostgresError) as exc:
             if time.monotonic() > deadline:

@@ -9,8 +9,12 @@ vanished entry with open rows means lost work, never finished work. Duplicates t
 are harmless: a worker skips a row that is done.
 
 It publishes only while a stream holds fewer than `max_entries` entries, so Redis holds a few
-seconds of work per bank, not the whole campaign. One dispatcher leads (a PostgreSQL advisory
-lock); others wait. The leader also runs the deadline jobs: after a campaign's claim deadline,
+seconds of work per bank, not the whole campaign. One dispatcher leads, holding the
+`issuance-dispatcher` lease (`stimulus.leases`: a row renewed every few seconds, so it works behind
+PgBouncer in transaction mode); the others wait, and take over within `lease_ttl_s` of a leader
+that died. Every write that moves outbox rows renews the lease first in its own transaction, so a
+leader that lost the lease (paused, cut off) publishes nothing a new leader also publishes. The
+leader also runs the deadline jobs: after a campaign's claim deadline,
 unclaimed packets are cancelled back to the budget and claims close; after its spending deadline,
 the packets expire and their unspent balances are reclaimed from the banks (`expiry.expire`, run
 again each round until nothing is left), so no operator has to be awake at midnight for it.
@@ -31,13 +35,14 @@ from redis.exceptions import RedisError
 
 from lottery import campaigns
 from stimulus.errors import WrongState
+from stimulus.leases import Lease, LeaseLost, stop_keeping
 from wallet_adapter import expiry, issuance, streams
 from wallet_adapter.banks import BankRegistry
 from wallet_adapter.progress import CANCELLED, OUTBOX_OPEN, REPUBLISHED
 
 log = logging.getLogger("wallet_adapter.outbox")
 
-LEADER_LOCK_ID = 0x5717_0200
+LEADER_LEASE = "issuance-dispatcher"
 TRANSIENT = (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSError, TimeoutError)
 ACTOR = "system:issuance-dispatcher"
 # Drawn and not yet expired: the states in which packets can still hold money at the banks.
@@ -55,6 +60,8 @@ class DispatcherOptions:
     deadline_job_s: float = 10.0
     gauges_s: float = 5.0
     max_backoff_s: float = 5.0
+    lease_ttl_s: float = 5.0    # how long the others wait for a leader that stopped renewing
+    follow_s: float = 1.0       # how often a follower tries to take the lead
 
 
 @dataclass
@@ -72,7 +79,8 @@ class Dispatcher:
         self.options = opts = options or DispatcherOptions()
         self.banks = banks  # for the claim-deadline job's status queries; None skips refused packets
         self.streams = [_Stream(code, streams.stream_key(opts.prefix, code)) for code in bank_codes]
-        self._lock_conn: asyncpg.Connection | None = None
+        self.lease = Lease(LEADER_LEASE, opts.lease_ttl_s)
+        self._keeper: asyncio.Task[None] | None = None
         self._due: dict[str, float] = {}
         self.published = 0
         self._reported = 0
@@ -83,24 +91,27 @@ class Dispatcher:
             while not stop.is_set():
                 try:
                     if not await self._lead():
-                        await _wait(stop, 1.0)
+                        await _wait(stop, self.options.follow_s)
                         continue
                     moved = await self.cycle()
                     failures = 0
                     if not moved:
                         await _wait(stop, self.options.poll_s)
+                except LeaseLost as exc:
+                    log.warning("dispatcher: %s; following", exc.detail)
+                    await self._step_down()
                 except TRANSIENT as exc:
                     failures += 1
                     delay = min(self.options.max_backoff_s, 0.1 * 2 ** min(failures, 6))
                     log.warning("dispatcher: %s: %s; again in %.1fs", type(exc).__name__, exc, delay)
-                    await self._drop_lock()
+                    await self._step_down()
                     await _wait(stop, delay)
                 except Exception:  # a bug must not stop publishing for every campaign: log, back off
                     failures += 1
                     log.exception("dispatcher cycle failed")
                     await _wait(stop, self.options.max_backoff_s)
         finally:
-            await self._drop_lock()
+            await self._step_down()
 
     async def cycle(self) -> int:
         """One round: publish what fits, and the periodic checks that are due."""
@@ -128,29 +139,21 @@ class Dispatcher:
         return True
 
     async def _lead(self) -> bool:
-        if self._lock_conn is not None and not self._lock_conn.is_closed():
+        if self._keeper is not None and self.lease.held:
             return True
-        await self._drop_lock()
-        conn = await self.pool.acquire()
-        try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_ID):
-                await self.pool.release(conn)
-                return False
-        except BaseException:
-            await self.pool.release(conn)
-            raise
-        self._lock_conn = conn
-        log.info("dispatcher: leading")
+        await self._step_down()
+        if not await self.lease.take(self.pool):
+            return False
+        self._keeper = self.lease.keep(self.pool)
+        log.info("dispatcher: leading (term %d, %s)", self.lease.term, self.lease.holder)
         await self.resume()
         return True
 
-    async def _drop_lock(self) -> None:
-        conn, self._lock_conn = self._lock_conn, None
-        if conn is not None:
-            with contextlib.suppress(*TRANSIENT):
-                await conn.execute("SELECT pg_advisory_unlock($1)", LEADER_LOCK_ID)
-            with contextlib.suppress(*TRANSIENT):
-                await self.pool.release(conn)
+    async def _step_down(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            await stop_keeping(keeper)
+            await self.lease.release(self.pool)
 
     async def resume(self) -> None:
         """On taking the lead: learn what the streams hold, and put back rows published on an
@@ -161,10 +164,12 @@ class Dispatcher:
             entries = await streams.all_entries(self.redis, stream.key, self.options.max_entries * 4)
             stream.in_flight = {e.entry_id: e.outbox_ids for e in entries}
             known.extend(stream.in_flight)
-        reset = await self.pool.fetch(
-            """UPDATE issuance_outbox SET published_at = NULL
-               WHERE done_at IS NULL AND dead_at IS NULL AND published_at IS NOT NULL
-                 AND NOT (stream_entry = ANY($1::text[])) RETURNING bank_code""", known)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self.lease.fence(conn)
+            reset = await conn.fetch(
+                """UPDATE issuance_outbox SET published_at = NULL
+                   WHERE done_at IS NULL AND dead_at IS NULL AND published_at IS NOT NULL
+                     AND NOT (stream_entry = ANY($1::text[])) RETURNING bank_code""", known)
         self._count_republished(reset)
 
     async def publish(self) -> int:
@@ -181,6 +186,7 @@ class Dispatcher:
 
     async def _publish_bank(self, stream: _Stream, limit: int) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
+            await self.lease.fence(conn)
             ids = [r["id"] for r in await conn.fetch(
                 """SELECT id FROM issuance_outbox
                    WHERE bank_code = $1 AND done_at IS NULL AND dead_at IS NULL AND published_at IS NULL
@@ -210,22 +216,26 @@ class Dispatcher:
             if not gone:
                 continue
             ids = [i for e in gone for i in stream.in_flight.pop(e)]
-            reset = await self.pool.fetch(
-                """UPDATE issuance_outbox SET published_at = NULL
-                   WHERE id = ANY($1::bigint[]) AND stream_entry = ANY($2::text[])
-                     AND done_at IS NULL AND dead_at IS NULL RETURNING bank_code""", ids, gone)
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self.lease.fence(conn)
+                reset = await conn.fetch(
+                    """UPDATE issuance_outbox SET published_at = NULL
+                       WHERE id = ANY($1::bigint[]) AND stream_entry = ANY($2::text[])
+                         AND done_at IS NULL AND dead_at IS NULL RETURNING bank_code""", ids, gone)
             total += self._count_republished(reset)
         return total
 
     async def republish_stale(self) -> int:
         """The safety net: published long ago on an entry this dispatcher does not know."""
         known = [e for s in self.streams for e in s.in_flight]
-        reset = await self.pool.fetch(
-            """UPDATE issuance_outbox SET published_at = NULL
-               WHERE done_at IS NULL AND dead_at IS NULL AND published_at IS NOT NULL
-                 AND published_at < now() - make_interval(secs => $1)
-                 AND NOT (stream_entry = ANY($2::text[])) RETURNING bank_code""",
-            self.options.republish_after_s, known)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self.lease.fence(conn)
+            reset = await conn.fetch(
+                """UPDATE issuance_outbox SET published_at = NULL
+                   WHERE done_at IS NULL AND dead_at IS NULL AND published_at IS NOT NULL
+                     AND published_at < now() - make_interval(secs => $1)
+                     AND NOT (stream_entry = ANY($2::text[])) RETURNING bank_code""",
+                self.options.republish_after_s, known)
         return self._count_republished(reset)
 
     def _count_republished(self, rows: Sequence[asyncpg.Record]) -> int:

@@ -107,12 +107,13 @@ async def test_refusal_reclaim_deadline_spending_and_expiry(
     try:
         again = await expiry.expire(pool, banks, campaign, "operator:test")
         # A run already holding the campaign's expiry: the second is told so and moves nothing.
-        await db.execute("SELECT pg_advisory_lock($1, hashtext($2))", expiry.EXPIRY_LOCK_CLASS, campaign)
+        other_run = expiry.expiry_lease(campaign)
+        assert await other_run.take(db)
         try:
             with pytest.raises(WrongState) as busy:
                 await expiry.expire(pool, banks, campaign, "operator:test")
         finally:
-            await db.execute("SELECT pg_advisory_unlock($1, hashtext($2))", expiry.EXPIRY_LOCK_CLASS, campaign)
+            await other_run.release(db)
         assert busy.value.code == "expiry_running"
     finally:
         await banks.aclose()

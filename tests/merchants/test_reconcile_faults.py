@@ -81,14 +81,14 @@ async def test_a_run_killed_mid_way_is_finished_by_the_next(
     await asyncio.wait_for(child.wait(), 30)
     assert 0 < matched < settled, f"the run was not caught mid-way ({matched} of {settled} matched)"
 
-    # The killed run's server session ends once its statement does; until then it holds the lock.
-    deadline = time.monotonic() + 60
+    # The killed run's lease expires a while after its last chunk; until then the next run is refused.
+    deadline = time.monotonic() + reconciler.RUN_LEASE_TTL_S + 60
     while True:
         try:
             summary = await reconciler.run(db, RunOptions(window_s=60, grace_s=0, chunk=500))
             break
         except Conflict:
-            assert time.monotonic() < deadline, "the killed run's lock was never released"
+            assert time.monotonic() < deadline, "the killed run's lease never expired"
             await asyncio.sleep(0.2)
     interrupted = await db.fetchval("SELECT count(*) FROM reconciliation_runs WHERE outcome = 'incomplete' "
                                     "AND counts ? 'interrupted' AND id < $1", summary.run_id)
