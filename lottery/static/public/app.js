@@ -201,7 +201,8 @@ function renderWhole() {
     : running ? t("whole_running") : "";
   $("whole-steps").replaceChildren(...WHOLE_STEPS.filter((id) => whole.steps.has(id)).map((id) => {
     const s = whole.steps.get(id);
-    return el("li", { class: s.status, "data-step": id, "data-status": s.status },
+    return el("li", { class: s.status, "data-step": id, "data-status": s.status,
+                      ...(s.ms !== undefined ? { "data-ms": s.ms.toFixed(1) } : {}) },
       el("span", { class: "title", text: t(`w_s_${id}`) }),
       s.ms !== undefined ? el("span", { class: "took", text: seconds(s.ms) }) : null,
       s.detail ? el("p", { class: "detail", text: tr(s.detail) }) : null);
@@ -221,6 +222,7 @@ function onWhole() {
     whole.worker = null;
     worker.terminate();
     renderWhole();
+    $("whole-verdict").dataset.ms = (done.ms ?? 0).toFixed(1);
     document.body.dataset.whole = done.outcome;
   };
   worker.onmessage = ({ data }) => {

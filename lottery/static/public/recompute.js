@@ -221,9 +221,10 @@ function drawSection(algorithm, seed, outcome, spillover, list) {
   const cutoff = (line) => (line === null
     ? { cutoff_score_hex: null, cutoff_ticket: null }
     : { cutoff_score_hex: bytesToHex(outcome.fullScore(line)), cutoff_ticket: ticketValue(list.hi[line], list.lo[line]) });
+  // The list is in ticket order, so line order is ticket order.
   const winners = outcome.winners
-    .map((w) => ({ ...w, hi: list.hi[w.line], lo: list.lo[w.line] }))
-    .sort((a, b) => a.hi - b.hi || a.lo - b.lo);
+    .sort((a, b) => a.line - b.line)
+    .map((w) => ({ ...w, hi: list.hi[w.line], lo: list.lo[w.line] }));
   return {
     algorithm,
     seed_hex: bytesToHex(seed),

@@ -141,8 +141,7 @@ async function checkEnvelope(data, keys) {
   }
   let again;
   try { again = utf8(canonicalJson(document)); } catch (error) { throw new Failure(raw(`bundle file is not canonical JSON: ${error.message}`)); }
-  require(again.length === data.length && again.every((b, i) => b === data[i]),
-          "bundle file is not canonical JSON: the document is not in canonical form");
+  require(sameBytes(again, data), "bundle file is not canonical JSON: the document is not in canonical form");
   require(document && typeof document === "object" && !Array.isArray(document)
           && Object.keys(document).sort().join() === "bundle,key_id,public_key_hex,signature_hex",
           "bundle file must hold exactly bundle, signature_hex, key_id, public_key_hex");
@@ -151,13 +150,24 @@ async function checkEnvelope(data, keys) {
   require(document.public_key_hex === pinned, "bundle is signed by a key other than the pinned service key");
   require((await keyIdOf(document.public_key_hex)) === document.key_id, "key_id does not match the public key");
   // Canonical, so the signed bytes are exactly the text between the envelope's markers (section 5.5).
-  const start = '{"bundle":'.length;
-  const end = text.lastIndexOf(',"key_id":');
-  const signed = data.subarray(start, utf8(text.slice(0, end)).length);
+  const signed = data.subarray('{"bundle":'.length, lastIndexOfBytes(data, utf8(',"key_id":')));
   require(await ed25519Ok(document.public_key_hex, document.signature_hex, signed), "bundle signature does not verify");
   const bundle = document.bundle;
   require(bundle && typeof bundle === "object" && bundle.format === FORMAT, `not a ${FORMAT} bundle`);
   return { bundle, key: document.public_key_hex, keyId: document.key_id, signedBytes: signed.length };
+}
+
+function sameBytes(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function lastIndexOfBytes(data, pattern) {
+  for (let at = data.lastIndexOf(pattern[0]); at >= 0; at = at ? data.lastIndexOf(pattern[0], at - 1) : -1) {
+    if (sameBytes(data.subarray(at, at + pattern.length), pattern)) return at;
+  }
+  return -1;
 }
 
 // 2. The commitment (step 2).
