@@ -59,7 +59,7 @@ async def _rate_limit(services: Services, request: Request[Any, Any, Any], citiz
     settings = services.settings
     limits = [Limit("id:" + citizen.id_hmac.hex()[:32], settings.rate_limit_identity_per_min,
                     max(1, settings.rate_limit_identity_per_min // 6))]
-    address = client_address(request)
+    address = client_address(request, settings)
     if address not in settings.rate_limit_exempt_addresses:
         limits.append(Limit("ip:" + address, settings.rate_limit_address_per_min,
                             max(1, settings.rate_limit_address_per_min // 6)))

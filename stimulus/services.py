@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from stimulus.auth import PRINCIPAL_STATE, Principal, bearer_token, principal_from_token
 from stimulus.errors import Unauthenticated
+from stimulus.forwarded import trusted_proxies
 from stimulus.idempotency import IdempotencyStore
 from stimulus.identity import Citizen, TokenVerifier
 from stimulus.ratelimit import RateLimiter
@@ -49,6 +50,11 @@ def get_citizen(request: Request[Any, Any, Any], services: Services) -> Citizen:
     return services.verifier.verify(token)
 
 
-def client_address(request: Request[Any, Any, Any]) -> str:
+def client_address(request: Request[Any, Any, Any], settings: Settings) -> str:
+    """The client's address: the socket peer, or what a trusted proxy says it forwarded for."""
     client = request.scope.get("client")
-    return str(client[0]) if client else "unknown"
+    peer = str(client[0]) if client else "unknown"
+    if not settings.trusted_proxies:
+        return peer
+    return trusted_proxies(settings.trusted_proxies).client(
+        peer, request.headers.getall("forwarded", []), request.headers.getall("x-forwarded-for", []))

@@ -7,6 +7,7 @@ start, so a second start reuses them; their values never appear in logs or reprs
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -119,6 +120,9 @@ class Settings:
     # server's own address for what must bypass the pooler (migrations).
     db_pooler: str = "none"
     database_direct_url: str | None = None
+    # Load balancers whose Forwarded / X-Forwarded-For headers name the client: CIDRs, checked and
+    # normalised at load (strings, so the settings stay plain data).
+    trusted_proxies: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -128,6 +132,15 @@ class Settings:
     @property
     def migration_database_url(self) -> str | None:
         return self.database_direct_url or self.database_url
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    """`10.0.0.0/8, 192.0.2.7` -> `("10.0.0.0/8", "192.0.2.7/32")` (a bare address is a network of one)."""
+    try:
+        return tuple(str(ipaddress.ip_network(item.strip(), strict=False))
+                     for item in raw.split(",") if item.strip())
+    except ValueError as exc:
+        raise ValueError(f"{name} must list CIDRs or addresses: {exc}") from exc
 
 
 def _pooler(raw: str) -> str:
@@ -203,6 +216,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         bank_public_keys=bank_public_keys,
         db_pooler=_pooler(env.get("STIMULUS_DB_POOLER", "none")),
         database_direct_url=env.get("DATABASE_DIRECT_URL") or None,
+        trusted_proxies=_networks("STIMULUS_TRUSTED_PROXIES", env.get("STIMULUS_TRUSTED_PROXIES", "")),
         extra={k: v for k, v in env.items() if k.startswith("STIMULUS_X_")},
     )
 
