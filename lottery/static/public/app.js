@@ -191,7 +191,8 @@ function renderWhole() {
   if (p) {
     $("whole-progress").value = p.total ? Math.min(1, p.lines / p.total) : 0;
     $("whole-progress-text").textContent = t("whole_progress", {
-      lines: p.lines.toLocaleString(), total: p.total.toLocaleString(), mb: (p.bytes / 1e6).toFixed(1) });
+      lines: p.lines.toLocaleString(), total: p.total.toLocaleString(),
+      read: p.bytes < 1e6 ? `${(p.bytes / 1e3).toFixed(1)} kB` : `${(p.bytes / 1e6).toFixed(1)} MB` });
   }
   const d = whole.done;
   $("whole-verdict").className = d ? d.outcome : running ? "running" : "";

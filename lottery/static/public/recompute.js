@@ -173,8 +173,7 @@ export function selectPositions(key, size, count) {
   for (let j = 0; j < count; j++) {
     message[0] = message[message.length - 2] = j >> 8;
     message[1] = message[message.length - 1] = j & 0xff;
-    const value = BigInt(`0x${bytesToHex(md5(message))}`);
-    let k = Number(value % BigInt(size - j)) + 1;
+    let k = modulo(md5(message), size - j) + 1;
     let position = 0;
     for (let step = size ? top : 0; step; step >>= 1) {
       const next = position + step;
@@ -185,6 +184,14 @@ export function selectPositions(key, size, count) {
     for (let i = position; i <= size; i += i & -i) tree[i] -= 1;
   }
   return positions;
+}
+
+// A 128-bit big-endian value modulo m, 16 bits at a time: exact in doubles while m < 2^37, and
+// pools are far smaller; no BigInt per selection.
+function modulo(bytes, m) {
+  let r = 0;
+  for (let i = 0; i < bytes.length; i += 2) r = (r * 65536 + bytes[i] * 256 + bytes[i + 1]) % m;
+  return r;
 }
 
 function selectRfc3797({ campaign, seed, list, quotas, order, index, members, spillover }) {

@@ -303,7 +303,7 @@ async function verify({ base, format }, post) {
   });
   const envelope = await run.step("envelope", async () => {
     const opened = await checkEnvelope(data, keys);
-    return { value: opened, detail: ["w_envelope_ok", { key: opened.keyId, bytes: opened.signedBytes }] };
+    return { value: opened, detail: ["w_envelope_ok", { key: opened.keyId, bytes: opened.signedBytes.toLocaleString("en") }] };
   });
   const { bundle, key, keyId } = envelope;
   const commitment = await run.step("commitment", async () => {
