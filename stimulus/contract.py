@@ -167,6 +167,9 @@ def problem_codes(handler: HTTPRouteHandler, operation: dict[str, Any]) -> dict[
     if "services" in inspect.signature(handler.fn).parameters:
         kinds.add("storage")
     wanted = [pair for kind in sorted(kinds) for pair in codes_on(kind)]
+    if any(p.get("in") == "path" and p.get("schema", {}).get("type") == "integer"
+           for p in operation.get("parameters", ())):
+        wanted.append(("not_found", (404,)))  # a path that is not a number matches no route
     wanted += [statuses_of(declared) for declared in declared_of(handler).raises]
     order = {code: n for n, code in enumerate(CODES)}
     by_status: dict[int, list[str]] = {}

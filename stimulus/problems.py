@@ -16,6 +16,7 @@ from litestar.exceptions import (
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
+    SerializationException,
     ValidationException,
 )
 
@@ -91,6 +92,8 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
         code = "unauthenticated"
     elif isinstance(exc, PermissionDeniedException):
         code = "forbidden"
+    elif isinstance(exc.__cause__, SerializationException):
+        code = "malformed_json"  # a body Litestar could not decode for a handler's `data`
     headers = dict(exc.headers) if exc.headers else None
     return problem(status, code, code.replace("_", " ").capitalize(), str(exc.detail),
                    request_id_of(request), headers=headers)

@@ -103,3 +103,13 @@ async def test_the_served_document_is_the_completed_one(http: Any) -> None:
     served = answer.json()
     assert "Problem" in served["components"]["schemas"]
     assert PROBLEM_MEDIA_TYPE in served["paths"]["/v1/admin/campaigns"]["post"]["responses"]["401"]["content"]
+
+
+@pytest.mark.parametrize("body", [b"{", b"\x00", b'{"id": "a'])
+async def test_a_body_litestar_cannot_decode_is_malformed_json(http: Any, operator_token: str,
+                                                                body: bytes) -> None:
+    answer = await http.post("/v1/admin/campaigns", content=body, headers={
+        "Authorization": f"Bearer {operator_token}", "Content-Type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE)
+    assert answer.json()["code"] == "malformed_json"
