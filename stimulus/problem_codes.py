@@ -43,6 +43,7 @@ CODES: dict[str, ProblemCode] = {
     "conflict": _c(409, "conflicts with the current state (generic)"),
     "wrong_state": _c(409, "not allowed in the current state (generic)"),
     "forbidden": _c(403, "not allowed (generic)"),
+    "lease_lost": _c(409, "another process took over a singleton job's lease (the job stops)"),
     "rate_limited": _c(429, "too many requests from this citizen or address; retry after Retry-After"),
     "unavailable": _c(503, "a dependency is unavailable; retry after Retry-After", "storage"),
     "not_ready": _c(503, "the process cannot reach PostgreSQL or Redis (readiness probe)"),
