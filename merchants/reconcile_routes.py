@@ -108,9 +108,9 @@ async def settlement_rejects(services: Services, principal: Principal, file_id: 
         return [{"line": r.line_no, "error": r.error, "raw": r.raw} for r in await settlement.rejects_of(conn, file_id)]
 
 
-@contract("invalid_run_options", "reconciliation_running", roles=OPERATOR)
+@contract("invalid_run_options", "reconciliation_running", "lease_lost", roles=OPERATOR)
 @post("/v1/admin/reconciliation/runs", tags=["operator"], status_code=201,
-      summary="Run reconciliation now (409 reconciliation_running while another run holds the lock)")
+      summary="Run reconciliation now (409 reconciliation_running while another run holds the lease)")
 async def start_run(services: Services, principal: Principal, data: RunRequest | None = None) -> reconciler.RunSummary:
     require_role(principal, "operator")
     request = data or RunRequest()

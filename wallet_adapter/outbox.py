@@ -275,7 +275,7 @@ class Dispatcher:
                 continue
             try:
                 report = await expiry.expire(self.pool, self.banks, campaign.id, ACTOR)
-            except WrongState as exc:  # an operator's run holds it, or the state moved meanwhile
+            except (WrongState, LeaseLost) as exc:  # another run holds it or took it over, or the state moved
                 log.info("campaign %s: expiry not run now: %s", campaign.id, exc.detail)
                 continue
             log.info("campaign %s: spending deadline passed; %d packets reclaimed (%d fen), %d spent out, "
