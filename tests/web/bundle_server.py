@@ -9,6 +9,8 @@ to measure the whole-draw check on large lists:
     python -m tests.web.bundle_server BUNDLE LIST [--port 8765]
 
 `lists` maps a format ("csv", "ndjson") to the list bytes; a test can swap in tampered bytes.
+`serving_cases` mounts many at once, each under /case/NAME/ (its API at /case/NAME/v1/...), for a
+test that runs the page's worker over many bundles from one page.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class Published:
                 "bundle": {**bundle, "draw": {k: v for k, v in bundle["draw"].items() if k != "winners"}}}
 
 
-def _handler(published: Published) -> type[BaseHTTPRequestHandler]:
+def _handler(mounted: dict[str, Published]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -73,16 +75,25 @@ def _handler(published: Published) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             path = url.path
-            envelope = published.envelope
-            base = f"/v1/campaigns/{published.campaign_id}"
-            if path == f"/campaigns/{published.campaign_id}":
-                self._send(200, INDEX, "text/html; charset=utf-8", PAGE_HEADERS)
-            elif path.startswith("/static/public/"):
+            if path.startswith("/static/public/"):
                 target = (STATIC / path.removeprefix("/static/public/")).resolve()
                 if STATIC.resolve() not in target.parents or not target.is_file():
                     self._problem(404)
                 else:
                     self._send(200, target.read_bytes(), TYPES.get(target.suffix, "application/octet-stream"))
+                return
+            prefix = ""
+            if path.startswith("/case/"):
+                prefix = "/".join(path.split("/")[:3])
+                path = path.removeprefix(prefix)
+            published = mounted.get(prefix)
+            if published is None:
+                self._problem(404)
+                return
+            envelope = published.envelope
+            base = f"/v1/campaigns/{published.campaign_id}"
+            if path == f"/campaigns/{published.campaign_id}":
+                self._send(200, INDEX, "text/html; charset=utf-8", PAGE_HEADERS)
             elif path == "/v1/keys":
                 self._json({envelope["key_id"]: envelope["public_key_hex"]})
             elif path == base:
@@ -138,7 +149,20 @@ def _handler(published: Published) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def serving(published: Published, port: int = 0) -> Iterator[str]:
     """The server on 127.0.0.1 in a thread; yields its base address."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(published))
+    with _serving({"": published}, port) as url:
+        yield url
+
+
+@contextmanager
+def serving_cases(cases: dict[str, Published]) -> Iterator[str]:
+    """Each case under /case/NAME/ (the page's scripts at /static/public/ as usual)."""
+    with _serving({f"/case/{name}": published for name, published in cases.items()}, 0) as url:
+        yield url
+
+
+@contextmanager
+def _serving(mounted: dict[str, Published], port: int) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(mounted))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -293,10 +293,12 @@ async function checkSeed(bundle, reveals, randomness) {
   return { detail: ["w_seed_ok", { seed: bytesToHex(seed) }], value: seed };
 }
 
-async function verify({ base, format }, post) {
+// base: the campaign's public API path; keys: where the service publishes its keys; format: the
+// list spelling to fetch ("csv" or "ndjson").
+async function verify({ base, keys: keysPath = "/v1/keys", format }, post) {
   const run = new Run(post);
   const [keys, data] = await run.step("fetch", async () => {
-    const [keysResponse, bundleResponse] = await Promise.all([fetchOk("/v1/keys", "/v1/keys"),
+    const [keysResponse, bundleResponse] = await Promise.all([fetchOk(keysPath, "/v1/keys"),
                                                                fetchOk(`${base}/bundle`, "bundle")]);
     const bytes = new Uint8Array(await bundleResponse.arrayBuffer());
     return { value: [await keysResponse.json(), bytes], detail: ["w_fetched", { bytes: bytes.length.toLocaleString("en") }] };
