@@ -12,7 +12,7 @@ from litestar.params import Parameter, QueryParameter
 from merchants import reconciler, settlement
 from merchants.reconciler import Break, RunOptions, RunView
 from stimulus.auth import Principal, require_role
-from stimulus.contract import OPERATOR, contract
+from stimulus.contract import OPERATOR, bigint_path, contract
 from stimulus.errors import InvalidInput
 from stimulus.services import Services
 
@@ -102,7 +102,8 @@ async def list_settlements(services: Services, principal: Principal, bank: str |
 
 @get("/v1/admin/settlements/{file_id:int}/rejects", tags=["operator"],
      summary="The lines of a settlement file that were kept aside, with their line numbers and reasons")
-async def settlement_rejects(services: Services, principal: Principal, file_id: int) -> list[dict[str, Any]]:
+async def settlement_rejects(services: Services, principal: Principal,
+                             file_id: int = bigint_path("settlement file id")) -> list[dict[str, Any]]:
     require_role(principal, "operator", "auditor")
     async with services.pool.acquire() as conn:
         return [{"line": r.line_no, "error": r.error, "raw": r.raw} for r in await settlement.rejects_of(conn, file_id)]
@@ -146,7 +147,8 @@ async def list_breaks(services: Services, principal: Principal, campaign: str | 
 @contract("break_not_found", "break_already_resolved", "invalid_resolution", roles=OPERATOR)
 @post("/v1/admin/reconciliation/breaks/{break_id:int}/resolve", tags=["operator"], status_code=200,
       summary="Resolve a break with the reason (audit-logged); the money stays as it is")
-async def resolve_break(services: Services, principal: Principal, break_id: int, data: Resolution) -> Break:
+async def resolve_break(services: Services, principal: Principal, data: Resolution,
+                        break_id: int = bigint_path("break id")) -> Break:
     require_role(principal, "operator")
     reason = data.resolution.strip()
     if not 3 <= len(reason) <= 1000:

@@ -8,9 +8,11 @@ from litestar import get, post
 from stimulus import approvals
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
-from stimulus.contract import OPERATOR, contract
+from stimulus.contract import OPERATOR, bigint_path, contract
 from stimulus.errors import InvalidInput
 from stimulus.services import Services
+
+ApprovalId = bigint_path("approval request id")
 
 
 class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -25,7 +27,7 @@ async def list_approvals(services: Services, principal: Principal, status: str |
 
 @contract("approval_not_found")
 @get("/v1/admin/approvals/{approval_id:int}", tags=["operator"], summary="One approval request")
-async def get_approval(services: Services, principal: Principal, approval_id: int) -> Approval:
+async def get_approval(services: Services, principal: Principal, approval_id: int = ApprovalId) -> Approval:
     require_role(principal, "operator", "auditor")
     return await approvals.fetch(services.pool, approval_id)
 
@@ -35,7 +37,7 @@ async def get_approval(services: Services, principal: Principal, approval_id: in
           "claim_deadline_passed", roles=OPERATOR)
 @post("/v1/admin/approvals/{approval_id:int}/approve", tags=["operator"], status_code=200,
       summary="Approve and run a request (a different operator from the requester)")
-async def approve(services: Services, principal: Principal, approval_id: int) -> Approval:
+async def approve(services: Services, principal: Principal, approval_id: int = ApprovalId) -> Approval:
     require_role(principal, "operator")
     async with services.pool.acquire() as conn:
         return await approvals.approve(conn, services.settings, approval_id, principal.actor)
@@ -44,7 +46,7 @@ async def approve(services: Services, principal: Principal, approval_id: int) ->
 @contract("approval_not_found", "approval_decided", "same_operator", "reason_required", roles=OPERATOR)
 @post("/v1/admin/approvals/{approval_id:int}/reject", tags=["operator"], status_code=200,
       summary="Reject a request")
-async def reject(services: Services, principal: Principal, approval_id: int, data: Rejection) -> Approval:
+async def reject(services: Services, principal: Principal, data: Rejection, approval_id: int = ApprovalId) -> Approval:
     require_role(principal, "operator")
     if not data.reason.strip():
         raise InvalidInput("a rejection needs a reason", code="reason_required")

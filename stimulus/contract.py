@@ -24,6 +24,7 @@ import msgspec
 from litestar import Litestar, Request
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.params import Parameter
 from litestar.routes import HTTPRoute
 
 from stimulus.auth import ROLES_OPT
@@ -35,6 +36,7 @@ REF = "#/components/schemas/{name}"
 PROBLEM_SCHEMA = "Problem"
 MERCHANT_HEADERS = ("X-Merchant-Id", "X-Timestamp", "X-Nonce", "X-Signature")
 
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 OPERATOR = ("operator",)  # the roles of a handler that acts; reading handlers admit auditors too
 
 H = TypeVar("H", bound=HTTPRouteHandler)
@@ -116,6 +118,12 @@ def contract(*raises: str, signed: bool = False, body: Any = None,
         return handler
 
     return mark
+
+
+def bigint_path(description: str) -> Any:
+    """A path parameter that names a bigint row: beyond the column's range it is a 400
+    validation_failed (and the document says the range), not an error from the database."""
+    return Parameter(ge=BIGINT_MIN, le=BIGINT_MAX, description=description)
 
 
 def declared_of(handler: HTTPRouteHandler) -> Declared:

@@ -87,8 +87,9 @@ def test_no_5xx_and_every_answer_fits_the_document(role: str, api_schema: Any,
                                                    fuzz_sessions: dict[str, requests.Session]) -> None:
     session = fuzz_sessions[role]
     failures: list[str] = []
-    for result in api_schema.get_all_operations():
-        operation = result.ok()
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert {(op.method.upper(), op.path) for op in operations} >= OPERATOR_SKIPS
+    for operation in operations:
         if role == "operator" and (operation.method.upper(), operation.path) in OPERATOR_SKIPS:
             continue
 
