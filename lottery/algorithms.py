@@ -27,6 +27,7 @@ from lottery.selection import (
     StratumOutcome,
     TierSpec,
     Winner,
+    check_places,
     select,
     winners_root,
 )
@@ -51,6 +52,7 @@ def select_rfc3797(seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]],
                    tiers: Sequence[TierSpec], spillover: str) -> DrawOutcome:
     if spillover not in SPILLOVER_RULES:
         raise ValueError(f"unknown spill-over rule {spillover!r}")
+    check_places(quotas, tiers)
     unknown = set(tickets_by_stratum) - set(quotas)
     if unknown:
         raise ValueError(f"registrants in strata without a quota: {sorted(unknown)}")

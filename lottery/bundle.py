@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-from lottery import algorithms
+from lottery import algorithms, bundle_shape
 from lottery.canonical import dumps, loads_strict
 from lottery.seed import RevealInput, derive_seed
 from lottery.selection import DrawOutcome, StratumOutcome, TierSpec
 from lottery.statements import BUNDLE, ed25519_ok, key_id_of
+from lottery.violation import Violation
 
 FORMAT = BUNDLE
 SANDBOX_WARNING = "SANDBOX BEACON: a locally signed value, predictable by its key holder; demos and tests only"
@@ -78,31 +79,30 @@ def envelope(bundle: dict[str, Any], sign: Any, public_key: bytes) -> bytes:
                      dumps(public_key.hex()), b',"signature_hex":', dumps(signature.hex()), b"}"])
 
 
-class BundleError(ValueError):
+class BundleError(Violation):
     pass
 
 
 def open_envelope(data: bytes, pinned_public_key: bytes | None = None) -> tuple[dict[str, Any], bytes]:
-    """Parse a bundle file and check its signature; the bundle object and the signing key."""
+    """Parse a bundle file and check its signature (rules R2.5.1, R12.1.1-R12.1.5 of the spec)."""
     try:
         document = loads_strict(data)
-    except ValueError as exc:
-        raise BundleError(f"bundle file is not canonical JSON: {exc}") from exc
-    if not isinstance(document, dict) or set(document) != {"bundle", "signature_hex", "key_id", "public_key_hex"}:
-        raise BundleError("bundle file must hold exactly bundle, signature_hex, key_id, public_key_hex")
+    except (ValueError, RecursionError) as exc:
+        raise BundleError("R2.5.1", f"bundle file is not canonical JSON: {exc}") from exc
+    bundle_shape.ENVELOPE_SHAPE(document, "envelope")
     public_key = bytes.fromhex(document["public_key_hex"])
     if pinned_public_key is not None and public_key != pinned_public_key:
-        raise BundleError("bundle is signed by a key other than the pinned service key")
+        raise BundleError("R12.1.2", "bundle is signed by a key other than the pinned service key")
     if key_id_of(public_key) != document["key_id"]:
-        raise BundleError("key_id does not match the public key")
+        raise BundleError("R12.1.3", "key_id does not match the public key")
     bundle = document["bundle"]
     # The file is canonical, so the signed bytes are exactly the text between the envelope's markers.
     start = len(b'{"bundle":')
     end = data.rindex(b',"key_id":')
     if not ed25519_ok(public_key, bytes.fromhex(document["signature_hex"]), data[start:end]):
-        raise BundleError("bundle signature does not verify")
+        raise BundleError("R12.1.4", "bundle signature does not verify")
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
-        raise BundleError(f"not a {FORMAT} bundle")
+        raise BundleError("R12.1.5", f"not a {FORMAT} bundle")
     return bundle, public_key
 
 
@@ -119,14 +119,20 @@ def ceremony_inputs(ceremony: Sequence[dict[str, Any]]) -> tuple[list[RevealInpu
     return reveals, fallbacks
 
 
+def fallbacks_taken(ceremony: Sequence[dict[str, Any]], declared_round: int, beacon: Mapping[str, Any]) -> list[str]:
+    """`fallbacks_taken`, exactly (spec R12.2.7): one line per missing reveal, then the beacon's."""
+    _, fallbacks = ceremony_inputs(ceremony)
+    if beacon.get("path") == "next-round-fallback":
+        fallbacks.append(f"drand round {declared_round} unavailable: used round {beacon['round']} (rule next-round)")
+    return fallbacks
+
+
 def compose(*, campaign: dict[str, Any], commitment: dict[str, Any], ceremony: Sequence[dict[str, Any]],
             beacon: dict[str, Any], tickets_by_stratum: Mapping[str, Sequence[int]], drawn_at: str,
             software_version: str, pool: Executor | None = None) -> tuple[dict[str, Any], DrawOutcome, bytes]:
     """Run the draw from its evidence and lay out the bundle; the service and the tests share this."""
-    reveals, fallbacks = ceremony_inputs(ceremony)
-    if beacon.get("path") == "next-round-fallback":
-        fallbacks.append(f"drand round {campaign['beacon']['round']} unavailable: used round {beacon['round']} "
-                         "(rule next-round)")
+    reveals, _ = ceremony_inputs(ceremony)
+    fallbacks = fallbacks_taken(ceremony, campaign["beacon"]["round"], beacon)
     seed = derive_seed(campaign["id"], bytes.fromhex(commitment["root_hex"]), commitment["tree_size"], reveals,
                        beacon["kind"], beacon["round"], bytes.fromhex(beacon["randomness_hex"]))
     rules = campaign["draw_rules"]

@@ -21,6 +21,8 @@ PERIOD_SECONDS = 3
 SCHEME = "bls-unchained-g1-rfc9380"
 DST = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_"
 SIGNATURE_SIZE = 48
+# The last round whose time a timestamp can spell (9999-12-31T23:59:59Z); later ones never come.
+MAX_ROUND = (253402300799 - GENESIS_TIME) // PERIOD_SECONDS + 1
 
 
 def round_time(round_number: int) -> datetime:

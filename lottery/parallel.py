@@ -14,7 +14,6 @@ from __future__ import annotations
 import array
 import hashlib
 import itertools
-import json
 import multiprocessing
 import os
 import struct
@@ -24,12 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lottery.merkle import HASH_SIZE, MerkleTree, next_level
-from lottery.registrant_list import CSV_HEADER, ListError
+from lottery.registrant_list import (
+    CSV_HEADER,
+    CSV_LINE,
+    LAYOUT,
+    MAX_TICKET,
+    ListError,
+    csv_ticket,
+    ndjson_row,
+)
 
 BLOCK_LEAVES = 1 << 20
 PIECES_PER_WORKER = 4
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
+ORDER = "R12.4.4"
+STRATUM = "R12.4.5"
+LEAF_FIELDS = "R3.3"
 
 
 def default_workers() -> int:
@@ -51,40 +61,25 @@ class Piece:
     last: int
 
 
-def _lp(value: bytes, what: str) -> bytes:
-    if not 0 < len(value) <= 255:
-        raise ListError(f"{what} must be 1-255 bytes")
-    return _U16.pack(len(value)) + value
-
-
 def digest_piece(path: str, start: int, end: int, campaign_id: str, strata: Sequence[str], csv: bool) -> Piece:
     """Parse, check and hash the registrant lines in bytes [start, end) of the list."""
     with open(path, "rb") as handle:
         handle.seek(start)
         data = handle.read(end - start)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ListError(LAYOUT, f"the list is not UTF-8 near byte {start + exc.start}") from None
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the piece ends at a line boundary
-    if not csv:
-        lines = [_ndjson_as_csv(line, start) for line in lines]
-    return _hash_csv_lines(lines, campaign_id, strata)
+    return _hash_lines(lines, campaign_id, strata, csv)
 
 
-def _ndjson_as_csv(line: bytes, start: int) -> bytes:
-    """One parser for both spellings: an NDJSON object becomes its CSV line."""
-    try:
-        item = json.loads(line)
-        ticket, name, group = item["ticket"], item["pseudonym"].encode(), item["stratum"].encode()
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ListError(f"malformed NDJSON line near byte {start}: {exc}") from exc
-    if type(ticket) is not int or ticket < 0:
-        raise ListError(f"ticket {ticket!r} is not a non-negative integer")
-    return b"%d,%b,%b" % (ticket, name, group)
-
-
-def _hash_csv_lines(lines: list[bytes], campaign_id: str, strata: Sequence[str]) -> Piece:
+def _hash_lines(lines: list[bytes], campaign_id: str, strata: Sequence[str], csv: bool) -> Piece:
     head = b"\x00\x01"  # RFC 6962 leaf prefix, then the leaf format version
-    campaign_lp = _lp(campaign_id.encode(), "campaign id")
+    campaign_raw = campaign_id.encode()
+    campaign_lp = _U16.pack(len(campaign_raw)) + campaign_raw
     known = {s.encode() for s in strata}
     found: dict[bytes, array.array[int]] = {s: array.array("Q") for s in known}
     appends = {s: a.append for s, a in found.items()}
@@ -93,33 +88,37 @@ def _hash_csv_lines(lines: list[bytes], campaign_id: str, strata: Sequence[str])
     out = bytearray()
     extend = out.extend
     sha = hashlib.sha256
-    previous = -1
-    try:
-        for line in lines:
-            number, name, group = line.split(b",")
-            ticket = int(number)
+    previous = first = -1
+    for line in lines:
+        if csv:
+            parts = line.split(b",")
+            if len(parts) != 3:
+                raise ListError(CSV_LINE, f"line {line[:60]!r} does not split into ticket,pseudonym,stratum")
+            number, name, group = parts
             # bytes.isdigit is ASCII-only; a leading zero would be a second spelling of the same ticket.
-            if ticket <= previous or not number.isdigit() or (number[0] == 48 and ticket) or ticket >= 2**64:
-                raise ListError(f"ticket {ticket} out of order or repeated" if ticket <= previous
-                                else f"ticket {number.decode(errors='replace')!r} is not a canonical number")
-            packer = packers.get((len(name), group))
-            if packer is None:
-                if group not in known:
-                    raise ListError(f"ticket {ticket} is in an unknown stratum {group.decode(errors='replace')!r}")
-                if not 0 < len(name) <= 255:
-                    raise ListError(f"ticket {ticket}: pseudonym must be 1-255 bytes")
-                layout = struct.Struct(f">2sQ{len(campaign_lp)}sH{len(name)}sH{len(group)}s")
-                packer = packers[(len(name), group)] = (layout.pack, len(name), len(group))
-            pack, name_length, group_length = packer
-            extend(sha(pack(head, ticket, campaign_lp, name_length, name, group_length, group)).digest())
-            appends[group](ticket)
-            previous = ticket
-    except ValueError as exc:
-        if isinstance(exc, ListError):
-            raise
-        raise ListError(f"malformed CSV line: {exc}") from exc
+            ticket = int(number) if number.isdigit() and len(number) <= 20 and (number[0] != 48 or len(number) == 1) \
+                else -1
+            if not 0 <= ticket <= MAX_TICKET:
+                csv_ticket(number)  # raises, naming the rule
+        else:
+            ticket, name, group = ndjson_row(line)
+        if ticket <= previous:
+            raise ListError(ORDER, f"ticket {ticket} out of order or repeated")
+        packer = packers.get((len(name), group))
+        if packer is None:
+            if group not in known:
+                raise ListError(STRATUM, f"ticket {ticket} is in an unknown stratum {group.decode(errors='replace')!r}")
+            if not 0 < len(name) <= 255:
+                raise ListError(LEAF_FIELDS, f"ticket {ticket}: pseudonym must be 1-255 bytes")
+            layout = struct.Struct(f">2sQ{len(campaign_lp)}sH{len(name)}sH{len(group)}s")
+            packer = packers[(len(name), group)] = (layout.pack, len(name), len(group))
+        pack, name_length, group_length = packer
+        extend(sha(pack(head, ticket, campaign_lp, name_length, name, group_length, group)).digest())
+        appends[group](ticket)
+        if first < 0:
+            first = ticket
+        previous = ticket
     count = len(out) // HASH_SIZE
-    first = int(lines[0].split(b",")[0]) if count else -1
     return Piece(bytes(out), {s.decode(): a.tobytes() for s, a in found.items()}, count, first, previous)
 
 
@@ -128,9 +127,14 @@ def _cut(path: Path, pieces: int) -> tuple[bool, list[tuple[int, int]]]:
     size = path.stat().st_size
     with path.open("rb") as handle:
         header = handle.readline()
-        begin = len(header) if header.rstrip(b"\n").decode(errors="replace") == CSV_HEADER else 0
-        if begin == 0 and header[:1] not in (b"{", b""):
-            raise ListError("registrant list: expected the CSV header or NDJSON objects")
+        csv = header == CSV_HEADER.encode() + b"\n"
+        if not csv and header[:1] not in (b"{", b""):
+            raise ListError(LAYOUT, "registrant list: the first line is neither the CSV header nor an NDJSON object")
+        begin = len(header) if csv else 0
+        if size > begin:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                raise ListError(LAYOUT, "registrant list: the last line does not end with a newline")
         bounds = [begin]
         step = max(1, (size - begin) // pieces)
         for i in range(1, pieces):
@@ -141,7 +145,7 @@ def _cut(path: Path, pieces: int) -> tuple[bool, list[tuple[int, int]]]:
                 break
             bounds.append(position)
     bounds.append(size)
-    return begin > 0, [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+    return csv, [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 @dataclass
@@ -163,7 +167,7 @@ def digest_list(path: Path, campaign_id: str, strata: Sequence[str], pool: Execu
         if piece.count == 0:
             continue
         if piece.first <= previous:
-            raise ListError(f"ticket {piece.first} out of order or repeated")
+            raise ListError(ORDER, f"ticket {piece.first} out of order or repeated")
         hashes.extend(piece.hashes)
         for stratum, raw in piece.tickets.items():
             by_stratum[stratum].frombytes(raw)

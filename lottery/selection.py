@@ -6,7 +6,9 @@ leaves `unused = quota - registrants` places. Round 2 (spill-over rule
 "redistribute-lowest-scores"): the `sum(unused)` lowest rank keys among all registrants who did not
 win in round 1, across every stratum, win too. Rule "none": unused places stay empty.
 Tiers (scope "global"): all winners in rank-key order; the campaign's tiers, in the order declared,
-take `count` winners each. Imports only the standard library: the offline verifier runs this.
+take `count` winners each. Every quota is at least 1 and the quotas add up to the tiers' total
+(`check_places`), so every winner gets a tier and the cutoff of a stratum always exists.
+Imports only the standard library: the offline verifier runs this.
 """
 
 from __future__ import annotations
@@ -87,11 +89,20 @@ def lowest_keys(seed: bytes, tickets: Sequence[int], count: int) -> list[bytes]:
     return heapq.nsmallest(count, _rank_keys(seed, tickets))
 
 
+def check_places(quotas: Mapping[str, int], tiers: Sequence[TierSpec]) -> None:
+    """Refuse parameters under which a winner would get no tier or a stratum no place (spec R9.2.1)."""
+    if any(q < 1 for q in quotas.values()):
+        raise ValueError("every stratum's quota must be at least 1")
+    if sum(quotas.values()) != sum(t.count for t in tiers):
+        raise ValueError(f"quotas add up to {sum(quotas.values())} but the tiers to {sum(t.count for t in tiers)}")
+
+
 def select(seed: bytes, tickets_by_stratum: Mapping[str, Sequence[int]], quotas: dict[str, int],
            tiers: Sequence[TierSpec], spillover: str, pool: Executor | None = None) -> DrawOutcome:
     """The whole draw from the seed and each stratum's tickets; `pool` spreads strata over processes."""
     if spillover not in SPILLOVER_RULES:
         raise ValueError(f"unknown spill-over rule {spillover!r}")
+    check_places(quotas, tiers)
     unknown = set(tickets_by_stratum) - set(quotas)
     if unknown:
         raise ValueError(f"registrants in strata without a quota: {sorted(unknown)}")

@@ -268,9 +268,9 @@ def test_revealed_secret_passed_off_as_missing(tmp_path: Path) -> None:
 def test_missing_reveal_without_declared_fallback(tmp_path: Path) -> None:
     r = make(tmp_path, missing_reveals=1)
     bundle = edited(r, lambda b: b.__setitem__("fallbacks_taken", []))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "does not declare the fallback")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R12.2.7: fallbacks_taken")
     bundle = edited(r, lambda b: b["campaign"]["draw_rules"].__setitem__("missing_reveal", "abort"))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "the campaign's rule is abort")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R6.9:", "the campaign's rule is abort")
 
 
 # --- the beacon ---------------------------------------------------------------------------------------
@@ -302,7 +302,9 @@ def test_sandbox_beacon_randomness_replaced(tmp_path: Path) -> None:
 def test_sandbox_beacon_unmarked(tmp_path: Path) -> None:
     r = make(tmp_path)
     bundle = edited(r, lambda b: b.__setitem__("sandbox", False))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "sandbox beacon not marked as such")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.2.3:")
+    bundle = edited(r, lambda b: b["beacon"].__setitem__("warning", "a fair draw"))
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.3.5: sandbox beacon not marked as such")
 
 
 def test_drand_draw_passes_and_altered_signature_fails(tmp_path: Path) -> None:
@@ -324,13 +326,13 @@ def test_drand_draw_passes_and_altered_signature_fails(tmp_path: Path) -> None:
 def test_drand_round_or_chain_changed(tmp_path: Path) -> None:
     r = make(tmp_path, beacon="drand-quicknet")
     bundle = edited(r, lambda b: b["beacon"].__setitem__("round", 657414))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "beacon round 657414 is not the declared round 657413")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.1.2: beacon round 657414 on path declared-round")
     bundle = edited(r, lambda b: b["beacon"].__setitem__("chain_hash", "00" * 32))
     assert_fails(run_list(tmp_path, resign(r, bundle)), "not from the drand quicknet chain")
     bundle = edited(r, lambda b: b["campaign"]["beacon"].__setitem__("kind", "sandbox"))
     assert_fails(run_list(tmp_path, resign(r, bundle)), "beacon kind differs from the campaign's")
     bundle = edited(r, lambda b: b["campaign"]["beacon"].__setitem__("round", 657412))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "beacon round 657413 is not the declared round 657412")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.1.2:", "not the declared round 657412")
 
 
 # Real quicknet rounds 2, 3 and 30662982 (ChainSafe/forest src/beacon/tests/fixtures/drand_quicknet.json;
@@ -372,17 +374,17 @@ def test_drand_next_round_fallback_passes(tmp_path: Path) -> None:
 
 def test_drand_fallback_must_be_declared(tmp_path: Path) -> None:
     assert_fails(run_list(tmp_path, drand_fallback_draw(tmp_path, declared=2, used=3, path="declared-round")),
-                 "beacon round 3 is not the declared round 2")
+                 "R7.1.2: beacon round 3 on path declared-round")
 
 
 def test_drand_fallback_cannot_shop_for_a_later_round(tmp_path: Path) -> None:
     # "Next round" means the next one: any later round would let the operator choose among many.
     assert_fails(run_list(tmp_path, drand_fallback_draw(tmp_path, declared=2, used=30662982)),
-                 "beacon round 30662982 is not the declared round 2")
+                 "R7.1.2: beacon round 30662982 on path next-round-fallback is not the declared round 2")
     assert_fails(run_list(tmp_path, drand_fallback_draw(tmp_path, declared=1, used=3)),
-                 "beacon round 3 is not the declared round 1")
+                 "R7.1.2: beacon round 3 on path next-round-fallback is not the declared round 1")
     assert_fails(run_list(tmp_path, drand_fallback_draw(tmp_path, declared=2, used=3, declare_line=False)),
-                 "beacon round 3 is not the declared round 2")
+                 "R12.2.7: fallbacks_taken")
 
 
 def test_sandbox_beacon_round_differs_from_declared(tmp_path: Path) -> None:
@@ -394,17 +396,23 @@ def test_sandbox_beacon_round_differs_from_declared(tmp_path: Path) -> None:
 # --- parameters, seed, cutoffs --------------------------------------------------------------------------
 
 PARAMETER_EDITS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
-    "quota": (lambda b: b["campaign"]["strata"][0].__setitem__("quota", 11), "draw.strata[0]"),
-    "quota-down": (lambda b: b["campaign"]["strata"][2].__setitem__("quota", 9), "draw.strata[2]"),
-    "tier-amount": (lambda b: b["campaign"]["tiers"][0].__setitem__("amount_fen", 20001), "draw.winners[0][3]"),
-    "tier-count": (lambda b: b["campaign"]["tiers"][0].__setitem__("count", 29), "draw.winner"),
+    "quota-moved": (lambda b: (b["campaign"]["strata"][0].__setitem__("quota", 11),
+                               b["campaign"]["strata"][2].__setitem__("quota", 9)), "R12.2.8: draw.strata[0]"),
+    "quota-up": (lambda b: b["campaign"]["strata"][0].__setitem__("quota", 11), "R9.2.1: the quotas add up to 31"),
+    "quota-zero": (lambda b: (b["campaign"]["strata"][0].__setitem__("quota", 0),
+                              b["campaign"]["strata"][1].__setitem__("quota", 20)), "R9.2.1:"),
+    "tier-amount": (lambda b: b["campaign"]["tiers"][0].__setitem__("amount_fen", 19999),
+                    "R12.2.8: draw.winners[0][3]"),
+    "over-budget": (lambda b: b["campaign"]["tiers"][0].__setitem__("amount_fen", 20001), "R12.2.6:"),
+    "tier-count": (lambda b: b["campaign"]["tiers"][0].__setitem__("count", 29), "R9.2.1:"),
     "tier-name": (lambda b: b["campaign"]["tiers"][0].__setitem__("tier", "premium"), "draw.winners[0][2]"),
     "spillover": (lambda b: b["campaign"]["draw_rules"].__setitem__("spillover", "none"), "draw.spillover.rule"),
     "algorithm": (lambda b: b["campaign"]["draw_rules"].__setitem__("algorithm", "rfc3797"), "draw.algorithm"),
     "unknown-algorithm": (lambda b: b["campaign"]["draw_rules"].__setitem__("algorithm", "lowest-ticket"),
-                          "unknown draw algorithm"),
+                          "R12.2.3: bundle.campaign.draw_rules.algorithm"),
     "campaign-id": (lambda b: b["campaign"].__setitem__("id", "another"), "commitment names another campaign"),
-    "stratum-added": (lambda b: b["campaign"]["strata"].append({"stratum": "d4", "quota": 1}), "draw.s"),
+    "stratum-added": (lambda b: b["campaign"]["strata"].append({"stratum": "d4", "quota": 1}), "R9.2.1:"),
+    "strata-unsorted": (lambda b: b["campaign"]["strata"].reverse(), "R12.2.4:"),
     "participant-key": (lambda b: b["campaign"]["participants"][0].__setitem__("public_key_hex", "ab" * 32),
                         "participant p1"),
 }
@@ -490,7 +498,7 @@ def test_commitment_root_altered_and_recommitted(tmp_path: Path) -> None:
     assert_fails(run_list(tmp_path, other.bundle_bytes), "registrant list has 100 registrants, the commitment 99")
     spliced = edited(r, lambda b: b.__setitem__("commitment", other.bundle["commitment"]))
     assert_fails(run_list(tmp_path, resign(r, spliced), list_path=tmp_path / "other.csv"),
-                 "participant p1: reveal signature does not verify")
+                 "R7.3.3: sandbox beacon signature does not verify")
 
 
 def test_commitment_made_before_registration_closed(tmp_path: Path) -> None:
@@ -502,7 +510,7 @@ def test_commitment_made_before_registration_closed(tmp_path: Path) -> None:
 
     assert_fails(run_list(tmp_path, resign(r, edited(r, close_later))), "commitment made before registration closed")
     bundle = edited(r, lambda b: b["campaign"].__setitem__("registration_closed_at", later))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "registration_closed_at lies after the declared close")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R12.2.5: registration_closed_at lies outside")
 
 
 def test_not_canonical_or_malformed_bundle(tmp_path: Path) -> None:
@@ -511,9 +519,9 @@ def test_not_canonical_or_malformed_bundle(tmp_path: Path) -> None:
     document = json.loads(r.bundle_bytes)
     document["extra"] = 1
     data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    assert_fails(run_list(tmp_path, data), "must hold exactly")
+    assert_fails(run_list(tmp_path, data), "R12.1.1: envelope has the unexpected key 'extra'")
     bundle = edited(r, lambda b: b["draw"].pop("seed_hex"))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "malformed input")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R12.2.1: bundle.draw lacks the key 'seed_hex'")
 
 
 # --- one citizen's ticket ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 // registration leaf and hashed into the RFC 6962 root, with no allocation per line. The tickets
 // and strata are kept in typed arrays for the recomputation, and, when the seed is known, the
 // first 64 bits of every ticket's score (section 9.1), which decide nearly every comparison.
-// The rules are lottery/parallel.py's, which `stimulus-verify` applies to a list file.
+// The rules are docs/draw-spec.md's R12.4.1-R12.4.7 and R3.3, as lottery/parallel.py applies them.
 
 import { MerkleRoot, Sha256Buffer } from "./hashing.js";
 
@@ -106,12 +106,9 @@ export class ListDigest {
     this.carried = need;
   }
 
-  // The stream ended: a last line without its newline counts too (as lottery/parallel.py reads it).
+  // The stream ended. Every line ends with LF, the last one too (rule R12.4.1).
   finish() {
-    if (this.carried) {
-      this.line(this.carry, 0, this.carried);
-      this.carried = 0;
-    }
+    if (this.carried) throw new ListError("the last line does not end with a newline");
     return this.tree.root();
   }
 
@@ -133,7 +130,7 @@ export class ListDigest {
     if (second < 0 || indexOfIn(bytes, COMMA, second + 1, end) >= 0) {
       throw new ListError(`line ${this.count + 1}: expected ticket,pseudonym,stratum`);
     }
-    // The ticket: ASCII digits, no leading zero, below 2^64; in two 32-bit halves.
+    // The ticket: ASCII digits, no leading zero, below 2^64 (rule R12.4.2); in two 32-bit halves.
     if (first === start) throw new ListError(`line ${this.count + 1}: an empty ticket`);
     let hi = 0, lo = 0;
     for (let i = start; i < first; i++) {
@@ -145,22 +142,35 @@ export class ListDigest {
       hi = hi * 10 + carry;
       if (hi >= TWO32) throw new ListError(`line ${this.count + 1}: the ticket does not fit in 64 bits`);
     }
-    if (bytes[start] === ZERO && (hi || lo)) {
+    if (bytes[start] === ZERO && first - start > 1) {
       throw new ListError(`ticket ${ticketText(hi, lo)} is not a canonical number (leading zero)`);
     }
+    this.add(hi, lo, bytes, first + 1, second, bytes, second + 1, end);
+  }
+
+  // One registrant: order, stratum, pseudonym length and UTF-8, then its leaf and score.
+  add(hi, lo, names, nameStart, nameEnd, groups, stratumStart, stratumEnd) {
     const n = this.count;
     if (n > 0) {
       const ph = this.hi.data[n - 1], pl = this.lo.data[n - 1];
       if (hi < ph || (hi === ph && lo <= pl)) throw new ListError(`ticket ${ticketText(hi, lo)} out of order or repeated`);
     }
-    const stratum = this.stratumIndex(bytes, second + 1, end);
+    const stratum = this.stratumIndex(groups, stratumStart, stratumEnd);
     if (stratum < 0) {
       throw new ListError(`ticket ${ticketText(hi, lo)} is in an unknown stratum ${JSON.stringify(
-        latin.decode(bytes.subarray(second + 1, end)))}`);
+        latin.decode(groups.subarray(stratumStart, stratumEnd)))}`);
     }
-    const nameLength = second - first - 1;
+    const nameLength = nameEnd - nameStart;
     if (nameLength < 1 || nameLength > 255) {
       throw new ListError(`ticket ${ticketText(hi, lo)}: pseudonym must be 1-255 bytes`);
+    }
+    for (let i = nameStart; i < nameEnd; i++) {
+      if (names[i] >= 0x80) {  // the list is UTF-8 (rule R12.4.1): decode only what is not ASCII
+        try { decoder.decode(names.subarray(nameStart, nameEnd)); } catch {
+          throw new ListError(`ticket ${ticketText(hi, lo)}: the pseudonym is not UTF-8`);
+        }
+        break;
+      }
     }
     // The leaf, in place after the fixed campaign prefix.
     const leaf = this.leaf.bytes, view = this.leaf.view;
@@ -168,7 +178,7 @@ export class ListDigest {
     view.setUint32(6, lo);
     let at = this.afterCampaign;
     view.setUint16(at, nameLength);
-    leaf.set(bytes.subarray(first + 1, second), at + 2);
+    leaf.set(names.subarray(nameStart, nameEnd), at + 2);
     at += 2 + nameLength;
     const s = this.strata[stratum];
     view.setUint16(at, s.length);
@@ -209,9 +219,9 @@ export class ListDigest {
     return -1;
   }
 
-  // An NDJSON line becomes its CSV line, then is read as one (lottery/parallel.py does the same).
-  // The canonical spelling {"pseudonym":"..","stratum":"..","ticket":N} with plain ASCII values is
-  // taken from the bytes directly; any other spelling goes through JSON.parse.
+  // An NDJSON line (rule R12.4.3). The canonical spelling {"pseudonym":"..","stratum":"..","ticket":N}
+  // with plain ASCII values becomes its CSV line, read as one; any other spelling goes through
+  // JSON.parse and must then be exactly the canonical line of what it holds.
   ndjsonLineOf(bytes, start, end) {
     const fast = this.canonicalNdjson(bytes, start, end);
     if (fast) { this.csvLine(this.ndjsonLine, 0, fast); return; }
@@ -230,20 +240,26 @@ export class ListDigest {
     }
     const { ticket, pseudonym, stratum } = item;
     const ticketSource = sources.get(item) ?? null;
-    if (!("ticket" in item) || !("pseudonym" in item) || !("stratum" in item)) {
-      throw new ListError(`line ${this.count + 1}: the object lacks ticket, pseudonym or stratum`);
+    if (Object.keys(item).length !== 3 || !("ticket" in item) || !("pseudonym" in item) || !("stratum" in item)) {
+      throw new ListError(`line ${this.count + 1}: the object must hold exactly ticket, pseudonym and stratum`);
     }
-    if (typeof ticket !== "number" || ticketSource === null || !/^-?\d+$/.test(ticketSource)
-        || ticketSource.startsWith("-") && !/^-0+$/.test(ticketSource)) {
-      throw new ListError(`line ${this.count + 1}: ticket ${ticketSource ?? JSON.stringify(ticket)} is not a non-negative integer`);
+    if (typeof ticket !== "number" || ticketSource === null || !/^(0|[1-9][0-9]{0,19})$/.test(ticketSource)) {
+      throw new ListError(`line ${this.count + 1}: ticket ${ticketSource ?? JSON.stringify(ticket)} is not a canonical integer`);
     }
     if (typeof pseudonym !== "string" || typeof stratum !== "string"
         || !pseudonym.isWellFormed() || !stratum.isWellFormed()) {
       throw new ListError(`line ${this.count + 1}: pseudonym and stratum must be strings`);
     }
-    const digits = BigInt(ticketSource.replace(/^-/, "")).toString();
-    const csv = encoder.encode(`${digits},${pseudonym},${stratum}`);
-    this.csvLine(csv, 0, csv.length);
+    // Exactly the canonical line (rule R12.4.3): no other key, no key twice, no other spelling.
+    // JSON.stringify escapes a well-formed string exactly as canonical JSON does.
+    const canonical = `{"pseudonym":${JSON.stringify(pseudonym)},"stratum":${JSON.stringify(stratum)},"ticket":${ticketSource}}`;
+    if (canonical !== decoder.decode(bytes.subarray(start, end))) {
+      throw new ListError(`line ${this.count + 1}: not the canonical NDJSON line ${canonical.slice(0, 80)}`);
+    }
+    const value = BigInt(ticketSource);
+    if (value >= 18446744073709551616n) throw new ListError(`line ${this.count + 1}: the ticket does not fit in 64 bits`);
+    const name = encoder.encode(pseudonym), group = encoder.encode(stratum);
+    this.add(Number(value >> 32n), Number(value & 0xffffffffn), name, 0, name.length, group, 0, group.length);
   }
 
   // The CSV line of a canonical ASCII NDJSON line, written into this.ndjsonLine; its length, or 0.
@@ -290,8 +306,8 @@ export class ListDigest {
   }
 }
 
-// A JSON string byte that needs no unescaping: printable ASCII other than " and \.
-const plain = (b) => b >= 0x20 && b < 0x7f && b !== QUOTE && b !== BACKSLASH;
+// A JSON string byte that needs no unescaping and cannot split the CSV line: printable ASCII but " \ and ,.
+const plain = (b) => b >= 0x20 && b < 0x7f && b !== QUOTE && b !== BACKSLASH && b !== COMMA;
 
 function indexOfIn(bytes, value, start, end) {
   const found = bytes.indexOf(value, start);
