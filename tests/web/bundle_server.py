@@ -39,10 +39,17 @@ class Published:
 
     bundle_bytes: bytes
     lists: dict[str, bytes] = field(default_factory=dict)
+    keys: dict[str, str] | None = None  # what /v1/keys answers; by default the bundle's own key
 
     @property
     def envelope(self) -> dict[str, Any]:
         return dict(json.loads(self.bundle_bytes))
+
+    def published_keys(self) -> dict[str, str]:
+        if self.keys is not None:
+            return self.keys
+        envelope = self.envelope
+        return {envelope["key_id"]: envelope["public_key_hex"]}
 
     @property
     def campaign_id(self) -> str:
@@ -90,26 +97,33 @@ def _handler(mounted: dict[str, Published]) -> type[BaseHTTPRequestHandler]:
             if published is None:
                 self._problem(404)
                 return
+            # The bundle and the list are served whatever they hold (a case may be malformed on
+            # purpose); the page's other endpoints need a readable bundle.
+            parts = path.split("/")
+            if path == "/v1/keys":
+                self._json(published.published_keys())
+            elif len(parts) == 5 and parts[1:3] == ["v1", "campaigns"] and parts[4] == "bundle":
+                self._send(200, published.bundle_bytes, "application/json")
+            elif len(parts) == 5 and parts[1:3] == ["v1", "campaigns"] and parts[4] == "registrants":
+                spelling = parse_qs(url.query).get("format", ["csv"])[0]
+                if spelling not in published.lists:
+                    self._problem(404)
+                else:
+                    self._stream(published.lists[spelling], "text/csv" if spelling == "csv" else "application/x-ndjson")
+            else:
+                self._page(published, path)
+
+        def _page(self, published: Published, path: str) -> None:
             envelope = published.envelope
             base = f"/v1/campaigns/{published.campaign_id}"
             if path == f"/campaigns/{published.campaign_id}":
                 self._send(200, INDEX, "text/html; charset=utf-8", PAGE_HEADERS)
-            elif path == "/v1/keys":
-                self._json({envelope["key_id"]: envelope["public_key_hex"]})
             elif path == base:
                 self._json(published.campaign())
             elif path == f"{base}/commitment":
                 self._json(envelope["bundle"]["commitment"])
             elif path == f"{base}/draw":
                 self._json(published.summary())
-            elif path == f"{base}/bundle":
-                self._send(200, published.bundle_bytes, "application/json")
-            elif path == f"{base}/registrants":
-                spelling = parse_qs(url.query).get("format", ["csv"])[0]
-                if spelling not in published.lists:
-                    self._problem(404)
-                else:
-                    self._stream(published.lists[spelling], "text/csv" if spelling == "csv" else "application/x-ndjson")
             else:
                 self._problem(404)
 

@@ -4,13 +4,14 @@ The spec's worked example, with its registrant list spelled in every way a reade
 on (line endings, a final newline, signs and leading zeros, Unicode digits, a byte-order mark,
 NDJSON with spaces, extra, repeated or reordered keys, escapes, other types): for each, the page's
 worker (run straight from one page, many cases per browser start) must PASS exactly when
-`stimulus-verify` does, and fail at the registrant-list step when it does not. The cases follow
-whatever the verifier decides, so the two cannot drift apart silently.
+`stimulus-verify` does, and otherwise fail at the registrant-list step naming the same rule. The
+cases follow whatever the verifier decides, so the two cannot drift apart silently.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ RUN_WORKER = """async ({ base, keys, format }) => new Promise((resolve) => {
   worker.onmessage = ({ data }) => {
     if (data.type === "step" && data.status !== "running") steps[data.id] = data.status;
     if (data.type === "done") { worker.terminate(); resolve({ outcome: data.outcome, step: data.step ?? null,
+                                                              rule: data.rule ?? null,
                                                               reason: JSON.stringify(data.reason ?? null), steps }); }
   };
   worker.onerror = (event) => resolve({ outcome: "error", step: null, reason: String(event.message), steps });
@@ -101,7 +103,9 @@ def test_the_browser_and_stimulus_verify_agree_on_every_spelling_of_the_list(pag
             found = page.evaluate(RUN_WORKER, {"base": f"/case/{name}/v1/campaigns/{campaign_id}",
                                                "keys": f"/case/{name}/v1/keys", "format": spelling})
             code, said = expected[name]
+            rule = re.match(r"FAIL (R[0-9.]+):", said[-1])
             browser_passed = found["outcome"] == "pass"
-            if browser_passed != (code == 0) or (not browser_passed and found["step"] != "list"):
+            if browser_passed != (code == 0) or (not browser_passed and (
+                    found["step"] != "list" or rule is None or found["rule"] != rule.group(1))):
                 disagreements.append((name, found, said[-1]))
     assert not disagreements, disagreements

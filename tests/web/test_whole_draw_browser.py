@@ -22,7 +22,7 @@ from tests.web.conftest import DrawnCampaign
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 WHOLE_TIMEOUT_MS = 60_000
-STEPS = ["fetch", "envelope", "commitment", "list", "ceremony", "beacon", "seed", "draw"]
+STEPS = ["fetch", "envelope", "shape", "campaign", "commitment", "beacon", "ceremony", "seed", "list", "draw"]
 
 
 def _verify_whole(page: Any, url: str, spelling: str = "csv") -> str:
@@ -87,8 +87,8 @@ def test_a_tampered_registrant_list_is_rejected_in_the_browser(
     page.context.route(re.compile(r".*/registrants\?format=csv$"), intercept)
     assert _verify_whole(page, f"{api_url}/campaigns/{drawn_campaign.campaign_id}") == "fail"
     steps = _whole_steps(page)
-    assert steps == {"fetch": "ok", "envelope": "ok", "commitment": "ok", "list": "bad"}, steps
-    assert "not to the committed root" in page.inner_text("#whole-steps li[data-step=list]")
+    assert steps == {**dict.fromkeys(STEPS[:STEPS.index("list")], "ok"), "beacon": "warn", "list": "bad"}, steps
+    assert "R12.4.7: registrant list root" in page.inner_text("#whole-steps li[data-step=list]")
     verdict = page.text_content("#whole-verdict")
     assert verdict.startswith("FAIL at “The registrant list re-hashes to the committed Merkle root”"), verdict
     page.screenshot(path=str(artifacts / "public-page-whole-tampered-list.png"), full_page=True)
@@ -139,6 +139,7 @@ def _swap_lines(data: bytes, a: int, b: int) -> bytes:
 
 def _other_round(bundle: dict[str, Any]) -> None:
     bundle["beacon"]["round"] = bundle["campaign"]["beacon"]["round"] = 657414  # same signature, another round
+    bundle["beacon"]["round_time"] = "2023-09-15T11:00:06.000000Z"
 
 
 def _flip(data: bytes, at: int) -> bytes:
@@ -162,24 +163,26 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 CSV = (EXAMPLES / "registrants.csv").read_bytes()
 BUNDLE = (EXAMPLES / "bundle.json").read_bytes()
-# name -> (bundle bytes, CSV list bytes, the step that must fail, words its detail must hold)
+# name -> (bundle bytes, CSV list bytes, the step that must fail, words its detail must hold: the rule first)
 TAMPERED: dict[str, tuple[bytes, bytes, str, str]] = {
-    "list-order": (BUNDLE, _swap_lines(CSV, 4, 5), "list", "out of order"),
-    "list-short": (BUNDLE, CSV.rstrip(b"\n").rsplit(b"\n", 1)[0] + b"\n", "list", "the list has 11 registrants"),
-    "list-stratum": (BUNDLE, CSV.replace(b",430103\n", b",430104\n"), "list", "unknown stratum"),
-    "list-leading-zero": (BUNDLE, CSV.replace(b"\n7,", b"\n07,"), "list", "ticket"),
-    "bundle-byte": (_flip(BUNDLE, BUNDLE.index(b'"seed_hex":"') + 12), CSV, "envelope", "signature does not verify"),
-    "bundle-not-canonical": (BUNDLE + b"\n", CSV, "envelope", "not canonical"),
-    "winner": (_resigned(_set("draw.winners.2.0", 12)), CSV, "draw", "draw.winners[2][0]: bundle says 12, recomputed 8"),
-    "tier": (_resigned(_set("draw.winners.0.2", "first")), CSV, "draw", "draw.winners[0][2]"),
-    "cutoff": (_resigned(_set("draw.spillover.cutoff_ticket", 12)), CSV, "draw", "draw.spillover.cutoff_ticket"),
-    "quota": (_resigned(_set("campaign.strata.1.quota", 1)), CSV, "draw", "draw.spillover.cutoff_score_hex"),
-    "seed": (_resigned(_set("draw.seed_hex", "00" * 32)), CSV, "seed", "recomputed 02630394"),
-    "drand-round": (_resigned(_other_round), CSV, "beacon", "BLS signature does not verify"),
-    "drand-randomness": (_resigned(_set("beacon.randomness_hex", "11" * 32)), CSV, "beacon", "randomness"),
-    "reveal": (_resigned(_set("ceremony.1.secret_hex", "00" * 32)), CSV, "ceremony", "secret does not match"),
+    "list-order": (BUNDLE, _swap_lines(CSV, 4, 5), "list", "R12.4.4: ticket 4 out of order"),
+    "list-short": (BUNDLE, CSV.rstrip(b"\n").rsplit(b"\n", 1)[0] + b"\n", "list", "R12.4.6: registrant list has 11"),
+    "list-stratum": (BUNDLE, CSV.replace(b",430103\n", b",430104\n"), "list", "R12.4.5: ticket 5 is in an unknown stratum"),
+    "list-leading-zero": (BUNDLE, CSV.replace(b"\n7,", b"\n07,"), "list", "R12.4.2: ticket"),
+    "list-no-final-newline": (BUNDLE, CSV.rstrip(b"\n"), "list", "R12.4.1: the last line"),
+    "bundle-byte": (_flip(BUNDLE, BUNDLE.index(b'"seed_hex":"') + 12), CSV, "envelope", "R12.1.4: bundle signature"),
+    "bundle-not-canonical": (BUNDLE + b"\n", CSV, "envelope", "R2.5.1"),
+    "shape": (_resigned(_set("draw.winners.0.3", "10000")), CSV, "shape", "R12.2.2: bundle.draw.winners[0][3]"),
+    "quota": (_resigned(_set("campaign.strata.1.quota", 1)), CSV, "campaign", "R9.2.1: the quotas add up to 3"),
+    "winner": (_resigned(_set("draw.winners.2.0", 12)), CSV, "draw", "R12.2.8: draw.winners[2][0]: bundle says 12, recomputed 8"),
+    "tier": (_resigned(_set("draw.winners.0.2", "first")), CSV, "draw", "R12.2.8: draw.winners[0][2]"),
+    "cutoff": (_resigned(_set("draw.spillover.cutoff_ticket", 12)), CSV, "draw", "R12.2.8: draw.spillover.cutoff_ticket"),
+    "seed": (_resigned(_set("draw.seed_hex", "00" * 32)), CSV, "seed", "R8.1: seed: bundle says 0000"),
+    "drand-round": (_resigned(_other_round), CSV, "beacon", "R7.1.5: drand round 657414: BLS signature does not verify"),
+    "drand-randomness": (_resigned(_set("beacon.randomness_hex", "11" * 32)), CSV, "beacon", "R7.2.2"),
+    "reveal": (_resigned(_set("ceremony.1.secret_hex", "00" * 32)), CSV, "ceremony", "R6.5: participant p2"),
     "rfc3797-winner": (_resigned(_set("draw.winners.0.0", 2), "bundle-rfc3797.json"), CSV, "draw",
-                       "draw.winners[0][0]: bundle says 2, recomputed 1"),
+                       "R12.2.8: draw.winners[0][0]: bundle says 2, recomputed 1"),
 }
 
 

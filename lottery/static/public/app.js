@@ -15,7 +15,8 @@ let lang = localStorage.getItem("stimulus-lang")
   || ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en");
 let lastCheck = null;
 // The whole-draw check: each step's latest message, the progress, and the outcome.
-const WHOLE_STEPS = ["fetch", "envelope", "commitment", "list", "ceremony", "beacon", "seed", "draw"];
+const WHOLE_STEPS = ["fetch", "envelope", "shape", "campaign", "commitment", "beacon", "ceremony", "seed", "list",
+                     "draw"];
 const whole = { steps: new Map(), progress: null, done: null, worker: null };
 
 // A text: a key with values, where a value may itself be [key, values] to translate.

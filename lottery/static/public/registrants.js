@@ -3,22 +3,28 @@
 // registration leaf and hashed into the RFC 6962 root, with no allocation per line. The tickets
 // and strata are kept in typed arrays for the recomputation, and, when the seed is known, the
 // first 64 bits of every ticket's score (section 9.1), which decide nearly every comparison.
-// The rules are docs/draw-spec.md's R12.4.1-R12.4.7 and R3.3, as lottery/parallel.py applies them.
+// The rules are lottery/parallel.py's, which `stimulus-verify` applies to a list file.
 
 import { MerkleRoot, Sha256Buffer } from "./hashing.js";
 
-export class ListError extends Error {}
+// A broken rule of the list (docs/draw-spec.md section 12.4), named by its number.
+export class ListError extends Error {
+  constructor(rule, reason) { super(`${rule}: ${reason}`); this.rule = rule; this.reason = reason; }
+}
 
+const LAYOUT = "R12.4.1", CSV_LINE = "R12.4.2", NDJSON_LINE = "R12.4.3", ORDER = "R12.4.4", STRATUM = "R12.4.5";
+const LEAF_FIELDS = "R3.3";
 const CSV_HEADER = "ticket,pseudonym,stratum";
-const NEWLINE = 10, COMMA = 44, QUOTE = 34, BACKSLASH = 92, ZERO = 48, NINE = 57;
+const NEWLINE = 10, COMMA = 44, QUOTE = 34, BACKSLASH = 92, ZERO = 48, NINE = 57, CLOSE = 125;
 const SCORE_DOMAIN = new TextEncoder().encode("stimulus/score/v1");
 const TWO32 = 4294967296;
+const MAX_TICKET = (1n << 64n) - 1n;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
 const latin = new TextDecoder("latin1");
 const NDJSON_HEAD = encoder.encode('{"pseudonym":"');
 const NDJSON_MIDDLE = encoder.encode('","stratum":"');
 const NDJSON_TAIL = encoder.encode('","ticket":');
+const shown = (bytes, start, end) => JSON.stringify(latin.decode(bytes.subarray(start, Math.min(end, start + 60))));
 
 // A ticket as text for messages; tickets are u64, kept as two 32-bit halves.
 export const ticketText = (hi, lo) => (hi ? (BigInt(hi) * 4294967296n + BigInt(lo)).toString() : String(lo));
@@ -35,11 +41,10 @@ class Column {
 }
 
 // options: campaignId, strata (the campaign's stratum ids), seed (32 bytes, or null: no scores),
-// expected (the committed tree size: a first guess of the line count), onProgress(lines, bytes).
+// expected (the committed tree size: a first guess of the line count).
 export class ListDigest {
   constructor({ campaignId, strata, seed, expected }) {
     const campaign = encoder.encode(campaignId);
-    if (campaign.length < 1 || campaign.length > 255) throw new ListError("campaign id must be 1-255 bytes");
     this.strata = strata.map((s) => encoder.encode(s));
     this.stratumCounts = new Float64Array(strata.length);
     // leaf hash input: 0x00 (RFC 6962 leaf) || 0x01 (version) || u64 ticket || lp(campaign) || lp(p) || lp(s)
@@ -67,14 +72,19 @@ export class ListDigest {
     this.count = 0;
     this.bytes = 0;
     this.format = null;  // "csv" or "ndjson", told by the first line
+    this.utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
     this.carry = new Uint8Array(1024);
     this.carried = 0;
-    this.ndjsonLine = new Uint8Array(1024);
     this.lastStratum = 0;
   }
 
   // Feed the next piece of the stream.
   push(chunk) {
+    try {
+      this.utf8.decode(chunk, { stream: true });
+    } catch {
+      throw new ListError(LAYOUT, `the list is not UTF-8 near byte ${this.bytes}`);
+    }
     this.bytes += chunk.length;
     let start = 0;
     if (this.carried) {
@@ -106,71 +116,78 @@ export class ListDigest {
     this.carried = need;
   }
 
-  // The stream ended. Every line ends with LF, the last one too (rule R12.4.1).
+  // The stream ended: every line, the last one too, ends with a newline (R12.4.1).
   finish() {
-    if (this.carried) throw new ListError("the last line does not end with a newline");
+    try {
+      this.utf8.decode();
+    } catch {
+      throw new ListError(LAYOUT, "the list is not UTF-8 at its end");
+    }
+    if (this.carried) {
+      if (this.format === null && latin.decode(this.carry.subarray(0, this.carried)) !== CSV_HEADER
+          && this.carry[0] !== 123) {
+        throw new ListError(LAYOUT, "the first line is neither the CSV header nor an NDJSON object");
+      }
+      throw new ListError(LAYOUT, "the last line does not end with a newline");
+    }
     return this.tree.root();
   }
 
   line(bytes, start, end) {
     if (this.format === null) {
-      const text = latin.decode(bytes.subarray(start, end));
-      if (text === CSV_HEADER) { this.format = "csv"; return; }
-      if (bytes[start] !== 123) throw new ListError("expected the CSV header or NDJSON objects");
+      if (latin.decode(bytes.subarray(start, end)) === CSV_HEADER) { this.format = "csv"; return; }
+      if (bytes[start] !== 123) throw new ListError(LAYOUT, "the first line is neither the CSV header nor an NDJSON object");
       this.format = "ndjson";
     }
     if (this.format === "csv") this.csvLine(bytes, start, end);
-    else this.ndjsonLineOf(bytes, start, end);
+    else this.ndjsonLine(bytes, start, end);
   }
 
-  // ticket,pseudonym,stratum: exactly three fields, no quoting.
+  // ticket,pseudonym,stratum: exactly three fields, no quoting (R12.4.2).
   csvLine(bytes, start, end) {
     const first = indexOfIn(bytes, COMMA, start, end);
     const second = first < 0 ? -1 : indexOfIn(bytes, COMMA, first + 1, end);
     if (second < 0 || indexOfIn(bytes, COMMA, second + 1, end) >= 0) {
-      throw new ListError(`line ${this.count + 1}: expected ticket,pseudonym,stratum`);
+      throw new ListError(CSV_LINE, `line ${shown(bytes, start, end)} does not split into ticket,pseudonym,stratum`);
     }
-    // The ticket: ASCII digits, no leading zero, below 2^64 (rule R12.4.2); in two 32-bit halves.
-    if (first === start) throw new ListError(`line ${this.count + 1}: an empty ticket`);
+    const digits = first - start;
+    if (digits < 1 || digits > 20 || (bytes[start] === ZERO && digits > 1)) {
+      throw new ListError(CSV_LINE, `ticket ${shown(bytes, start, first)} is not a canonical decimal number`);
+    }
+    this.row(this.ticket(bytes, start, first, CSV_LINE), bytes, first + 1, second, second + 1, end);
+  }
+
+  // The ticket's decimal digits as two 32-bit halves (this.ticketHi, the low half returned).
+  ticket(bytes, start, end, rule) {
     let hi = 0, lo = 0;
-    for (let i = start; i < first; i++) {
+    for (let i = start; i < end; i++) {
       const digit = bytes[i] - ZERO;
-      if (digit < 0 || digit > 9) throw new ListError(`line ${this.count + 1}: the ticket is not a number`);
+      if (digit < 0 || digit > 9) throw new ListError(rule, `ticket ${shown(bytes, start, end)} is not a canonical decimal number`);
       const low = lo * 10 + digit;
       const carry = Math.floor(low / TWO32);
       lo = low - carry * TWO32;
       hi = hi * 10 + carry;
-      if (hi >= TWO32) throw new ListError(`line ${this.count + 1}: the ticket does not fit in 64 bits`);
+      if (hi >= TWO32) throw new ListError(rule, `ticket ${latin.decode(bytes.subarray(start, end))} does not fit in 64 bits`);
     }
-    if (bytes[start] === ZERO && first - start > 1) {
-      throw new ListError(`ticket ${ticketText(hi, lo)} is not a canonical number (leading zero)`);
-    }
-    this.add(hi, lo, bytes, first + 1, second, bytes, second + 1, end);
+    this.ticketHi = hi;
+    return lo;
   }
 
-  // One registrant: order, stratum, pseudonym length and UTF-8, then its leaf and score.
-  add(hi, lo, names, nameStart, nameEnd, groups, stratumStart, stratumEnd) {
+  // One registration: the order, the stratum, the leaf (R12.4.4, R12.4.5, R3.3), its hash and score.
+  row(lo, bytes, nameStart, nameEnd, stratumStart, stratumEnd) {
+    const hi = this.ticketHi;
     const n = this.count;
     if (n > 0) {
       const ph = this.hi.data[n - 1], pl = this.lo.data[n - 1];
-      if (hi < ph || (hi === ph && lo <= pl)) throw new ListError(`ticket ${ticketText(hi, lo)} out of order or repeated`);
+      if (hi < ph || (hi === ph && lo <= pl)) throw new ListError(ORDER, `ticket ${ticketText(hi, lo)} out of order or repeated`);
     }
-    const stratum = this.stratumIndex(groups, stratumStart, stratumEnd);
+    const stratum = this.stratumIndex(bytes, stratumStart, stratumEnd);
     if (stratum < 0) {
-      throw new ListError(`ticket ${ticketText(hi, lo)} is in an unknown stratum ${JSON.stringify(
-        latin.decode(groups.subarray(stratumStart, stratumEnd)))}`);
+      throw new ListError(STRATUM, `ticket ${ticketText(hi, lo)} is in an unknown stratum ${shown(bytes, stratumStart, stratumEnd)}`);
     }
     const nameLength = nameEnd - nameStart;
     if (nameLength < 1 || nameLength > 255) {
-      throw new ListError(`ticket ${ticketText(hi, lo)}: pseudonym must be 1-255 bytes`);
-    }
-    for (let i = nameStart; i < nameEnd; i++) {
-      if (names[i] >= 0x80) {  // the list is UTF-8 (rule R12.4.1): decode only what is not ASCII
-        try { decoder.decode(names.subarray(nameStart, nameEnd)); } catch {
-          throw new ListError(`ticket ${ticketText(hi, lo)}: the pseudonym is not UTF-8`);
-        }
-        break;
-      }
+      throw new ListError(LEAF_FIELDS, `ticket ${ticketText(hi, lo)}: pseudonym must be 1-255 bytes`);
     }
     // The leaf, in place after the fixed campaign prefix.
     const leaf = this.leaf.bytes, view = this.leaf.view;
@@ -178,7 +195,7 @@ export class ListDigest {
     view.setUint32(6, lo);
     let at = this.afterCampaign;
     view.setUint16(at, nameLength);
-    leaf.set(names.subarray(nameStart, nameEnd), at + 2);
+    leaf.set(bytes.subarray(nameStart, nameEnd), at + 2);
     at += 2 + nameLength;
     const s = this.strata[stratum];
     view.setUint16(at, s.length);
@@ -219,79 +236,70 @@ export class ListDigest {
     return -1;
   }
 
-  // An NDJSON line (rule R12.4.3). The canonical spelling {"pseudonym":"..","stratum":"..","ticket":N}
-  // with plain ASCII values becomes its CSV line, read as one; any other spelling goes through
-  // JSON.parse and must then be exactly the canonical line of what it holds.
-  ndjsonLineOf(bytes, start, end) {
-    const fast = this.canonicalNdjson(bytes, start, end);
-    if (fast) { this.csvLine(this.ndjsonLine, 0, fast); return; }
-    let item;
-    const sources = new Map();  // holder object -> the source text of its "ticket" number
+  // An NDJSON line is exactly the canonical JSON of {pseudonym, stratum, ticket} (R12.4.3). The
+  // common case, strings without escapes, is read from the bytes; any other line is parsed and
+  // must serialise back to itself.
+  ndjsonLine(bytes, start, end) {
+    if (startsWith(bytes, start, end, NDJSON_HEAD)) {
+      let at = start + NDJSON_HEAD.length;
+      const nameStart = at;
+      while (at < end && plain(bytes[at])) at++;
+      const nameEnd = at;
+      if (startsWith(bytes, at, end, NDJSON_MIDDLE)) {
+        at += NDJSON_MIDDLE.length;
+        const stratumStart = at;
+        while (at < end && plain(bytes[at])) at++;
+        const stratumEnd = at;
+        if (startsWith(bytes, at, end, NDJSON_TAIL)) {
+          at += NDJSON_TAIL.length;
+          const digitsStart = at;
+          while (at < end && bytes[at] >= ZERO && bytes[at] <= NINE) at++;
+          const digits = at - digitsStart;
+          if (digits >= 1 && digits <= 20 && !(bytes[digitsStart] === ZERO && digits > 1)
+              && at + 1 === end && bytes[at] === CLOSE) {
+            this.row(this.ticket(bytes, digitsStart, at, NDJSON_LINE), bytes, nameStart, nameEnd, stratumStart, stratumEnd);
+            return;
+          }
+        }
+      }
+    }
+    this.parsedNdjsonLine(bytes, start, end);
+  }
+
+  parsedNdjsonLine(bytes, start, end) {
+    const text = new TextDecoder().decode(bytes.subarray(start, end));
+    const refuse = (why) => { throw new ListError(NDJSON_LINE, `line ${shown(bytes, start, end)} ${why}`); };
+    let item, ticketSource = null;
     try {
-      item = JSON.parse(decoder.decode(bytes.subarray(start, end)), function reviver(key, value, context) {
-        if (key === "ticket") sources.set(this, context?.source ?? null);
+      item = JSON.parse(text, function reviver(key, value, context) {
+        if (key === "ticket") ticketSource = context?.source ?? null;
         return value;
       });
     } catch (error) {
-      throw new ListError(`line ${this.count + 1}: malformed NDJSON: ${error.message}`);
+      refuse(`is not a JSON object: ${error.message}`);
     }
-    if (item === null || typeof item !== "object" || Array.isArray(item)) {
-      throw new ListError(`line ${this.count + 1}: not a JSON object`);
+    if (item === null || typeof item !== "object" || Array.isArray(item)
+        || Object.keys(item).sort().join() !== "pseudonym,stratum,ticket") {
+      refuse("must hold exactly pseudonym, stratum and ticket");
     }
-    const { ticket, pseudonym, stratum } = item;
-    const ticketSource = sources.get(item) ?? null;
-    if (Object.keys(item).length !== 3 || !("ticket" in item) || !("pseudonym" in item) || !("stratum" in item)) {
-      throw new ListError(`line ${this.count + 1}: the object must hold exactly ticket, pseudonym and stratum`);
+    const { pseudonym, stratum } = item;
+    // Without JSON.parse's source text (older engines), a canonical line ends with "ticket":N}.
+    ticketSource ??= /"ticket":(0|[1-9][0-9]*)\}$/.exec(text)?.[1] ?? null;
+    if (typeof item.ticket !== "number" || typeof pseudonym !== "string" || typeof stratum !== "string"
+        || ticketSource === null || !/^(0|[1-9][0-9]*)$/.test(ticketSource)) {
+      refuse("must have an integer ticket and string pseudonym and stratum");
     }
-    if (typeof ticket !== "number" || ticketSource === null || !/^(0|[1-9][0-9]{0,19})$/.test(ticketSource)) {
-      throw new ListError(`line ${this.count + 1}: ticket ${ticketSource ?? JSON.stringify(ticket)} is not a canonical integer`);
-    }
-    if (typeof pseudonym !== "string" || typeof stratum !== "string"
-        || !pseudonym.isWellFormed() || !stratum.isWellFormed()) {
-      throw new ListError(`line ${this.count + 1}: pseudonym and stratum must be strings`);
-    }
-    // Exactly the canonical line (rule R12.4.3): no other key, no key twice, no other spelling.
-    // JSON.stringify escapes a well-formed string exactly as canonical JSON does.
+    if (BigInt(ticketSource) > MAX_TICKET) throw new ListError(NDJSON_LINE, `ticket ${ticketSource} does not fit in 64 bits`);
+    if (!pseudonym.isWellFormed() || !stratum.isWellFormed()) refuse("holds a string with no UTF-8 form");
     const canonical = `{"pseudonym":${JSON.stringify(pseudonym)},"stratum":${JSON.stringify(stratum)},"ticket":${ticketSource}}`;
-    if (canonical !== decoder.decode(bytes.subarray(start, end))) {
-      throw new ListError(`line ${this.count + 1}: not the canonical NDJSON line ${canonical.slice(0, 80)}`);
-    }
-    const value = BigInt(ticketSource);
-    if (value >= 18446744073709551616n) throw new ListError(`line ${this.count + 1}: the ticket does not fit in 64 bits`);
+    if (canonical !== text) refuse("is not canonical JSON");
     const name = encoder.encode(pseudonym), group = encoder.encode(stratum);
-    this.add(Number(value >> 32n), Number(value & 0xffffffffn), name, 0, name.length, group, 0, group.length);
-  }
-
-  // The CSV line of a canonical ASCII NDJSON line, written into this.ndjsonLine; its length, or 0.
-  canonicalNdjson(bytes, start, end) {
-    if (!startsWith(bytes, start, end, NDJSON_HEAD)) return 0;
-    let at = start + NDJSON_HEAD.length;
-    const nameStart = at;
-    while (at < end && plain(bytes[at])) at++;
-    const nameEnd = at;
-    if (!startsWith(bytes, at, end, NDJSON_MIDDLE)) return 0;
-    at += NDJSON_MIDDLE.length;
-    const stratumStart = at;
-    while (at < end && plain(bytes[at])) at++;
-    const stratumEnd = at;
-    if (!startsWith(bytes, at, end, NDJSON_TAIL)) return 0;
-    at += NDJSON_TAIL.length;
-    const digitsStart = at;
-    while (at < end && bytes[at] >= ZERO && bytes[at] <= NINE) at++;
-    const digitsEnd = at;
-    if (digitsEnd === digitsStart || digitsEnd - digitsStart > 20 || at + 1 !== end || bytes[at] !== 125) return 0;
-    if (bytes[digitsStart] === ZERO && digitsEnd - digitsStart > 1) return 0;  // not JSON: let JSON.parse say so
-    const total = (digitsEnd - digitsStart) + 1 + (nameEnd - nameStart) + 1 + (stratumEnd - stratumStart);
-    if (total > this.ndjsonLine.length) this.ndjsonLine = new Uint8Array(total * 2);
-    const out = this.ndjsonLine;
-    out.set(bytes.subarray(digitsStart, digitsEnd), 0);
-    let o = digitsEnd - digitsStart;
-    out[o++] = COMMA;
-    out.set(bytes.subarray(nameStart, nameEnd), o);
-    o += nameEnd - nameStart;
-    out[o++] = COMMA;
-    out.set(bytes.subarray(stratumStart, stratumEnd), o);
-    return o + (stratumEnd - stratumStart);
+    const digits = encoder.encode(ticketSource);
+    const lo = this.ticket(digits, 0, digits.length, NDJSON_LINE);
+    const joined = new Uint8Array(name.length + group.length);
+    joined.set(name, 0);
+    joined.set(group, name.length);
+    this.row(lo, joined, 0, name.length, name.length, joined.length);
   }
 
   // The arrays the recomputation reads, trimmed to the line count.
@@ -306,8 +314,9 @@ export class ListDigest {
   }
 }
 
-// A JSON string byte that needs no unescaping and cannot split the CSV line: printable ASCII but " \ and ,.
-const plain = (b) => b >= 0x20 && b < 0x7f && b !== QUOTE && b !== BACKSLASH && b !== COMMA;
+// A byte of a canonical JSON string that needs no unescaping: not a control character, " or \
+// (bytes of UTF-8 sequences included: the stream is checked to be UTF-8 as it arrives).
+const plain = (b) => b >= 0x20 && b !== QUOTE && b !== BACKSLASH;
 
 function indexOfIn(bytes, value, start, end) {
   const found = bytes.indexOf(value, start);
