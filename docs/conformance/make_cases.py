@@ -63,6 +63,7 @@ class Case:
     proof: Any = None
     receipt: Any = None
     pinned: bool = True
+    service_key: bytes = SERVICE_PUBLIC  # the key pinned, when `pinned`
     files: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -117,6 +118,12 @@ def edited(r: rehearsal.Rehearsal, edit: Callable[[dict[str, Any]], object]) -> 
     return bundle
 
 
+def redrawn(r: rehearsal.Rehearsal, edit: Callable[[dict[str, Any]], object],
+            rows: Sequence[Row] = BASE_ROWS) -> dict[str, Any]:
+    """The edit, then the seed, the draw and the fallbacks recomputed: only the edited rule breaks."""
+    return recompose(edited(r, edit), rows)
+
+
 def resign_commitment(bundle: dict[str, Any]) -> None:
     c = bundle["commitment"]
     c["signature_hex"] = SERVICE.sign(commitment_statement(
@@ -137,17 +144,18 @@ def winners_root_hex(winners: list[list[Any]]) -> str:
     return MerkleTree.from_leaves(winner_leaf(w[0], w[1], w[2], w[3]) for w in winners).root.hex()
 
 
-def fallback_draw(declared: int = 2, used: int = 3) -> tuple[dict[str, Any], list[Row]]:
+def fallback_draw(declared: int = 2, used: int = 3, path: str | None = None,
+                  fallback: str = "next-round") -> tuple[dict[str, Any], list[Row]]:
     """A drand draw whose declared round `declared` was missed, drawn on `used` under next-round."""
     rows = rows_for({"north": 6, "west": 4})
     r = draw(rows, beacon="drand-quicknet", participants=2, quotas={"north": 3, "west": 3},
              closes_at=datetime(2023, 8, 1, tzinfo=UTC))
     bundle = copy.deepcopy(r.bundle)
-    bundle["campaign"]["beacon"]["round"] = declared
+    bundle["campaign"]["beacon"].update(round=declared, fallback=fallback)
     signature = bytes.fromhex(QUICKNET[used])
     bundle["beacon"].update(round=used, signature_hex=signature.hex(), randomness_hex=drand.randomness(signature).hex(),
                             round_time=timestamp(drand.round_time(used)),
-                            path="declared-round" if used == declared else "next-round-fallback")
+                            path=path or ("declared-round" if used == declared else "next-round-fallback"))
     return recompose(bundle, rows), rows
 
 
@@ -301,7 +309,11 @@ def envelope_and_shape() -> Iterator[Case]:
                sign(edited(r, lambda b: b["commitment"].__setitem__("tree_size", 2**64))), BASE_ROWS)
     yield Case("fail-shape-negative", "a negative amount_fen", "R2.1.1",
                sign(edited(r, lambda b: b["campaign"]["tiers"][0].__setitem__("amount_fen", -1))), BASE_ROWS)
-    yield Case("fail-shape-hex-upper-case", "the committed root in upper-case hex", "R2.3.1",
+    yield Case("fail-shape-hex-upper-case", "a participant's public key in upper-case hex (the same bytes)",
+               "R2.3.1", sign(edited(r, lambda b: b["campaign"]["participants"][0].__setitem__(
+                   "public_key_hex", b["campaign"]["participants"][0]["public_key_hex"].upper()))), BASE_ROWS)
+    yield Case("fail-shape-root-upper-case", "the committed root in upper-case hex (its signature then fails too: "
+               "the shape is checked first)", "R2.3.1",
                sign(edited(r, lambda b: b["commitment"].__setitem__("root_hex", b["commitment"]["root_hex"].upper()))),
                BASE_ROWS)
     yield Case("fail-shape-secret-too-short", "a revealed secret of 15 bytes", "R2.3.1",
@@ -313,10 +325,12 @@ def envelope_and_shape() -> Iterator[Case]:
                BASE_ROWS)
     yield Case("fail-shape-status", "a ceremony status outside revealed/missing", "R12.2.3",
                sign(edited(r, lambda b: b["ceremony"][0].__setitem__("status", "late"))), BASE_ROWS)
-    yield Case("fail-campaign-id", "campaign.id with an upper-case letter", "R3.1",
-               sign(edited(r, lambda b: b["campaign"].__setitem__("id", "Conformance"))), BASE_ROWS)
-    yield Case("fail-tier-label", "a tier name with a space", "R3.2",
-               sign(edited(r, lambda b: b["campaign"]["tiers"][0].__setitem__("tier", "first prize"))), BASE_ROWS)
+    upper = rehearsal.rehearse(rehearsal.Scenario(**{**BASE, "campaign_id": "Conformance"}), rows=BASE_ROWS)
+    yield Case("fail-campaign-id", "a whole, consistent draw for the campaign id Conformance (upper case), "
+               "signed by that draw's own key", "R3.1", upper.bundle_bytes, BASE_ROWS, service_key=upper.service_public)
+    spaced = draw(tiers=[{"tier": "first prize", "amount_fen": 20000, "count": 1}, BASE["tiers"][1]])
+    yield Case("fail-tier-label", "a whole, consistent draw whose first tier is named \"first prize\"", "R3.2",
+               spaced.bundle_bytes, BASE_ROWS)
 
 
 def canonical(document: Any) -> bytes:
@@ -332,15 +346,17 @@ def campaign_rules() -> Iterator[Case]:
     yield Case("fail-closed-after-declared-close", "registration_closed_at after registration_closes_at",
                "R12.2.5", sign(edited(r, lambda b: b["campaign"].__setitem__(
                    "registration_closed_at", shift(b["campaign"]["registration_closes_at"], seconds=1)))), BASE_ROWS)
+    lone = draw(participants=1, missing_reveals=1)  # nobody revealed, so no reveal is late either
     yield Case("fail-reveal-deadline-before-close", "the reveal deadline before registration closes", "R12.2.5",
-               sign(edited(r, lambda b: b["campaign"]["draw_rules"].__setitem__(
+               sign(edited(lone, lambda b: b["campaign"]["draw_rules"].__setitem__(
                    "reveal_deadline", shift(b["campaign"]["registration_closes_at"], hours=-1)))), BASE_ROWS)
     yield Case("fail-budget", "the budget one fen short of the prizes", "R12.2.6",
                sign(edited(r, lambda b: b["campaign"].__setitem__("budget_fen", 69999))), BASE_ROWS)
 
     def duplicate_tier(b: dict[str, Any]) -> None:
         b["campaign"]["tiers"][1]["tier"] = "first"
-    yield Case("fail-tier-names-repeat", "two tiers named first", "R9.2.2", sign(edited(r, duplicate_tier)), BASE_ROWS)
+    yield Case("fail-tier-names-repeat", "two tiers named first (drawn so)", "R9.2.2", sign(redrawn(r, duplicate_tier)),
+               BASE_ROWS)
 
     def zero_count(b: dict[str, Any]) -> None:
         b["campaign"]["tiers"].append({"tier": "third", "amount_fen": 1, "count": 0})
@@ -367,9 +383,11 @@ def commitment_rules() -> Iterator[Case]:
     r = draw()
     yield Case("fail-commitment-campaign", "the commitment names another campaign", "R5.1.1",
                sign(edited(r, lambda b: b["commitment"].__setitem__("campaign_id", "another"))), BASE_ROWS)
-    yield Case("fail-commitment-key-id", "the commitment's key id is another key's", "R5.1.2",
-               sign(edited(r, lambda b: b["commitment"].__setitem__(
-                   "key_id", key_id_of(rehearsal._raw_public(OTHER))))), BASE_ROWS)
+    def other_key_id(b: dict[str, Any]) -> None:
+        b["commitment"]["key_id"] = key_id_of(rehearsal._raw_public(OTHER))
+        resign_commitment(b)
+    yield Case("fail-commitment-key-id", "the commitment names another key's id (signed so by the service)",
+               "R5.1.2", sign(edited(r, other_key_id)), BASE_ROWS)
     yield Case("fail-commitment-signature", "the committed root changed, its signature not", "R5.1.3",
                sign(edited(r, lambda b: b["commitment"].__setitem__("root_hex", flip_hex(b["commitment"]["root_hex"])))),
                BASE_ROWS)
@@ -441,20 +459,15 @@ def beacon_rules() -> Iterator[Case]:
                sign(edited(d, lambda b: b.__setitem__("sandbox", True))), BASE_ROWS)
     yield Case("fail-drand-chain", "another chain hash", "R7.1.1",
                sign(edited(d, lambda b: b["beacon"].__setitem__("chain_hash", "00" * 32))), BASE_ROWS)
-    yield Case("fail-drand-round", "round 657414 recorded as the declared round 657413", "R7.1.2",
-               sign(edited(d, lambda b: b["beacon"].__setitem__("round", 657414))), BASE_ROWS)
-    bundle, rows = fallback_draw()
-    bundle["beacon"]["path"] = "declared-round"
+    bundle, rows = fallback_draw(path="declared-round")
     yield Case("fail-fallback-undeclared-path", "round 3 used for declared round 2 on the path declared-round",
                "R7.1.2", sign(bundle), rows)
-    bundle, rows = fallback_draw()
-    bundle["campaign"]["beacon"]["fallback"] = "none"
+    bundle, rows = fallback_draw(fallback="none")
     yield Case("fail-fallback-not-allowed", "the next round used while the campaign's fallback is none", "R7.1.2",
                sign(bundle), rows)
-    bundle, rows = fallback_draw(declared=2, used=2)
-    bundle["beacon"]["path"] = "next-round-fallback"
+    bundle, rows = fallback_draw(declared=2, used=2, path="next-round-fallback")
     yield Case("fail-fallback-path-on-declared-round", "the declared round itself recorded on the fallback path",
-               "R7.1.2", sign(recompose(bundle, rows)), rows)
+               "R7.1.2", sign(bundle), rows)
     bundle, rows = fallback_draw(declared=1, used=3)
     yield Case("fail-fallback-two-rounds-later", "round 3 used for declared round 1: only the next round may be",
                "R7.1.2", sign(bundle), rows)
@@ -465,19 +478,23 @@ def beacon_rules() -> Iterator[Case]:
     def committed_late(b: dict[str, Any]) -> None:
         b["commitment"]["committed_at"] = shift(b["beacon"]["round_time"], hours=1)
         resign_commitment(b)
+    alone = draw(beacon="drand-quicknet", participants=0)  # no reveal to fall before the new commitment
     yield Case("fail-drand-round-before-commitment", "the round was published before the list was committed",
-               "R7.1.4", sign(edited(d, committed_late)), BASE_ROWS)
+               "R7.1.4", sign(edited(alone, committed_late)), BASE_ROWS)
 
     def bad_bls(b: dict[str, Any]) -> None:
         b["beacon"]["signature_hex"] = flip_hex(b["beacon"]["signature_hex"], 47)
         b["beacon"]["randomness_hex"] = hashlib.sha256(bytes.fromhex(b["beacon"]["signature_hex"])).hexdigest()
-    yield Case("fail-drand-bls", "a drand signature altered, its randomness recomputed", "R7.1.5",
-               sign(edited(d, bad_bls)), BASE_ROWS)
+    yield Case("fail-drand-bls", "a drand signature altered; its randomness, the seed and the draw recomputed",
+               "R7.1.5", sign(redrawn(d, bad_bls)), BASE_ROWS)
 
     def round_two(b: dict[str, Any]) -> None:
         b["campaign"]["beacon"]["round"] = 2
         b["beacon"]["round"] = 2
-    yield Case("fail-sandbox-round", "a sandbox beacon of round 2", "R7.3.1", sign(edited(s, round_two)), BASE_ROWS)
+        signature = SERVICE.sign(sandbox_beacon_statement(CAMPAIGN, 2, b["commitment"]["root_hex"]))
+        b["beacon"].update(signature_hex=signature.hex(), randomness_hex=hashlib.sha256(signature).hexdigest())
+    yield Case("fail-sandbox-round", "a sandbox beacon of round 2, signed and drawn so", "R7.3.1",
+               sign(redrawn(s, round_two)), BASE_ROWS)
     yield Case("fail-sandbox-key", "the sandbox beacon names another key", "R7.3.2",
                sign(edited(s, lambda b: b["beacon"].__setitem__(
                    "public_key_hex", rehearsal._raw_public(OTHER).hex()))), BASE_ROWS)
@@ -486,10 +503,10 @@ def beacon_rules() -> Iterator[Case]:
         statement = sandbox_beacon_statement(CAMPAIGN, 1, "00" * 32)
         b["beacon"]["signature_hex"] = SERVICE.sign(statement).hex()
         b["beacon"]["randomness_hex"] = hashlib.sha256(SERVICE.sign(statement)).hexdigest()
-    yield Case("fail-sandbox-signature", "a sandbox beacon signed over another root", "R7.3.3",
-               sign(edited(s, bad_sandbox_signature)), BASE_ROWS)
+    yield Case("fail-sandbox-signature", "a sandbox beacon signed over another root (the draw follows it)", "R7.3.3",
+               sign(redrawn(s, bad_sandbox_signature)), BASE_ROWS)
     yield Case("fail-sandbox-too-early", "the sandbox beacon made before the commitment", "R7.3.4",
-               sign(edited(s, lambda b: b["beacon"].__setitem__(
+               sign(edited(draw(participants=0), lambda b: b["beacon"].__setitem__(
                    "generated_at", shift(b["commitment"]["committed_at"], seconds=-1)))), BASE_ROWS)
     yield Case("fail-sandbox-warning", "the sandbox beacon's warning removed", "R7.3.5",
                sign(edited(s, lambda b: b["beacon"].__setitem__("warning", "a fair draw"))), BASE_ROWS)
@@ -681,7 +698,7 @@ def write(case: Case) -> dict[str, Any]:
             files["receipt.json"] = json.dumps(case.receipt, indent=2).encode() + b"\n"
             args += ["--receipt", f"cases/{case.name}/receipt.json"]
     if case.pinned:
-        args += ["--service-key", SERVICE_PUBLIC.hex()]
+        args += ["--service-key", case.service_key.hex()]
     for name, data in files.items():
         (folder / name).write_bytes(data)
     expected = {"name": case.name, "description": case.description, "mode": "full" if "--registrants" in args
