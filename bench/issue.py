@@ -256,7 +256,7 @@ def spawn_workers(settings: Settings, bank_url: str, state: Path, workers: int, 
                   bank_concurrency: int, timeout_s: float) -> list[subprocess.Popen[bytes]]:
     assert settings.database_url and settings.redis_url
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "STIMULUS_STATE_DIR": str(state), "STIMULUS_SANDBOX": "1", "STIMULUS_BANK_URL": bank_url,
+           "STIMULUS_STATE_DIR": str(state), "STIMULUS_ENV": "development", "STIMULUS_BANK_URL": bank_url,
            "STIMULUS_BANKS": ",".join(BANKS), "STIMULUS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
     base = [sys.executable, "-m", "stimulus.cli", "worker"]
     commands = [[*base, "issuance-dispatcher"]] + [
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-issue-") as tmp:
             state = Path(tmp) if args.keep is None else args.keep.resolve() / f"run-{n}"
             state.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, "STIMULUS_STATE_DIR": str(state), "STIMULUS_SANDBOX": "1",
+            env = {**os.environ, "STIMULUS_STATE_DIR": str(state), "STIMULUS_ENV": "development",
                    "STIMULUS_LOG_LEVEL": "WARNING"}
             for name in ("DATABASE_URL", "REDIS_URL"):
                 env.pop(name, None)

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args(argv)
     state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-intake-"))
-    env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_SANDBOX": "1",
+    env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
            "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0", "STIMULUS_LOG_LEVEL": "WARNING"}
     stack = start_stack(load_settings(env), need_redis=True)
     results: list[RunResult] = []

@@ -104,7 +104,7 @@ def _groups(api_pid: int) -> dict[str, list[psutil.Process]]:
 def run(registrations: int = 100_000, connections: int = 32, workers: int = 2) -> int:
     wrk = ensure_wrk()
     state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-"))
-    env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_SANDBOX": "1",
+    env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
            # every request comes from 127.0.0.1 here, so the per-address limit would measure itself
            "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0", "STIMULUS_LOG_LEVEL": "WARNING"}
     settings = load_settings(env)

@@ -34,7 +34,7 @@ from stimulus.stack import start_stack
 READY_TIMEOUT_S = 2.0
 # Every simulated user comes from this machine's address; the per-address abuse limit would
 # measure itself, so a stack started for a run exempts loopback (the identity limit stays).
-OWN_STACK_ENV = {"STIMULUS_RATE_LIMIT_EXEMPT": "127.0.0.1", "STIMULUS_SANDBOX": "1",
+OWN_STACK_ENV = {"STIMULUS_RATE_LIMIT_EXEMPT": "127.0.0.1", "STIMULUS_ENV": "development",
                  "STIMULUS_LOG_LEVEL": "WARNING"}
 
 
@@ -67,7 +67,7 @@ def _ready(base_url: str) -> bool:
 
 
 SERVER_KEYS = ("DATABASE_URL", "REDIS_URL", "STIMULUS_STATE_DIR", "STIMULUS_BANK_URL", "STIMULUS_BANKS",
-               "STIMULUS_SANDBOX", "STIMULUS_SANDBOX_IDP_KEY", "STIMULUS_IDP_ISSUER", "STIMULUS_IDP_AUDIENCE")
+               "STIMULUS_ENV", "STIMULUS_SANDBOX_IDP_KEY", "STIMULUS_IDP_ISSUER", "STIMULUS_IDP_AUDIENCE")
 
 
 def _server_environment(base_url: str) -> dict[str, str]:

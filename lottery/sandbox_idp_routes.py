@@ -35,18 +35,20 @@ class Tokens(msgspec.Struct, frozen=True):
       summary="SANDBOX ONLY: issue identity tokens for synthetic citizens")
 async def issue_tokens(services: Services, data: TokenRequest) -> Tokens:
     settings = services.settings
+    key = settings.idp_key
+    assert key is not None, "mounted only in development, where the sandbox key exists"
     if not 1 <= data.count <= MAX_TOKENS_PER_REQUEST or data.first < 0:
         raise InvalidInput(f"count must be 1-{MAX_TOKENS_PER_REQUEST}", code="invalid_count")
     if not 60 <= data.ttl_s <= 7 * 24 * 3600:
         raise InvalidInput("ttl_s must be between 60 s and 7 days", code="invalid_ttl")
     if data.resident_id is not None:
-        token = issue_token(settings.idp_key, subject=data.resident_id, phone=data.phone,
+        token = issue_token(key, subject=data.resident_id, phone=data.phone,
                             district=data.district, city=data.city,
                             social_insurance_city=data.social_insurance_city,
                             issuer=settings.idp_issuer, audience=settings.idp_audience, ttl_s=data.ttl_s)
         return Tokens(True, [token])
     return Tokens(True, [
-        token_for(settings.idp_key, synthetic_citizen(n), issuer=settings.idp_issuer,
+        token_for(key, synthetic_citizen(n), issuer=settings.idp_issuer,
                   audience=settings.idp_audience, ttl_s=data.ttl_s)
         for n in range(data.first, data.first + data.count)
     ])

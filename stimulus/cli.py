@@ -17,7 +17,7 @@ import msgspec
 from rich.console import Console
 
 from stimulus import audit_log, auth
-from stimulus.settings import Settings, load_settings
+from stimulus.settings import ConfigurationError, Settings, load_settings
 from stimulus.stack import RunningStack, migrate_sync, start_stack
 
 console = Console(stderr=True)
@@ -51,7 +51,17 @@ def run_db(fn: Any, need_redis: bool = False) -> Any:
         stack.stop()
 
 
-@click.group()
+class _Main(click.Group):
+    """Refuses a command whose configuration is incomplete with the settings' one message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Main)
 def main() -> None:
     """stimulus: verifiable digital-currency stimulus distribution."""
 
@@ -190,8 +200,8 @@ def idp_token(first: int, count: int, ttl_s: int) -> None:
     from stimulus.sandbox_idp import synthetic_citizen, token_for
 
     settings = load_settings()
-    if not settings.sandbox:
-        raise click.ClickException("the sandbox identity provider needs STIMULUS_SANDBOX=1")
+    if settings.idp_key is None:
+        raise click.ClickException("the sandbox identity provider exists only with STIMULUS_ENV=development")
     for n in range(first, first + count):
         click.echo(token_for(settings.idp_key, synthetic_citizen(n), issuer=settings.idp_issuer,
                              audience=settings.idp_audience, ttl_s=ttl_s))

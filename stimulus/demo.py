@@ -71,7 +71,7 @@ def _run(citizens: int, serve: bool, state_dir: Path | None) -> int:
     for part in ("postgres", "redis", "bank", "published"):
         shutil.rmtree(state_dir / part, ignore_errors=True)
     # Children (API, workers, bank) inherit these through the environment.
-    os.environ.update({"STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_SANDBOX": "1",
+    os.environ.update({"STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
                        "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0", "STIMULUS_LOG_LEVEL": "WARNING",
                        "STIMULUS_BANK_PORT": str(free_port())})
     os.environ.pop("STIMULUS_BANK_URL", None)

@@ -117,6 +117,7 @@ def create_campaign(ctx: DemoContext, client: httpx.Client, claim_s: int, spendi
 
 async def register_citizens(ctx: DemoContext) -> None:
     settings = ctx.settings
+    assert settings.idp_key is not None, "the demo runs in development"
     with console.status(f"signing {ctx.citizens:,} identity tokens (sandbox identity provider)"):
         ctx.tokens = make_tokens(settings.idp_key, settings.idp_issuer, settings.idp_audience, 0, ctx.citizens)
     bodies = [json.dumps({"wallet": wallet}).encode() if (wallet := ctx.registered_wallet(i)) else b"{}"

@@ -1,14 +1,24 @@
 """Typed settings, read once from the environment at start-up and passed in.
 
-Every setting has an environment variable (listed in the README) and a default that suits a
-single-machine run. Secrets that are not given are generated into the state directory on first
-start, so a second start reuses them; their values never appear in logs or reprs.
+Every setting has an environment variable (listed in the README). Two environments:
+
+* development (`STIMULUS_ENV=development`, the default when both PostgreSQL and Redis are
+  embedded): defaults suit a single-machine run, the sandbox parties are mounted and trusted, and
+  secrets that are not given are generated into the state directory on first start.
+* production (the default as soon as DATABASE_URL or REDIS_URL names a server): nothing from the
+  sandbox, no secret generated, no default for anything that decides whom we trust. Every secret
+  comes from the environment or from a file (`STIMULUS_PEPPER_FILE`, the container-secrets
+  convention), so every node shares it; what is missing or malformed is named in one
+  `ConfigurationError`, and the process does not start.
+
+Secret values never appear in logs or reprs.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +45,77 @@ class Secret:
     __str__ = __repr__
 
 
+ENVIRONMENTS = ("production", "development")
+DEVELOPMENT_BANK_API_KEY = "sandbox-api-key"  # what the sandbox bank accepts unless told otherwise
+MIN_PEPPER_BYTES = 32
+ED25519_KEY_BYTES = 32
+
+
+class ConfigurationError(Exception):
+    """Everything wrong with the configuration, found in one pass so an operator fixes it in one."""
+
+    def __init__(self, environment: str, problems: list[str]) -> None:
+        self.environment = environment
+        self.problems = problems
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"refusing to start in {environment}: {len(problems)} setting(s) "
+                         f"missing or malformed:\n{listing}")
+
+
+class _Reader:
+    """Reads values from the environment or from `NAME_FILE`, collecting what is wrong."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def value(self, name: str) -> str | None:
+        """`NAME`, or the contents of the file `NAME_FILE` names (its trailing newline ignored)."""
+        direct, file_name = self.env.get(name) or None, self.env.get(f"{name}_FILE") or None
+        if direct is not None and file_name is not None:
+            self.problems.append(f"{name} and {name}_FILE: give one, not both")
+            return None
+        if file_name is None:
+            return direct
+        try:
+            text = Path(file_name).read_text()
+        except OSError as exc:
+            self.problems.append(f"{name}_FILE: cannot read {file_name} ({exc.strerror or exc})")
+            return None
+        return text.rstrip("\r\n")
+
+    def hex_bytes(self, name: str, raw: str | None, *, size: int | None = None,
+                  min_size: int | None = None) -> bytes | None:
+        if raw is None:
+            return None
+        try:
+            value = bytes.fromhex(raw.strip())
+        except ValueError:
+            self.problems.append(f"{name}: not hexadecimal")
+            return None
+        if size is not None and len(value) != size:
+            self.problems.append(f"{name}: {len(value)} bytes, expected {size} ({2 * size} hex digits)")
+            return None
+        if min_size is not None and len(value) < min_size:
+            self.problems.append(f"{name}: {len(value)} bytes, expected at least {min_size}")
+            return None
+        return value
+
+    def keys(self, name: str, what: str) -> dict[str, bytes]:
+        """`a:HEX,b:HEX` -> {a: key}; each key an Ed25519 public key."""
+        found: dict[str, bytes] = {}
+        # Commas or line breaks between entries: a file may hold one per line.
+        for item in filter(None, re.split(r"[,\s]+", self.value(name) or "")):
+            label, sep, hex_key = item.partition(":")
+            if not sep or not label.strip():
+                self.problems.append(f"{name}: {item[:20]!r} is not {what}:HEX")
+                continue
+            key = self.hex_bytes(f"{name} ({label.strip()})", hex_key, size=ED25519_KEY_BYTES)
+            if key is not None:
+                found[label.strip()] = key
+        return found
+
+
 def _env_int(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -54,6 +135,17 @@ def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
     if raw.lower() in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"{name} must be a boolean, got {raw!r}")
+
+
+def _environment(env: dict[str, str]) -> str:
+    raw = env.get("STIMULUS_ENV", "").strip().lower()
+    if raw:
+        if raw not in ENVIRONMENTS:
+            raise ConfigurationError(raw, [f"STIMULUS_ENV: {raw!r}, expected production or development"])
+        return raw
+    # Servers of someone else's (a real deployment) mean production unless said otherwise.
+    outside = bool(env.get("DATABASE_URL")) or bool(env.get("REDIS_URL"))
+    return "production" if outside else "development"
 
 
 def _load_or_create_secret(path: Path, size: int = 32) -> Secret:
@@ -90,10 +182,10 @@ class Settings:
     host: str
     port: int
     workers: int
-    sandbox: bool
+    environment: str  # "production" or "development"
     pepper: Secret
     service_key: SigningKey
-    idp_key: SigningKey
+    idp_key: SigningKey | None  # the sandbox identity provider's: development only
     idp_public_keys: dict[str, bytes]
     idp_issuer: str
     idp_audience: str
@@ -114,7 +206,7 @@ class Settings:
     # each bank's pinned Ed25519 response key (the sandbox's is read from its /keys when absent).
     bank_codes: tuple[str, ...] = ("ICBC", "CCB", "BOC")
     bank_urls: dict[str, str] = field(default_factory=dict)
-    bank_api_key: Secret = field(default_factory=lambda: Secret(b"sandbox-api-key"))
+    bank_api_key: Secret = field(default_factory=lambda: Secret(DEVELOPMENT_BANK_API_KEY.encode()))
     bank_public_keys: dict[str, bytes] = field(default_factory=dict)
     # What sits between us and PostgreSQL: "none", or "pgbouncer" (transaction mode), and the
     # server's own address for what must bypass the pooler (migrations).
@@ -124,6 +216,11 @@ class Settings:
     # normalised at load (strings, so the settings stay plain data).
     trusted_proxies: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sandbox(self) -> bool:
+        """True only in development: mount the sandbox parties' routes and trust their keys."""
+        return self.environment == "development"
 
     @property
     def embedded(self) -> bool:
@@ -151,35 +248,68 @@ def _pooler(raw: str) -> str:
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Build the settings from `env` (default: the process environment)."""
+    """Build the settings from `env` (default: the process environment).
+
+    Raises `ConfigurationError` naming everything missing or malformed.
+    """
     env = dict(os.environ) if env is None else env
+    environment = _environment(env)
+    production = environment == "production"
     state_dir = Path(env.get("STIMULUS_STATE_DIR", "./.stimulus")).resolve()
     secrets_dir = state_dir / "secrets"
-    pepper_hex = env.get("STIMULUS_PEPPER")
-    pepper = (
-        Secret(bytes.fromhex(pepper_hex))
-        if pepper_hex
-        else _load_or_create_secret(secrets_dir / "pepper.hex")
-    )
-    service_key = load_or_create_signing_key(
-        secrets_dir / "service_ed25519.hex", env.get("STIMULUS_SERVICE_KEY")
-    )
-    idp_key = load_or_create_signing_key(
-        secrets_dir / "sandbox_idp_ed25519.hex", env.get("STIMULUS_SANDBOX_IDP_KEY")
-    )
-    sandbox = _env_bool(env, "STIMULUS_SANDBOX", True)
-    idp_public_keys: dict[str, bytes] = {}
-    for item in filter(None, env.get("STIMULUS_IDP_PUBLIC_KEYS", "").split(",")):
-        kid, _, hex_key = item.partition(":")
-        idp_public_keys[kid.strip()] = bytes.fromhex(hex_key.strip())
-    if sandbox:
-        idp_public_keys.setdefault(idp_key.key_id, idp_key.public_bytes)
+    read = _Reader(env)
+    if production and env.get("STIMULUS_SANDBOX"):
+        read.problems.append("STIMULUS_SANDBOX: no longer read; sandbox parties exist only with "
+                             "STIMULUS_ENV=development")
+
+    pepper_bytes = read.hex_bytes("STIMULUS_PEPPER", read.value("STIMULUS_PEPPER"),
+                                  min_size=MIN_PEPPER_BYTES if production else None)
+    service_seed = read.hex_bytes("STIMULUS_SERVICE_KEY", read.value("STIMULUS_SERVICE_KEY"),
+                                  size=ED25519_KEY_BYTES)
+    bank_api_key = read.value("STIMULUS_BANK_API_KEY")
+    idp_public_keys = read.keys("STIMULUS_IDP_PUBLIC_KEYS", "KEY_ID")
+    bank_public_keys = read.keys("STIMULUS_BANK_PUBLIC_KEYS", "BANK_CODE")
     bank_codes, bank_urls = _banks(env.get("STIMULUS_BANKS", "ICBC,CCB,BOC"))
-    bank_public_keys = {
-        code.strip(): bytes.fromhex(hex_key.strip())
-        for code, _, hex_key in (item.partition(":") for item in
-                                 filter(None, env.get("STIMULUS_BANK_PUBLIC_KEYS", "").split(",")))
-    }
+    bank_url = env.get("STIMULUS_BANK_URL") or None
+    idp_issuer, idp_audience = env.get("STIMULUS_IDP_ISSUER"), env.get("STIMULUS_IDP_AUDIENCE")
+    if production:
+        missing = read.problems
+        if pepper_bytes is None and not _given(env, "STIMULUS_PEPPER"):
+            missing.append(f"STIMULUS_PEPPER or STIMULUS_PEPPER_FILE: the pepper that keys id_hmac "
+                           f"({MIN_PEPPER_BYTES}+ random bytes as hex, the same on every node)")
+        if service_seed is None and not _given(env, "STIMULUS_SERVICE_KEY"):
+            missing.append("STIMULUS_SERVICE_KEY or STIMULUS_SERVICE_KEY_FILE: the service's Ed25519 "
+                           "signing key (a 32-byte seed as hex, the same on every node)")
+        missing.extend(_identity_provider_problems(env))
+        if not env.get("STIMULUS_BANKS"):
+            missing.append("STIMULUS_BANKS: the operator banks' codes, each CODE=URL")
+        for code in bank_codes if env.get("STIMULUS_BANKS") else ():
+            if code not in bank_urls and bank_url is None:
+                missing.append(f"bank {code}: no URL (STIMULUS_BANKS={code}=https://... or STIMULUS_BANK_URL)")
+            if code not in bank_public_keys:
+                missing.append(f"bank {code}: no pinned response key (STIMULUS_BANK_PUBLIC_KEYS "
+                               f"or STIMULUS_BANK_PUBLIC_KEYS_FILE: {code}:HEX)")
+        if bank_api_key is None and not _given(env, "STIMULUS_BANK_API_KEY"):
+            missing.append("STIMULUS_BANK_API_KEY or STIMULUS_BANK_API_KEY_FILE: the key we present to the banks")
+    if read.problems:
+        raise ConfigurationError(environment, read.problems)
+
+    if production:
+        assert pepper_bytes is not None and service_seed is not None and bank_api_key is not None
+        pepper = Secret(pepper_bytes)
+        service_key = SigningKey.from_seed(service_seed)
+        idp_key = None
+    else:
+        pepper = (Secret(pepper_bytes) if pepper_bytes is not None
+                  else _load_or_create_secret(secrets_dir / "pepper.hex"))
+        service_key = (SigningKey.from_seed(service_seed) if service_seed is not None
+                       else load_or_create_signing_key(secrets_dir / "service_ed25519.hex"))
+        idp_key = load_or_create_signing_key(
+            secrets_dir / "sandbox_idp_ed25519.hex", env.get("STIMULUS_SANDBOX_IDP_KEY")
+        )
+        idp_public_keys.setdefault(idp_key.key_id, idp_key.public_bytes)
+        bank_api_key = bank_api_key or DEVELOPMENT_BANK_API_KEY
+        idp_issuer, idp_audience = idp_issuer or "sandbox-idp", idp_audience or "stimulus"
     exempt = frozenset(
         filter(None, (a.strip() for a in env.get("STIMULUS_RATE_LIMIT_EXEMPT", "").split(",")))
     )
@@ -190,13 +320,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         host=env.get("STIMULUS_HOST", "127.0.0.1"),
         port=_env_int(env, "STIMULUS_PORT", 8000),
         workers=_env_int(env, "STIMULUS_WORKERS", 2),
-        sandbox=sandbox,
+        environment=environment,
         pepper=pepper,
         service_key=service_key,
         idp_key=idp_key,
         idp_public_keys=idp_public_keys,
-        idp_issuer=env.get("STIMULUS_IDP_ISSUER", "sandbox-idp"),
-        idp_audience=env.get("STIMULUS_IDP_AUDIENCE", "stimulus"),
+        idp_issuer=idp_issuer or "",
+        idp_audience=idp_audience or "",
         db_pool_min=_env_int(env, "STIMULUS_DB_POOL_MIN", 2),
         db_pool_max=_env_int(env, "STIMULUS_DB_POOL_MAX", 16),
         db_command_timeout_s=_env_int(env, "STIMULUS_DB_COMMAND_TIMEOUT_S", 30),
@@ -208,11 +338,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         group_commit_max_wait_ms=_env_int(env, "STIMULUS_GROUP_COMMIT_MAX_WAIT_MS", 2),
         draw_parallel_from=_env_int(env, "STIMULUS_DRAW_PARALLEL_FROM", 500_000),
         log_level=env.get("STIMULUS_LOG_LEVEL", "INFO"),
-        bank_url=env.get("STIMULUS_BANK_URL") or None,
+        bank_url=bank_url,
         bank_port=_env_int(env, "STIMULUS_BANK_PORT", 8100),
         bank_codes=bank_codes,
         bank_urls=bank_urls,
-        bank_api_key=Secret(env.get("STIMULUS_BANK_API_KEY", "sandbox-api-key").encode()),
+        bank_api_key=Secret(bank_api_key.encode()),
         bank_public_keys=bank_public_keys,
         db_pooler=_pooler(env.get("STIMULUS_DB_POOLER", "none")),
         database_direct_url=env.get("DATABASE_DIRECT_URL") or None,
@@ -220,3 +350,22 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         extra={k: v for k, v in env.items() if k.startswith("STIMULUS_X_")},
     )
 
+
+
+def _given(env: dict[str, str], name: str) -> bool:
+    """Whether `name` was given at all (a malformed value is already named as such)."""
+    return bool(env.get(name) or env.get(f"{name}_FILE"))
+
+
+def _identity_provider_problems(env: dict[str, str]) -> list[str]:
+    """What production needs to verify citizens' identity tokens.
+
+    The issuer and audience every token is checked against; where the provider's keys come from
+    (pinned STIMULUS_IDP_PUBLIC_KEYS, or its discovery document) is checked beside them here.
+    """
+    missing = []
+    if not env.get("STIMULUS_IDP_ISSUER"):
+        missing.append("STIMULUS_IDP_ISSUER: the identity provider's issuer (the tokens' iss)")
+    if not env.get("STIMULUS_IDP_AUDIENCE"):
+        missing.append("STIMULUS_IDP_AUDIENCE: the audience our tokens are issued for (their aud)")
+    return missing

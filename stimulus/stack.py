@@ -104,7 +104,8 @@ def child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[s
     env["STIMULUS_DB_POOLER"] = settings.db_pooler
     if settings.database_direct_url:
         env["DATABASE_DIRECT_URL"] = settings.database_direct_url
-    env["STIMULUS_SANDBOX"] = "1" if settings.sandbox else "0"
+    # The children run in the supervisor's environment even though their URLs now name servers.
+    env["STIMULUS_ENV"] = settings.environment
     env.update(extra or {})
     return env
 

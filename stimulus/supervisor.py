@@ -61,7 +61,7 @@ class Supervisor:
         extra: dict[str, str] = {}
         # The codes STIMULUS_BANKS names without a URL of their own are the sandbox's to serve.
         sandbox_codes = [c for c in settings.bank_codes if c not in settings.bank_urls]
-        if (self.with_bank and settings.bank_url is None and sandbox_codes
+        if (self.with_bank and settings.sandbox and settings.bank_url is None and sandbox_codes
                 and _has_module("wallet_adapter.sandbox_bank")):
             port = self.settings.bank_port or free_port()
             bank = self._spawn("sandbox-bank", [

@@ -20,7 +20,7 @@ from stimulus.settings import Settings, load_settings
 from stimulus.stack import RunningStack, migrate_sync, running_api, start_stack
 
 TEST_ENV = {
-    "STIMULUS_SANDBOX": "1",
+    "STIMULUS_ENV": "development",
     "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN": "60",
     "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0",
     "STIMULUS_WORKERS": "1",

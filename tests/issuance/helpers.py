@@ -153,7 +153,7 @@ async def pipeline(settings: Settings, *, prefix: str, workers: int = 1, slots: 
 def worker_env(settings: Settings, bank: RunningBank, **extra: str) -> dict[str, str]:
     assert settings.database_url and settings.redis_url
     return {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-            "STIMULUS_STATE_DIR": str(settings.state_dir), "STIMULUS_SANDBOX": "1",
+            "STIMULUS_STATE_DIR": str(settings.state_dir), "STIMULUS_ENV": "development",
             "STIMULUS_BANK_URL": bank.url, "STIMULUS_BANKS": ",".join(BANKS),
             "STIMULUS_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", **extra}
 
@@ -249,7 +249,7 @@ def start_issuance_processes(database_url: str, redis_url: str, state_dir: Path,
                              logs: Path) -> list[subprocess.Popen[bytes]]:
     """The issuance dispatcher and a worker as separate processes, crediting the bank at `bank_url`."""
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STIMULUS_STATE_DIR": str(state_dir),
-           "STIMULUS_SANDBOX": "1", "STIMULUS_BANK_URL": bank_url, "STIMULUS_LOG_LEVEL": "WARNING"}
+           "STIMULUS_ENV": "development", "STIMULUS_BANK_URL": bank_url, "STIMULUS_LOG_LEVEL": "WARNING"}
     return [subprocess.Popen([sys.executable, "-m", "stimulus.cli", "worker", name], env=env,
                              stdout=(logs / f"{name}.log").open("wb"), stderr=subprocess.STDOUT)
             for name in ("issuance-dispatcher", "issuance")]
