@@ -2,6 +2,9 @@
 
 Tokens are random, shown once at creation, and stored only as SHA-256. Each carries a name, so
 maker-checker steps can require two different operators and the audit log says who did what.
+Each expires (12 hours unless asked otherwise) and can be revoked. Every request looks its token
+up in PostgreSQL, with no cache in front: operator calls are few, and a revocation or an expiry
+then holds on every API node from the next request on.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 import inspect
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -17,10 +21,13 @@ import asyncpg
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
+from stimulus import audit_log
 from stimulus.errors import Forbidden, Unauthenticated
 
 TOKEN_PREFIX = "stm_"
 ROLES = ("operator", "auditor")
+DEFAULT_TTL = timedelta(hours=12)
+MAX_TTL = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -37,15 +44,64 @@ def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def create_token(conn: asyncpg.Connection, name: str, role: str) -> str:
+@dataclass(frozen=True)
+class TokenRecord:
+    """What is kept of a token: never the token itself."""
+
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+    def state(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at <= now else "active"
+
+
+async def create_token(conn: asyncpg.Connection, name: str, role: str,
+                       ttl: timedelta = DEFAULT_TTL) -> str:
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
+    if not timedelta(seconds=1) <= ttl <= MAX_TTL:
+        raise ValueError(f"a token lives between 1 s and {MAX_TTL.days} days")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     await conn.execute(
-        "INSERT INTO admin_tokens (token_hash, name, role) VALUES ($1, $2, $3)",
-        _hash(token), name, role,
+        "INSERT INTO admin_tokens (token_hash, name, role, expires_at)"
+        " VALUES ($1, $2, $3, now() + $4::interval)",
+        _hash(token), name, role, ttl,
     )
     return token
+
+
+async def list_tokens(conn: asyncpg.Connection, include_inactive: bool = False) -> list[TokenRecord]:
+    rows = await conn.fetch(
+        "SELECT id, name, role, created_at, expires_at, revoked_at, revoked_by FROM admin_tokens"
+        " WHERE $1 OR (revoked_at IS NULL AND expires_at > now()) ORDER BY id",
+        include_inactive,
+    )
+    return [TokenRecord(**dict(row)) for row in rows]
+
+
+async def revoke_tokens(conn: asyncpg.Connection, *, actor: str, ids: list[int] | None = None,
+                        name: str | None = None) -> list[TokenRecord]:
+    """Revoke the active tokens with these ids, or every active token of `name`; audited."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "UPDATE admin_tokens SET revoked_at = now(), revoked_by = $3"
+            " WHERE revoked_at IS NULL AND (id = ANY($1::bigint[]) OR name = $2)"
+            " RETURNING id, name, role, created_at, expires_at, revoked_at, revoked_by",
+            ids or [], name, actor,
+        )
+        revoked = [TokenRecord(**dict(row)) for row in rows]
+        for record in revoked:
+            await audit_log.append(conn, actor=actor, action="admin_token.revoke",
+                                   subject=f"admin_token:{record.id}",
+                                   details={"name": record.name, "role": record.role})
+    return revoked
 
 
 ROLES_OPT = "roles"
@@ -66,11 +122,16 @@ async def principal_from_token(pool: asyncpg.Pool, token: str | None) -> Princip
     if token is None:
         raise Unauthenticated("an operator or auditor token is required")
     row = await pool.fetchrow(
-        "SELECT name, role FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        "SELECT name, role, revoked_at IS NOT NULL AS revoked, expires_at <= now() AS expired"
+        " FROM admin_tokens WHERE token_hash = $1",
         _hash(token),
     )
     if row is None:
         raise Unauthenticated("the token is not valid", code="invalid_admin_token")
+    if row["revoked"]:
+        raise Unauthenticated("the token was revoked", code="admin_token_revoked")
+    if row["expired"]:
+        raise Unauthenticated("the token expired; ask for a new one", code="admin_token_expired")
     return Principal(row["name"], row["role"])
 
 

@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,13 +114,64 @@ def admin() -> None:
     """Operator and auditor tokens."""
 
 
+DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType[timedelta, Any]):
+    """`90s`, `30m`, `12h`, `7d` or plain seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        unit = DURATION_UNITS_S.get(text[-1:])
+        number = text[:-1] if unit else text
+        if not number.isdigit():
+            self.fail(f"{value!r} is not a duration like 90s, 30m, 12h or 7d", param, ctx)
+        return timedelta(seconds=int(number) * (unit or 1))
+
+
 @admin.command("create-token")
 @click.option("--role", type=click.Choice(list(auth.ROLES)), required=True)
 @click.option("--name", default="cli", show_default=True, help="who holds the token")
-def create_token(role: str, name: str) -> None:
+@click.option("--ttl", type=Duration(), default="12h", show_default=True,
+              help=f"how long the token is valid (at most {auth.MAX_TTL.days}d)")
+def create_token(role: str, name: str, ttl: timedelta) -> None:
     """Create a bearer token; it is shown once and stored only as a hash."""
-    token = run_db(lambda conn: auth.create_token(conn, name, role))
+    if not timedelta(seconds=1) <= ttl <= auth.MAX_TTL:
+        raise click.BadParameter(f"between 1s and {auth.MAX_TTL.days}d", param_hint="--ttl")
+    token = run_db(lambda conn: auth.create_token(conn, name, role, ttl))
     click.echo(token)
+
+
+@admin.command("tokens")
+@click.option("--all", "include_inactive", is_flag=True, help="also expired and revoked tokens")
+def list_tokens(include_inactive: bool) -> None:
+    """List operator and auditor tokens (never the tokens themselves)."""
+    records = run_db(lambda conn: auth.list_tokens(conn, include_inactive))
+    now = datetime.now(UTC)
+    click.echo(f"{'id':>6}  {'name':<20} {'role':<9} {'state':<8} {'created (UTC)':<20} expires (UTC)")
+    for record in records:
+        click.echo(f"{record.id:>6}  {record.name:<20} {record.role:<9} {record.state(now):<8} "
+                   f"{record.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  "
+                   f"{record.expires_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}")
+
+
+@admin.command("revoke")
+@click.argument("token_ids", nargs=-1, type=int)
+@click.option("--name", default=None, help="revoke every active token of this holder")
+@click.option("--by", "actor", default="cli:operator", show_default=True, help="who revokes (audit log)")
+def revoke(token_ids: tuple[int, ...], name: str | None, actor: str) -> None:
+    """Revoke tokens by id (see `stimulus admin tokens`) or by holder; effective on the next request."""
+    if not token_ids and name is None:
+        raise click.UsageError("give token ids or --name")
+    revoked = run_db(lambda conn: auth.revoke_tokens(conn, actor=actor, ids=list(token_ids), name=name))
+    for record in revoked:
+        click.echo(f"revoked {record.id} ({record.role} {record.name})")
+    if not revoked:
+        raise click.ClickException("no active token matched")
 
 
 @main.group()

@@ -13,7 +13,7 @@ from tests.conftest import Stack
 
 
 def _audit(stack: Stack, campaign_id: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
+    env = {**os.environ, "STIMULUS_ENV": "development", "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
            "STIMULUS_STATE_DIR": str(stack.settings.state_dir)}
     return subprocess.run([sys.executable, "-m", "stimulus.cli", "audit", "ledger", "--campaign", campaign_id],
                           env=env, capture_output=True, text=True, timeout=120)

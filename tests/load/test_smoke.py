@@ -88,7 +88,7 @@ def test_soak(target: Target, tmp_path: Path) -> None:
 
 def test_registration_surge_through_the_command(stack: Stack, api_url: str, tmp_path: Path) -> None:
     """`stimulus load` itself, as an operator runs it: exit code, files, verdict."""
-    env = {**os.environ, "STIMULUS_STATE_DIR": str(stack.settings.state_dir),
+    env = {**os.environ, "STIMULUS_ENV": "development", "STIMULUS_STATE_DIR": str(stack.settings.state_dir),
            "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url, "COLUMNS": "160"}
     done = subprocess.run([sys.executable, "-m", "stimulus.cli", "load", "registration-surge", "--profile", "smoke",
                            "--host", api_url, "--out", str(tmp_path)], env=env, capture_output=True, text=True,

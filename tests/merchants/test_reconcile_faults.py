@@ -64,7 +64,7 @@ async def test_a_run_killed_mid_way_is_finished_by_the_next(
     redeemed_before = await db.fetchval(
         "SELECT COALESCE(sum(amount_fen), 0) FROM ledger_entries WHERE account = $1", redeemed_account)
 
-    env = {**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
+    env = {**os.environ, "STIMULUS_ENV": "development", "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
            "STIMULUS_STATE_DIR": str(stack.settings.state_dir)}
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "stimulus.cli", "reconcile", "run", "--window-s", "60", "--grace-s", "0",

@@ -122,7 +122,7 @@ async def test_an_already_registered_id_refuses_the_file(http: httpx.AsyncClient
 
 
 def _cli(stack: Stack, *args: str, token: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
+    env = {**os.environ, "STIMULUS_ENV": "development", "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
            "STIMULUS_STATE_DIR": str(stack.settings.state_dir), "STIMULUS_TOKEN": token}
     return subprocess.run([sys.executable, "-m", "stimulus.cli", *args], env=env, capture_output=True,
                           text=True, timeout=120)

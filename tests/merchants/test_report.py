@@ -65,7 +65,7 @@ async def test_the_report_counts_money_spend_and_the_multiplier(
     assert missing.status_code == 404 and missing.json()["code"] == "campaign_not_found"
 
     out = tmp_path / "report.html"
-    env = {**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
+    env = {**os.environ, "STIMULUS_ENV": "development", "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
            "STIMULUS_STATE_DIR": str(stack.settings.state_dir)}
     ran = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "stimulus.cli", "report", spent.campaign_id, "--html", str(out)],
                          env=env, capture_output=True, text=True, timeout=120)
