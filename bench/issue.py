@@ -45,12 +45,12 @@ import asyncpg
 import msgspec
 import psutil
 
+from sandbox.bank import SANDBOX_API_KEY
 from stimulus.db import create_pool
 from stimulus.embedded import free_port
 from stimulus.settings import Settings, load_settings
 from stimulus.stack import RunningStack, migrate_sync, start_stack, wait_http_ok
 from wallet_adapter.bank_protocol import (
-    SANDBOX_API_KEY,
     BatchCreditRequest,
     CreditRequest,
     idempotency_key_for,
@@ -122,7 +122,7 @@ def start_bank(state: Path, seed: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = open(state / "bank.log", "ab")  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(
-        [sys.executable, "-m", "wallet_adapter.sandbox_bank", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "sandbox.bank", "--host", "127.0.0.1", "--port", str(port),
          "--data-dir", str(state / "bank"), "--banks", ",".join(BANKS), "--seed", str(seed), *KNOBS],
         stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

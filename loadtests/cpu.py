@@ -86,7 +86,7 @@ def _server_group(proc: psutil.Process) -> str | None:
             return "redis"
     if "granian" in cmdline:
         return "api"
-    if "sandbox_bank" in cmdline or "sandbox-bank" in cmdline:
+    if "sandbox.bank" in cmdline or "sandbox_bank" in cmdline or "sandbox-bank" in cmdline:
         return "bank"
     if "stimulus.cli worker" in cmdline or "stimulus worker" in cmdline:
         return "workers"

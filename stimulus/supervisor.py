@@ -7,6 +7,7 @@ them in reverse order (workers, API, sandbox servers) before the embedded databa
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 import time
@@ -62,10 +63,10 @@ class Supervisor:
         # The codes STIMULUS_BANKS names without a URL of their own are the sandbox's to serve.
         sandbox_codes = [c for c in settings.bank_codes if c not in settings.bank_urls]
         if (self.with_bank and settings.sandbox and settings.bank_url is None and sandbox_codes
-                and _has_module("wallet_adapter.sandbox_bank")):
+                and importlib.util.find_spec("sandbox.bank") is not None):
             port = self.settings.bank_port or free_port()
             bank = self._spawn("sandbox-bank", [
-                sys.executable, "-m", "wallet_adapter.sandbox_bank", "--host", "127.0.0.1",
+                sys.executable, "-m", "sandbox.bank", "--host", "127.0.0.1",
                 "--port", str(port), "--data-dir", str(settings.state_dir / "bank"),
                 "--banks", ",".join(sandbox_codes),
             ], child_env(settings))
@@ -118,14 +119,6 @@ class Supervisor:
         self.children.clear()
         if self.stack is not None:
             self.stack.stop()
-
-
-def _has_module(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ModuleNotFoundError:
-        return False
-    return True
 
 
 def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:

@@ -2,7 +2,7 @@
 
 An operator bank credits e-CNY "red packets" into citizens' wallets and reports what the
 citizens spent. Our issuance workers are its clients (`wallet_adapter.provider`); the sandbox
-bank (`wallet_adapter.sandbox_bank`) is a stand-in server for the outside banks. This module is
+bank (`sandbox.bank`, outside the product) is a stand-in server for the outside banks. This module is
 the one definition of the protocol, so both sides import the same structs.
 
 Transport
@@ -12,7 +12,7 @@ Transport
 
 Authentication
     Every request carries `Authorization: Bearer <api key>` (one key per bank relationship;
-    the sandbox accepts the key it was started with, default `SANDBOX_API_KEY`). A missing or
+    the sandbox accepts the key it was started with, `sandbox-api-key` in development). A missing or
     wrong key is 401 `unauthenticated`.
 
 Signed responses
@@ -86,7 +86,7 @@ Endpoints (under `/banks/{bank_code}/v1`)
 
 Sandbox-only endpoints (outside any bank prefix)
     `GET /health`, `GET /keys`, `GET|POST /admin/knobs` (fault knobs), `GET /admin/stats`.
-    See `wallet_adapter.sandbox_bank`.
+    See `sandbox.bank`.
 """
 
 from __future__ import annotations
@@ -109,7 +109,6 @@ CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 SETTLEMENT_CSV_HEADER = ("spend_id", "payment_reference", "merchant_id", "amount_fen", "settled_at")
 SETTLEMENT_CSV_REFUND_COLUMNS = ("kind", "refund_of", "returned_to")
 SETTLEMENT_CSV_TRAILER = "#trailer"
-SANDBOX_API_KEY = "sandbox-api-key"
 
 MAX_BATCH_ITEMS = 500
 MAX_WALLET_BALANCE_FEN = 1_000_000  # ¥10,000: the balance cap of the smallest e-CNY wallet class

@@ -21,12 +21,13 @@ import asyncpg
 import httpx
 import redis.asyncio as redis_asyncio
 
+from sandbox.bank import SANDBOX_API_KEY
 from stimulus.db import create_pool
 from stimulus.sample import sample_campaign
 from stimulus.settings import Settings
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id
 from tests.wallet.conftest import RunningBank
-from wallet_adapter.bank_protocol import SANDBOX_API_KEY, idempotency_key_for
+from wallet_adapter.bank_protocol import idempotency_key_for
 from wallet_adapter.banks import BankRegistry, issuance_client_options
 from wallet_adapter.issuance_worker import IssuanceWorker, WorkerOptions
 from wallet_adapter.outbox import Dispatcher, DispatcherOptions

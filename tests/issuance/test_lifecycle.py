@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
+from sandbox.bank import SANDBOX_API_KEY
 from stimulus import ledger
 from stimulus.db import create_pool
 from stimulus.errors import WrongState
@@ -29,7 +30,7 @@ from tests.issuance.helpers import (
 )
 from tests.wallet.conftest import RunningBank
 from wallet_adapter import expiry
-from wallet_adapter.bank_protocol import SANDBOX_API_KEY, SpendRequest, idempotency_key_for
+from wallet_adapter.bank_protocol import SpendRequest, idempotency_key_for
 from wallet_adapter.banks import BankRegistry, issuance_client_options
 from wallet_adapter.outbox import DispatcherOptions
 from wallet_adapter.provider import BankClient

@@ -40,8 +40,9 @@ import msgspec
 import psutil
 import uvloop
 
+from sandbox.bank import SANDBOX_API_KEY
 from tests.wallet.conftest import Admin, RunningBank, credit_request, fast_options, free_port
-from wallet_adapter.bank_protocol import SANDBOX_API_KEY, BatchCreditRequest
+from wallet_adapter.bank_protocol import BatchCreditRequest
 from wallet_adapter.provider import BankClient
 
 

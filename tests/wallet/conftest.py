@@ -23,9 +23,9 @@ import httpx
 import msgspec
 import pytest
 
+from sandbox.bank import SANDBOX_API_KEY
 from wallet_adapter.backoff import Backoff
 from wallet_adapter.bank_protocol import (
-    SANDBOX_API_KEY,
     CreditRequest,
     Restrictions,
     idempotency_key_for,
@@ -62,7 +62,7 @@ class RunningBank:
     def start(self, timeout_s: float = 20.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.data_dir / "bank.log", "ab")  # noqa: SIM115 - closed in stop/kill
-        command = [sys.executable, "-m", "wallet_adapter.sandbox_bank", "--host", "127.0.0.1",
+        command = [sys.executable, "-m", "sandbox.bank", "--host", "127.0.0.1",
                    "--port", str(self.port), "--data-dir", str(self.data_dir),
                    "--banks", "ICBC,CCB,BOC", *QUIET_KNOBS, *self.extra_args]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,

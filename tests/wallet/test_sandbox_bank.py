@@ -10,10 +10,10 @@ import httpx
 import msgspec
 from litestar.testing import TestClient
 
+from sandbox.bank import SEED_FILE, SandboxConfig, create_app
 from stimulus.signing import verify_signature
 from tests.wallet.conftest import AUTH, RunningBank, credit_request
 from wallet_adapter.bank_protocol import KEY_ID_HEADER, SIGNATURE_HEADER, CreditRequest
-from wallet_adapter.sandbox_bank import SEED_FILE, SandboxConfig, create_app
 
 
 def _post(bank: RunningBank, path: str, body: object) -> httpx.Response:

@@ -29,8 +29,8 @@ the start-up values):
   A refused connection is what a killed bank gives; tests get it by killing the process.
 
 `GET /admin/stats` counts what the faults did, per bank. Admin endpoints take the same API key.
-Run it as `python -m wallet_adapter.sandbox_bank --host 127.0.0.1 --port 8100 --data-dir DIR`
-(or `stimulus sandbox-bank ...`); see `wallet_adapter.cli` for every option.
+Run it as `python -m sandbox.bank --host 127.0.0.1 --port 8100 --data-dir DIR`; see
+`sandbox.bank_cli` for every option. `stimulus up` runs it in development only.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromHeader, RawBody
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from stimulus.settings import DEVELOPMENT_BANK_API_KEY
 from stimulus.signing import SigningKey
 from wallet_adapter.bank_protocol import (
     BANK_CODE_PATTERN,
@@ -75,7 +76,6 @@ from wallet_adapter.bank_protocol import (
     MAX_WALLET_BALANCE_FEN,
     NDJSON_MEDIA_TYPE,
     PROBLEM_MEDIA_TYPE,
-    SANDBOX_API_KEY,
     SIGNATURE_HEADER,
     WALLET_ID_PATTERN,
     BatchCreditRequest,
@@ -103,13 +103,15 @@ from wallet_adapter.bank_protocol import (
 )
 from wallet_adapter.bank_protocol import Books as BooksTotals
 
-log = logging.getLogger("wallet_adapter.sandbox_bank")
+log = logging.getLogger("sandbox.bank")
 
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 1 << 20  # a full batch of 500 credits is ~250 KB
 SEED_FILE = "bank_ed25519.seed"
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+SANDBOX_API_KEY = DEVELOPMENT_BANK_API_KEY  # the key the bank accepts unless told otherwise
 
 
 # -- the books: durable storage in SQLite with a group-committing writer ------------------------
@@ -1173,9 +1175,9 @@ async def _serve(config: SandboxConfig, host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from wallet_adapter.cli import sandbox_bank_command
+    from sandbox.bank_cli import sandbox_bank_command
 
-    sandbox_bank_command.main(args=argv, prog_name="python -m wallet_adapter.sandbox_bank")
+    sandbox_bank_command.main(args=argv, prog_name="python -m sandbox.bank")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
-"""Command-line entry points of the wallet_adapter package, mounted on `stimulus` by stimulus.cli.
+"""The sandbox operator bank's command line: `python -m sandbox.bank ...`.
 
-`stimulus sandbox-bank ...` and `python -m wallet_adapter.sandbox_bank ...` run the same
-command. Its defaults give a slightly unreliable bank on purpose (20 ms median latency, 1 %
+Kept apart from `sandbox.bank` so the options can be read without loading the server. Its defaults give a slightly unreliable bank on purpose (20 ms median latency, 1 %
 transient errors, 0.5 % commit-then-timeout), so every run of the stack exercises the issuance
 workers' recovery paths; pass zeros for a well-behaved one.
 """
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from wallet_adapter.bank_protocol import SANDBOX_API_KEY
+from stimulus.settings import DEVELOPMENT_BANK_API_KEY
 
 
 @click.command("sandbox-bank")
@@ -22,7 +21,7 @@ from wallet_adapter.bank_protocol import SANDBOX_API_KEY
               help="where the bank keeps its SQLite books and its signing key")
 @click.option("--banks", default="ICBC,CCB,BOC", show_default=True,
               help="comma-separated bank codes served under /banks/{code}/v1")
-@click.option("--api-key", envvar="STIMULUS_BANK_API_KEY", default=SANDBOX_API_KEY,
+@click.option("--api-key", envvar="STIMULUS_BANK_API_KEY", default=DEVELOPMENT_BANK_API_KEY,
               show_default=True, help="the bearer key requests must carry")
 @click.option("--latency-ms", type=click.FloatRange(0, 60_000), default=20.0, show_default=True,
               help="median added latency (log-normal jitter)")
@@ -44,7 +43,7 @@ def sandbox_bank_command(host: str, port: int, data_dir: Path, banks: str, api_k
     """Run the sandbox operator bank (a stand-in for the e-CNY operator banks)."""
     import logging
 
-    from wallet_adapter.sandbox_bank import Knobs, SandboxConfig, run
+    from sandbox.bank import Knobs, SandboxConfig, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     knobs = Knobs(latency_ms=latency_ms, error_rate=error_rate,
@@ -58,5 +57,3 @@ def sandbox_bank_command(host: str, port: int, data_dir: Path, banks: str, api_k
     click.echo(f"sandbox bank on http://{host}:{port} serving {', '.join(codes)}", err=True)
     run(config, host, port)
 
-
-commands = [sandbox_bank_command]
