@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import redis.asyncio as redis_asyncio
-from litestar import Litestar, MediaType, Response, get
+from litestar import Litestar, Response, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -23,7 +23,8 @@ from stimulus.auth import authorize_staff
 from stimulus.contract import ContractJsonPlugin
 from stimulus.idempotency import IdempotencyStore
 from stimulus.identity import TokenVerifier
-from stimulus.observability import RequestContextMiddleware, metrics_payload
+from stimulus.metrics_listener import metrics_listener
+from stimulus.observability import RequestContextMiddleware
 from stimulus.problems import EXCEPTION_HANDLERS, problem
 from stimulus.ratelimit import RateLimiter
 from stimulus.services import Services, get_citizen, get_principal, get_services
@@ -53,12 +54,6 @@ async def ready(services: Services) -> Response[Any]:
 async def service_keys(services: Services) -> dict[str, str]:
     key = services.settings.service_key
     return {key.key_id: key.public_bytes.hex()}
-
-
-@get("/metrics", include_in_schema=False, media_type=MediaType.TEXT)
-async def metrics() -> Response[bytes]:
-    payload, content_type = metrics_payload()
-    return Response(payload, media_type=content_type)
 
 
 def _domain_modules() -> list[Any]:
@@ -91,6 +86,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.services = services
         try:
             async with AsyncExitStack() as stack:
+                await stack.enter_async_context(metrics_listener(settings.metrics_host, settings.metrics_port))
                 for module in modules:
                     domain_lifespan = getattr(module, "lifespan", None)
                     if domain_lifespan is not None:
@@ -105,7 +101,7 @@ def create_app(settings: Settings) -> Litestar:
             await redis.aclose()
             await pool.close()
 
-    handlers: list[Any] = [health, ready, metrics, service_keys, *approval_routes.ROUTES, *dashboard.routes()]
+    handlers: list[Any] = [health, ready, service_keys, *approval_routes.ROUTES, *dashboard.routes()]
     for module in modules:
         handlers.extend(module.route_handlers(settings))
 

@@ -131,7 +131,8 @@ def _print_summary(ctx: DemoContext, elapsed_s: float, ok: bool) -> None:
     console.print(f"dashboard    {base}/admin/dashboard?campaign={cid}  (operator token: `stimulus admin create-token`)")
     console.print(f"report       {base}/v1/admin/campaigns/{cid}/report.html (operator token)"
                   + (f"; saved as {ctx.report_page}" if ctx.report_page else ""))
-    console.print(f"API          {base}/v1/campaigns/{cid}   OpenAPI UI {base}/schema   metrics {base}/metrics")
+    metrics = f"http://{ctx.settings.metrics_host}:{ctx.settings.metrics_port}/metrics"
+    console.print(f"API          {base}/v1/campaigns/{cid}   OpenAPI UI {base}/schema   metrics {metrics}")
     if ctx.published is not None:
         console.print(f"published    {ctx.published} (bundle and registrant list; stimulus-verify them again)")
     console.print("(these stop with the demo; `stimulus demo --serve` keeps them running)")

@@ -216,6 +216,9 @@ class Settings:
     # normalised at load (strings, so the settings stay plain data).
     trusted_proxies: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+    # Prometheus metrics on a listener of their own, never on the API's port (0: none).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
 
     @property
     def sandbox(self) -> bool:
@@ -348,6 +351,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         database_direct_url=env.get("DATABASE_DIRECT_URL") or None,
         trusted_proxies=_networks("STIMULUS_TRUSTED_PROXIES", env.get("STIMULUS_TRUSTED_PROXIES", "")),
         extra={k: v for k, v in env.items() if k.startswith("STIMULUS_X_")},
+        metrics_host=env.get("STIMULUS_METRICS_HOST") or env.get("STIMULUS_HOST", "127.0.0.1"),
+        metrics_port=_env_int(env, "STIMULUS_METRICS_PORT", 9464),
     )
 
 

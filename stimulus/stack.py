@@ -177,7 +177,9 @@ def running_api(settings: Settings, port: int | None = None, workers: int | None
     """Run the API server processes for the duration of the block; yields the base URL."""
     port = port or free_port()
     metrics_dir = prepare_metrics_dir(settings)
-    env = child_env(settings, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **(extra_env or {})})
+    # Each API started here gets a metrics port of its own unless told one (see metrics_listener).
+    env = child_env(settings, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                               "STIMULUS_METRICS_PORT": str(free_port()), **(extra_env or {})})
     logs = settings.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     child = spawn("api", api_command(settings, port, workers), env, logs / "api.log")

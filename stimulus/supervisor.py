@@ -89,7 +89,8 @@ class Supervisor:
         lines = [
             f"API            {base}/v1/campaigns",
             f"OpenAPI UI     {base}/schema  (Swagger: {base}/schema/swagger)",
-            f"metrics        {base}/metrics",
+            f"metrics        http://{s.metrics_host}:{s.metrics_port}/metrics" if s.metrics_port
+            else "metrics        off (STIMULUS_METRICS_PORT=0)",
             f"health/ready   {base}/health  {base}/ready",
             f"PostgreSQL     {s.database_url}",
             f"Redis          {s.redis_url}",

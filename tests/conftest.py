@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis.asyncio as redis_asyncio
 
+from stimulus.embedded import free_port
 from stimulus.settings import Settings, load_settings
 from stimulus.stack import RunningStack, migrate_sync, running_api, start_stack
 
@@ -65,9 +66,21 @@ def stack(state_dir: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def api_url(stack: Stack) -> Iterator[str]:
-    with running_api(stack.settings, workers=1, extra_env=TEST_ENV) as base:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def api_url(stack: Stack, metrics_port: int) -> Iterator[str]:
+    env = {**TEST_ENV, "STIMULUS_METRICS_PORT": str(metrics_port)}
+    with running_api(stack.settings, workers=1, extra_env=env) as base:
         yield base
+
+
+@pytest.fixture(scope="session")
+def metrics_url(api_url: str, metrics_port: int) -> str:
+    """The session API's Prometheus endpoint, on its own port."""
+    return f"http://127.0.0.1:{metrics_port}/metrics"
 
 
 @pytest.fixture

@@ -13,12 +13,16 @@ from tests.foundation.helpers import auth, citizen_token, open_campaign
 
 
 async def test_health_ready_metrics_and_schema(http: httpx.AsyncClient, stack: Stack,
-                                               operator_token: str) -> None:
+                                               operator_token: str, metrics_url: str) -> None:
     assert (await http.get("/health")).json() == {"status": "live"}
     assert (await http.get("/ready")).status_code == 200
     campaign_id = await open_campaign(http, operator_token)
     await http.post(f"/v1/campaigns/{campaign_id}/registrations", headers=auth(citizen_token(stack.settings, 500)))
-    metrics = (await http.get("/metrics")).text
+    # Metrics are not on the public port, for anyone: only on the metrics listener.
+    for headers in ({}, auth(operator_token)):
+        assert (await http.get("/metrics", headers=headers)).status_code == 404
+    async with httpx.AsyncClient(timeout=30) as client:
+        metrics = (await client.get(metrics_url)).text
     assert "stimulus_registrations_total" in metrics
     assert 'route="/v1/campaigns/{campaign_id}/registrations"' in metrics, metrics[:2000]
     schema = (await http.get("/schema/openapi.json")).json()
