@@ -63,7 +63,9 @@ CODES: dict[str, ProblemCode] = {
     "token_claims_missing": _c(401, "the identity token lacks a claim we need", "identity"),
     "invalid_resident_id": _c(401, "the identity token's resident ID is not a valid ID number", "identity"),
     # Operator and auditor tokens.
-    "invalid_admin_token": _c(401, "the operator or auditor token is unknown or revoked", "staff"),
+    "invalid_admin_token": _c(401, "the operator or auditor token is unknown", "staff"),
+    "admin_token_expired": _c(401, "the operator or auditor token has expired", "staff"),
+    "admin_token_revoked": _c(401, "the operator or auditor token was revoked", "staff"),
     "role_required": _c(403, "the token's role may not do this (an auditor reads, an operator acts)", "staff"),
     "same_operator": _c(403, "the approving operator is the one who asked"),
     # Signed merchant requests.
