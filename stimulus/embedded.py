@@ -162,6 +162,9 @@ class EmbeddedPostgres:
             return True
         return True
 
+    def alive(self) -> bool:
+        return self.is_running()
+
     def stop(self, mode: str = "fast") -> None:
         if not self.is_running():
             return
@@ -230,6 +233,9 @@ class EmbeddedRedis:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start in time")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -1,7 +1,9 @@
 """`stimulus up`: one process that starts and watches everything a one-machine campaign needs.
 
 Children run in their own process groups so Ctrl-C reaches the supervisor only, which then stops
-them in reverse order (workers, API, sandbox servers) before the embedded databases.
+them in reverse order (workers, API, sandbox servers) before the embedded databases. A child or an
+embedded PostgreSQL or Redis that dies is started again, a bounded number of times; the API and
+the workers reconnect by themselves.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import subprocess
 import sys
 import time
 from typing import Any
 
-from stimulus.embedded import free_port
+from stimulus.embedded import EmbeddedPostgres, free_port
 from stimulus.settings import Settings
 from stimulus.stack import (
     ChildProcess,
@@ -101,7 +104,8 @@ class Supervisor:
         return lines
 
     def watch(self) -> None:
-        """Restart a child that died, a bounded number of times."""
+        """Restart an embedded server or a child that died, a bounded number of times."""
+        self._watch_servers()
         for index, (child, command, env) in enumerate(self.children):
             if child.process.poll() is None:
                 continue
@@ -113,6 +117,26 @@ class Supervisor:
             time.sleep(min(2 ** count, 10))
             replacement = spawn(child.name, command, env, self._logs() / f"{child.name}.log")
             self.children[index] = (replacement, command, env)
+
+    def _watch_servers(self) -> None:
+        if self.stack is None:
+            return
+        for server in self.stack.owned:
+            if server.alive():
+                continue
+            name = "postgres" if isinstance(server, EmbeddedPostgres) else "redis"
+            count = self.restarts.get(name, 0)
+            if count >= MAX_RESTARTS:
+                continue
+            self.restarts[name] = count + 1
+            log.warning("embedded %s died; restarting (%d)", name, count + 1)
+            try:
+                server.start()
+            except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+                # PostgreSQL refuses while the dead server's backends still hold its shared
+                # memory; they leave within moments, and the next round tries again.
+                log.warning("embedded %s did not start: %s", name, exc)
+                time.sleep(min(2 ** count, 10))
 
     def stop(self) -> None:
         for child, _, _ in reversed(self.children):

@@ -3,6 +3,7 @@ and the sandbox bank serving the codes STIMULUS_BANKS names; Ctrl-C stops every 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -55,6 +57,65 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         assert process.wait(timeout=60) == 0
         _, alive = psutil.wait_procs(children, timeout=15)
         assert alive == [], f"still running after Ctrl-C: {[p.pid for p in alive]}"
+        assert not (tmp_path / "postgres" / "postmaster.pid").exists(), "PostgreSQL was left running"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _comes_back(find_pid: Any, dead_pid: int, port: int, within_s: float) -> int:
+    """Waits for a new server process and the API ready on it; returns the new pid."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        pid = find_pid()
+        if pid is not None and pid != dead_pid and psutil.pid_exists(pid) and _ready(port):
+            return int(pid)
+        time.sleep(0.2)
+    raise AssertionError(f"not back within {within_s} s")
+
+
+def test_up_restarts_embedded_servers_that_die(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STIMULUS_BANK_URL")}
+    env.update(TEST_ENV, STIMULUS_STATE_DIR=str(tmp_path), COLUMNS="200")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "stimulus.cli", "up", "--port", str(port), "--no-bank"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def redis_pid() -> int | None:
+        for child in psutil.Process(process.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if "redis" in child.name() and child.status() != psutil.STATUS_ZOMBIE:
+                    return int(child.pid)
+        return None
+
+    def postgres_pid() -> int | None:
+        try:
+            return int((tmp_path / "postgres" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    try:
+        _read_until_ready(process, time.monotonic() + 120)
+        for find_pid in (redis_pid, postgres_pid):
+            pid = find_pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            _comes_back(find_pid, pid, port, within_s=60)
+        # And once more for Redis, now that PostgreSQL came back too.
+        pid = redis_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        _comes_back(redis_pid, pid, port, within_s=60)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
         assert not (tmp_path / "postgres" / "postmaster.pid").exists(), "PostgreSQL was left running"
     finally:
         if process.poll() is None:
