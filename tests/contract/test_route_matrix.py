@@ -38,7 +38,6 @@ ACCESS: dict[str, str] = {
     # Probes, keys, the public page and its files, the API description.
     "GET /health": "public",
     "GET /ready": "public",
-    "GET /metrics": "public",
     "GET /v1/keys": "public",
     "GET /campaigns/{campaign_id:str}": "public",
     "GET /static/public/{file_path:path}": "public",
