@@ -27,6 +27,7 @@ log = logging.getLogger("stimulus.embedded")
 
 PG_SYSTEM_USER = "stimulus_pg"
 START_TIMEOUT_S = 60
+START_ATTEMPTS = 2
 
 
 def _pg_bin() -> Path:
@@ -142,11 +143,21 @@ class EmbeddedPostgres:
             log.info("postgres already running at %s", self.socket_dir)
             return
         logfile = self.data_dir / "server.log"
-        subprocess.run(
-            [str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", str(START_TIMEOUT_S),
-             "-l", str(logfile), "-o", f"-k {self.socket_dir} -p {self.port}", "start"],
-            check=True, capture_output=True, **run_as,
-        )
+        for _ in range(START_ATTEMPTS):
+            if run_as:
+                # Again each time: a parent directory may have been closed to others meanwhile
+                # (pytest resets its base directory to 0700), and pg_ctl runs as the server's user.
+                _open_path_for_others(self.data_dir.parent)
+            done = subprocess.run(
+                [str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", str(START_TIMEOUT_S),
+                 "-l", str(logfile), "-o", f"-k {self.socket_dir} -p {self.port}", "start"],
+                check=False, capture_output=True, **run_as,
+            )
+            if done.returncode == 0:
+                break
+        if done.returncode != 0:
+            said = (done.stdout + done.stderr).decode(errors="replace").strip()
+            raise RuntimeError(f"PostgreSQL did not start ({done.returncode}): {said[-500:]}")
         self.started_here = True
 
     def is_running(self) -> bool:
@@ -163,15 +174,31 @@ class EmbeddedPostgres:
         return True
 
     def alive(self) -> bool:
-        return self.is_running()
+        """For the supervisor: only a lock file naming a dead process means the server died.
+
+        PostgreSQL rewrites its lock file while it runs; a read caught halfway is no death."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, IndexError):
+            return True
+        return _alive(pid)
 
     def stop(self, mode: str = "fast") -> None:
-        if not self.is_running():
+        if not (self.data_dir / "postmaster.pid").exists():
             return
-        subprocess.run(
+        if self._run_as():
+            # Something may have closed a parent directory to others since the start (pytest
+            # resets its base directory to 0700), and pg_ctl runs as the server's user.
+            _open_path_for_others(self.data_dir.parent)
+        done = subprocess.run(
             [str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop"],
             check=False, capture_output=True, **self._run_as(),
         )
+        if done.returncode != 0:
+            log.warning("pg_ctl stop: %s", (done.stdout + done.stderr).decode(errors="replace").strip())
 
     def kill(self) -> None:
         """Crash the server the hard way (for fault tests): SIGKILL the postmaster."""

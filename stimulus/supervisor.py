@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import subprocess
 import sys
 import time
 from typing import Any
@@ -128,15 +127,17 @@ class Supervisor:
             count = self.restarts.get(name, 0)
             if count >= MAX_RESTARTS:
                 continue
-            self.restarts[name] = count + 1
-            log.warning("embedded %s died; restarting (%d)", name, count + 1)
+            log.warning("embedded %s is down; starting it again (%d)", name, count + 1)
             try:
                 server.start()
-            except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            except (OSError, RuntimeError) as exc:
                 # PostgreSQL refuses while the dead server's backends still hold its shared
-                # memory; they leave within moments, and the next round tries again.
-                log.warning("embedded %s did not start: %s", name, exc)
-                time.sleep(min(2 ** count, 10))
+                # memory; they leave within moments, and the next round tries again. Only a
+                # start that worked counts against the bound.
+                log.warning("embedded %s did not start yet: %s", name, exc)
+                time.sleep(1)
+                continue
+            self.restarts[name] = count + 1
 
     def stop(self) -> None:
         for child, _, _ in reversed(self.children):

@@ -35,6 +35,12 @@ def _read_until_ready(process: subprocess.Popen[str], deadline: float) -> list[s
     raise AssertionError(f"stimulus up was not ready in time:\n{''.join(lines)}")
 
 
+def _left_running(process: subprocess.Popen[str], state: Path) -> str:
+    assert process.stdout is not None
+    log = (state / "postgres" / "server.log").read_text()[-2000:]
+    return f"PostgreSQL was left running\n{process.stdout.read()}\n{log}"
+
+
 def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STIMULUS_BANK_URL")}
     env.update(TEST_ENV, STIMULUS_STATE_DIR=str(tmp_path), STIMULUS_BANKS="ICBC,ABC", COLUMNS="200")
@@ -57,7 +63,7 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         assert process.wait(timeout=60) == 0
         _, alive = psutil.wait_procs(children, timeout=15)
         assert alive == [], f"still running after Ctrl-C: {[p.pid for p in alive]}"
-        assert not (tmp_path / "postgres" / "postmaster.pid").exists(), "PostgreSQL was left running"
+        assert not (tmp_path / "postgres" / "postmaster.pid").exists(), _left_running(process, tmp_path)
     finally:
         if process.poll() is None:
             process.kill()
@@ -116,7 +122,7 @@ def test_up_restarts_embedded_servers_that_die(tmp_path: Path) -> None:
         _comes_back(redis_pid, pid, port, within_s=60)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
-        assert not (tmp_path / "postgres" / "postmaster.pid").exists(), "PostgreSQL was left running"
+        assert not (tmp_path / "postgres" / "postmaster.pid").exists(), _left_running(process, tmp_path)
     finally:
         if process.poll() is None:
             process.kill()
