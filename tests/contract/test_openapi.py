@@ -115,8 +115,7 @@ async def test_a_body_litestar_cannot_decode_is_malformed_json(http: Any, operat
     assert answer.json()["code"] == "malformed_json"
 
 
-@pytest.mark.parametrize("path", ["/v1/admin/approvals/{big}", "/v1/admin/settlements/{big}/rejects",
-                                  "/v1/campaigns/c-1/tickets/{big}/proof"])
+@pytest.mark.parametrize("path", ["/v1/admin/approvals/{big}", "/v1/admin/settlements/{big}/rejects"])
 async def test_path_ids_beyond_bigint_are_refused_as_invalid(http: Any, operator_token: str, path: str) -> None:
     for big in (2**63, -(2**63) - 1):
         answer = await http.get(path.format(big=big), headers={"Authorization": f"Bearer {operator_token}"})
