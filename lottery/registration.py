@@ -222,10 +222,12 @@ async def find_own(conn: asyncpg.Pool | asyncpg.Connection, campaign_id: str,
 async def withdraw(pool: asyncpg.Pool, campaign_id: str, id_hmac: bytes) -> int:
     """Withdraw before close; returns the withdrawn ticket."""
     async with pool.acquire() as conn, conn.transaction():
-        state = await conn.fetchval(
-            """SELECT state FROM campaigns WHERE id = $1
-               AND now() < registration_closes_at FOR SHARE""", campaign_id)
-        if state != "open":
+        campaign = await conn.fetchrow(
+            """SELECT state = 'open' AND now() < registration_closes_at AS open FROM campaigns
+               WHERE id = $1 FOR SHARE""", campaign_id)
+        if campaign is None:
+            raise NotFound(f"no campaign {campaign_id!r}", code="campaign_not_found")
+        if not campaign["open"]:
             raise WrongState("withdrawal is only possible while registration is open",
                              code="registration_not_open")
         ticket = await conn.fetchval(

@@ -3,8 +3,8 @@ token, a merchant's signature, an auditor's token and an operator's token.
 
 The routes come from the app itself, so a new route fails here until `ACCESS` says who may call
 it. "open" means the request got past authentication and authorization (no 401, no 403, no 5xx):
-path parameters name real resources for reads and absent ones for writes, and writes carry no
-body, so nothing changes.
+path parameters name real resources for reads and absent ones for writes, and writes carry a
+body with a field no request has, so nothing changes.
 """
 
 from __future__ import annotations
@@ -156,11 +156,23 @@ async def callers(stack: Stack, api_url: str, operator_token: str, auditor_token
             "operator": operator_token}
 
 
+WRITE_BODY = b'{"matrix": true}'
+
+
+def body_for(method: str) -> bytes:
+    return b"" if method in ("GET", "HEAD", "DELETE") else WRITE_BODY
+
+
 def headers_for(role: str, callers: dict[str, Any], method: str, path: str) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"} if body_for(method) else {}
+    return {**headers, **_credentials(role, callers, method, path)}
+
+
+def _credentials(role: str, callers: dict[str, Any], method: str, path: str) -> dict[str, str]:
     if role == "garbage":
         return auth("not-a-token")
     if role == "merchant":
-        return signed_headers(callers["merchant_key"], callers["merchant_id"], method, path, b"")
+        return signed_headers(callers["merchant_key"], callers["merchant_id"], method, path, body_for(method))
     if role in ("citizen", "auditor", "operator"):
         return auth(callers[role])
     return {}
@@ -179,9 +191,18 @@ async def test_each_role_gets_what_the_table_says(stack: Stack, api_url: str, ca
             method, path = concrete(key, callers["campaign_id"], callers["merchant_id"])
             for role in ROLES:
                 expected = EXPECTED[ACCESS[key]][role]
-                answer = await http.request(method, path, headers=headers_for(role, callers, method, path))
+                answer = await http.request(method, path, content=body_for(method),
+                                            headers=headers_for(role, callers, method, path))
                 got = answer.status_code
                 passed = got not in (401, 403) and got < 500 if expected == OPEN else got == expected
+                if expected == OPEN and method not in ("GET", "HEAD"):
+                    passed = passed and got >= 400  # a write that did something changed shared state
                 if not passed:
                     wrong.append(f"{key} as {role}: {got} (expected {expected}) {answer.text[:120]}")
     assert wrong == [], "\n".join(wrong)
+
+
+async def test_withdrawing_from_no_campaign_is_campaign_not_found(http: httpx.AsyncClient,
+                                                                  callers: dict[str, Any]) -> None:
+    answer = await http.delete("/v1/campaigns/matrix-absent/registrations/me", headers=auth(callers["citizen"]))
+    assert answer.status_code == 404 and answer.json()["code"] == "campaign_not_found"
