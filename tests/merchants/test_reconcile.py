@@ -14,11 +14,12 @@ import httpx
 import pytest
 
 from merchants import reconciler, settlement
-from merchants.reconcile_worker import reconcile_forever
+from merchants.reconcile_worker import reconcile_forever, reconcile_round
 from merchants.reconciler import RunOptions
 from merchants.settlement_fetch import fetch_day
 from stimulus import ledger_audit
 from stimulus.db import create_pool
+from stimulus.leases import current_holder
 from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
@@ -265,3 +266,25 @@ async def test_the_worker_fetches_the_banks_files_and_runs(
         await pool.close()
     # Every bank's today (and yesterday, unless already complete) was asked for, over the bank API.
     assert await db.fetchval("SELECT count(*) FROM settlement_files WHERE source = 'fetched'") > files_before
+
+
+async def test_worker_replicas_reconcile_one_round_at_a_time(
+        merchant_settings: Settings, stack: Stack, db: asyncpg.Connection) -> None:
+    """Two replicas' rounds at once: one fetches and runs, the other skips; an operator's run during
+    a round is told another is under way."""
+    pools = [await create_pool(stack.database_url, 1, 3) for _ in range(2)]
+    try:
+        runs_before = await db.fetchval("SELECT count(*) FROM reconciliation_runs")
+        held = reconciler.run_lease()
+        assert await held.take(db)                 # a round in progress elsewhere
+        try:
+            assert await reconcile_round(merchant_settings, pools[0], OPTIONS) is None
+        finally:
+            await held.release(db)
+        rounds = await asyncio.gather(*(reconcile_round(merchant_settings, pool, OPTIONS) for pool in pools))
+        assert sorted(summary is None for summary in rounds) == [False, True], rounds
+        assert await db.fetchval("SELECT count(*) FROM reconciliation_runs") == runs_before + 1
+        assert await current_holder(db, reconciler.RECONCILE_LEASE) is None   # released after the round
+    finally:
+        for pool in pools:
+            await pool.close()
