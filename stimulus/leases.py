@@ -144,6 +144,10 @@ class Lease:
                                 self.name, self.ttl_s, exc)
                     return
                 log.warning("lease %s: renewal failed, retrying: %s", self.name, exc)
+            except Exception:  # a keeper that cannot go on must not leave its holder believing it leads
+                self.lost = True
+                log.exception("lease %s: renewal broke; treating the lease as lost", self.name)
+                return
 
 
 async def stop_keeping(task: asyncio.Task[None]) -> None:
