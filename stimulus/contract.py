@@ -38,6 +38,7 @@ MERCHANT_HEADERS = ("X-Merchant-Id", "X-Timestamp", "X-Nonce", "X-Signature")
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 OPERATOR = ("operator",)  # the roles of a handler that acts; reading handlers admit auditors too
+STAFF_ROLES = ("operator", "auditor")
 
 H = TypeVar("H", bound=HTTPRouteHandler)
 
@@ -175,6 +176,8 @@ def problem_codes(handler: HTTPRouteHandler, operation: dict[str, Any]) -> dict[
     if "services" in inspect.signature(handler.fn).parameters:
         kinds.add("storage")
     wanted = [pair for kind in sorted(kinds) for pair in codes_on(kind)]
+    if access_of(handler) is Access.STAFF and not handler.opt.get(ROLES_OPT):
+        wanted = [pair for pair in wanted if pair[0] != "role_required"]  # every staff role may
     if any(p.get("in") == "path" and p.get("schema", {}).get("type") == "integer"
            for p in operation.get("parameters", ())):
         wanted.append(("not_found", (404,)))  # a path that is not a number matches no route
@@ -247,6 +250,9 @@ def document(app: Litestar, openapi_schema: dict[str, Any]) -> dict[str, Any]:
         responses.update(problem_responses(problem_codes(handler, operation)))
         operation["responses"] = responses
         operation["security"] = SECURITY[access_of(handler)]
+        if access_of(handler) is Access.STAFF:
+            roles = handler.opt.get(ROLES_OPT) or STAFF_ROLES
+            operation["description"] = (operation.get("description", "") + f"\n\nRoles: {', '.join(roles)}.").strip()
     return doc
 
 

@@ -78,7 +78,12 @@ def test_route_codes_are_listed_under_their_status(app_and_doc: Any) -> None:
     assert "rate_limited" in claim[429]
     campaign = _problem_codes(doc["paths"]["/v1/admin/campaigns/{campaign_id}"]["get"])
     assert campaign[404] == {"campaign_not_found"}
-    assert campaign[403] == {"role_required"}
+    assert 403 not in campaign  # auditors and operators alike may read it
+    assert doc["paths"]["/v1/admin/campaigns/{campaign_id}"]["get"]["description"].endswith(
+        "Roles: operator, auditor.")
+    opening = doc["paths"]["/v1/admin/campaigns/{campaign_id}/open"]["post"]
+    assert _problem_codes(opening)[403] == {"role_required"}
+    assert opening["description"].endswith("Roles: operator.")
 
 
 def test_request_bodies_say_which_fields_are_required_and_refuse_others(app_and_doc: Any) -> None:
