@@ -15,19 +15,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from lottery import campaigns, ceremony, drand
 from lottery.bundle import SANDBOX_WARNING
 from lottery.statements import sandbox_beacon_statement, timestamp
 from stimulus import audit_log
 from stimulus.errors import Conflict, InvalidInput, NotFound, WrongState
+from stimulus.input_types import Input, Int64
 from stimulus.settings import Settings
 
 
-class BeaconSubmission(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class BeaconSubmission(Input, frozen=True):
     kind: str
-    round: int | None = None
+    round: Int64 | None = None
     signature_hex: str | None = None
     fallback: bool = False  # use the next round because the declared one never appeared
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
 
 from stimulus import audit_log, ledger
 from stimulus.errors import InvalidInput, NotFound, WrongState
+from stimulus.input_types import Input, Int32, Int64
 
 STATES = ("draft", "open", "closed", "committed", "drawn", "issuing", "spending", "expired", "finished")
 CAMPAIGN_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{2,39}$")
@@ -27,41 +28,42 @@ MAX_PARTICIPANTS = 20
 BEACON_KINDS = ("drand-quicknet", "sandbox")
 DRAW_ALGORITHMS = ("sha256-score-v1", "rfc3797")
 RFC3797_MAX_SELECTION = 1 << 16  # the RFC writes the selection counter in two bytes
+Age = Annotated[int, msgspec.Meta(ge=0, le=150)]  # years, as eligibility rules count them
 
 
-class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Tier(Input, frozen=True):
     tier: str
-    amount_fen: int
-    count: int
+    amount_fen: Int64
+    count: Int32
 
 
-class Stratum(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Stratum(Input, frozen=True):
     stratum: str
-    quota: int
+    quota: Int32
     name: str = ""
 
 
-class Beacon(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Beacon(Input, frozen=True):
     kind: Literal["drand-quicknet", "sandbox"]
-    round: int | None = None
+    round: Int64 | None = None
     fallback: Literal["next-round", "none"] = "next-round"
 
 
-class Participant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Participant(Input, frozen=True):
     id: str
     name: str
     public_key_hex: str
 
 
-class Eligibility(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Eligibility(Input, frozen=True):
     city: str | None = None
     require_mainland_phone: bool = True
     social_insurance_city: str | None = None
-    min_age: int | None = 18
-    max_age: int | None = None
+    min_age: Age | None = 18
+    max_age: Age | None = None
 
 
-class DrawRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class DrawRules(Input, frozen=True):
     algorithm: Literal["sha256-score-v1", "rfc3797"] = "sha256-score-v1"
     tier_scope: Literal["global", "stratum"] = "global"
     spillover: Literal["none", "redistribute-lowest-scores"] = "redistribute-lowest-scores"
@@ -69,12 +71,12 @@ class DrawRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reveal_deadline: datetime | None = None
 
 
-class CampaignSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class CampaignSpec(Input, frozen=True):
     """What an operator submits to create a campaign."""
 
     id: str
     name: str
-    budget_fen: int
+    budget_fen: Int64
     tiers: list[Tier]
     strata: list[Stratum]
     registration_opens_at: datetime
@@ -82,7 +84,7 @@ class CampaignSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     claim_deadline: datetime
     spending_deadline: datetime
     beacon: Beacon
-    participants: list[Participant] = []
+    participants: list[Participant] = msgspec.field(default_factory=list)
     eligibility: Eligibility = Eligibility()
     draw_rules: DrawRules = DrawRules()
 

@@ -25,17 +25,18 @@ from lottery.statements import (
 )
 from stimulus import audit_log
 from stimulus.errors import Conflict, InvalidInput, NotFound, WrongState
+from stimulus.input_types import Input
 
 MIN_SECRET_BYTES = 16
 MAX_SECRET_BYTES = 64
 
 
-class CommitRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class CommitRequest(Input, frozen=True):
     commitment_hex: str
     signature_hex: str
 
 
-class RevealRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class RevealRequest(Input, frozen=True):
     secret_hex: str
     signature_hex: str
 

@@ -20,17 +20,18 @@ from lottery.group_commit import GroupCommitter
 from lottery.leaf import encode_leaf
 from lottery.statements import receipt_statement
 from stimulus.errors import Conflict, InvalidInput, NotFound, WrongState
+from stimulus.input_types import Input
 from stimulus.signing import SigningKey
 
 MAX_WALLET_ID_LENGTH = 64
 
 
-class WalletBinding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class WalletBinding(Input, frozen=True):
     bank_code: str
     wallet_id: str
 
 
-class RegistrationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class RegistrationRequest(Input, frozen=True):
     wallet: WalletBinding | None = None
 
 

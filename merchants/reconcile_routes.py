@@ -14,6 +14,8 @@ from merchants.reconciler import Break, RunOptions, RunView
 from stimulus.auth import Principal, require_role
 from stimulus.contract import OPERATOR, bigint_path, contract
 from stimulus.errors import InvalidInput
+from stimulus.input_guard import BODY_MEDIA_TYPES
+from stimulus.input_types import Input, Seconds
 from stimulus.services import Services
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -38,12 +40,12 @@ class ImportView(msgspec.Struct, frozen=True):
     rejects: list[dict[str, Any]]
 
 
-class RunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    window_s: float = reconciler.DEFAULT_WINDOW_S
-    grace_s: float = reconciler.DEFAULT_GRACE_S
+class RunRequest(Input, frozen=True):
+    window_s: Seconds = reconciler.DEFAULT_WINDOW_S
+    grace_s: Seconds = reconciler.DEFAULT_GRACE_S
 
 
-class Resolution(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Resolution(Input, frozen=True):
     resolution: str
 
 
@@ -76,6 +78,7 @@ def _import_view(result: settlement.ImportResult) -> ImportView:
           "settlement_total_mismatch", body=str, body_media_type="text/csv",
           answers=[(201, ImportView, "application/json"), (200, ImportView, "application/json")], roles=OPERATOR)
 @post("/v1/admin/settlements", tags=["operator"], request_max_body_size=MAX_FILE_BYTES,
+      opt={BODY_MEDIA_TYPES: ("text/csv", "application/x-ndjson", "application/ndjson")},
       summary="Upload a bank's settlement file (CSV or NDJSON); importing the same file again changes nothing")
 async def upload_settlement(request: Request[Any, Any, Any], services: Services, principal: Principal,
                             bank: str = BankCode) -> Response[ImportView]:

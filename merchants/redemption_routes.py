@@ -1,7 +1,8 @@
 """The signed merchant API: redemption notices, their reversals, and their status.
 
-Every handler authenticates the request first (`merchants.signing.authenticate`): nothing is read
-or stored for a request that fails it. A new notice is acknowledged 202 `pending` once it has
+Every handler authenticates the request first (`merchants.signing`): nothing is read or stored
+for a request that fails it. A body is decoded, and refused if invalid, before the request's nonce
+is spent, so a refused notice can be corrected and signed again without a replay refusal. A new notice is acknowledged 202 `pending` once it has
 committed; the same notice again is answered 200 with the stored notice and
 `Idempotent-Replayed: true`.
 """
@@ -56,9 +57,10 @@ async def post_redemption(request: Request[Any, Any, Any], services: Services,
                           merchant_id: str = MerchantId) -> Response[bytes]:
     """Body `PaymentNotice`. 202 with the stored notice (`status: pending`); the same notice again
     200 with `Idempotent-Replayed: true`; the same `merchant_txn_id` with another payload 409."""
-    await signing.authenticate_signature(services, request, merchant_id)
+    nonce = await signing.check_signature(services, request, merchant_id)
     notice = redemptions.decode(await request.body(), PaymentNotice)
     assert isinstance(notice, PaymentNotice)
+    await signing.use_nonce(services, merchant_id, nonce)
     return _answer(await redemptions.submit_payment(services.pool, merchant_id, notice))
 
 
@@ -69,9 +71,10 @@ async def post_redemption(request: Request[Any, Any, Any], services: Services,
       summary="Refund (part of) a payment notice (signed); the reversal has its own merchant_txn_id")
 async def post_reversal(request: Request[Any, Any, Any], services: Services, merchant_id: str = MerchantId,
                         txn_id: str = TxnId) -> Response[bytes]:
-    merchant = await signing.authenticate(services, request, merchant_id)
+    merchant, nonce = await signing.check_merchant(services, request, merchant_id)
     notice = redemptions.decode(await request.body(), ReversalNotice)
     assert isinstance(notice, ReversalNotice)
+    await signing.use_nonce(services, merchant_id, nonce)
     return _answer(await redemptions.submit_reversal(services.pool, merchant, txn_id, notice))
 
 

@@ -46,6 +46,7 @@ from stimulus.errors import (
     Unauthenticated,
     Unprocessable,
 )
+from stimulus.input_types import Input
 
 TXN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 PAYMENT_REFERENCE_PATTERN = r"^pkt-[0-9a-f]{32}$"
@@ -62,7 +63,7 @@ Fen = Annotated[int, msgspec.Meta(gt=0, le=MAX_AMOUNT_FEN)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-class PaymentNotice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class PaymentNotice(Input, frozen=True):
     merchant_txn_id: TxnId
     payment_reference: Annotated[str, msgspec.Meta(pattern=PAYMENT_REFERENCE_PATTERN)]
     amount_fen: Fen
@@ -71,7 +72,7 @@ class PaymentNotice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     basket_fen: Fen | None = None
 
 
-class ReversalNotice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ReversalNotice(Input, frozen=True):
     merchant_txn_id: TxnId
     amount_fen: Fen
     occurred_at: AwareDatetime

@@ -17,6 +17,7 @@ import msgspec
 
 from stimulus import audit_log
 from stimulus.errors import InvalidInput, NotFound, WrongState
+from stimulus.input_types import Input
 from stimulus.signing import SigningKey, key_id_for
 
 ACTIVE, SUSPENDED = "active", "suspended"
@@ -30,7 +31,7 @@ MAX_PAGE = 1000
 MAX_ACCEPTANCE_VALUES = 500
 
 
-class MerchantSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class MerchantSpec(Input, frozen=True):
     id: str
     name: str
     category: str
@@ -72,11 +73,11 @@ class IssuedKey(msgspec.Struct, frozen=True):
     private_key_seed_hex: str
 
 
-class Acceptance(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Acceptance(Input, frozen=True):
     """Where a campaign's packets may be spent; an empty list means no restriction of that kind."""
 
-    categories: list[str] = []
-    districts: list[str] = []
+    categories: list[str] = msgspec.field(default_factory=list)
+    districts: list[str] = msgspec.field(default_factory=list)
 
 
 def view(merchant: Merchant) -> MerchantView:

@@ -16,6 +16,8 @@ from merchants import csv_import, registry
 from merchants.registry import Acceptance, IssuedKey, MerchantSpec, MerchantView
 from stimulus.auth import Principal, require_role
 from stimulus.contract import OPERATOR, contract
+from stimulus.input_guard import BODY_MEDIA_TYPES
+from stimulus.input_types import Input
 from stimulus.services import Services
 
 MerchantId = Parameter(pattern=registry.MERCHANT_ID_PATTERN.pattern, description="merchant id")
@@ -27,7 +29,7 @@ class CreatedMerchant(msgspec.Struct, frozen=True):
     key: IssuedKey
 
 
-class StatusChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class StatusChange(Input, frozen=True):
     reason: str = ""
 
 
@@ -48,7 +50,7 @@ async def create_merchant(services: Services, principal: Principal, data: Mercha
 
 @contract("csv_invalid", body=str, body_media_type="text/csv", roles=OPERATOR)
 @post("/v1/admin/merchants/import", tags=["operator"], status_code=201,
-      request_max_body_size=csv_import.MAX_BYTES,
+      request_max_body_size=csv_import.MAX_BYTES, opt={BODY_MEDIA_TYPES: ("text/csv",)},
       summary="Register merchants from a CSV file (all or none); the answer holds their private keys, once")
 async def import_merchants(request: Request[Any, Any, Any], services: Services,
                            principal: Principal) -> csv_import.ImportResult:

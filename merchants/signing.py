@@ -144,28 +144,37 @@ async def _check(services: Services, request: Request[Any, Any, Any], merchant_i
     return presented, merchant
 
 
-async def _use_nonce(services: Services, merchant_id: str, nonce: str) -> None:
+async def use_nonce(services: Services, merchant_id: str, nonce: str) -> None:
     fresh = await services.redis.set(f"mnonce:{merchant_id}:{nonce}", b"1", nx=True, ex=NONCE_TTL_S)
     if not fresh:
         raise Unauthenticated("this nonce was already used: a replayed request", code="nonce_reused")
 
 
-async def authenticate(services: Services, request: Request[Any, Any, Any],
-                       merchant_id: str) -> registry.Merchant:
-    """The merchant that signed this request for `/v1/merchants/{merchant_id}/...`, or a refusal."""
+async def check_merchant(services: Services, request: Request[Any, Any, Any],
+                         merchant_id: str) -> tuple[registry.Merchant, str]:
+    """The active merchant that signed this request, and its nonce, not yet spent."""
     presented, merchant = await _check(services, request, merchant_id, None)
     assert merchant is not None
     if merchant.status != registry.ACTIVE:
         raise Forbidden("the merchant is suspended", code="merchant_suspended")
-    await _use_nonce(services, merchant_id, presented.nonce)
-    return merchant
+    return merchant, presented.nonce
 
 
-async def authenticate_signature(services: Services, request: Request[Any, Any, Any], merchant_id: str) -> None:
-    """Like `authenticate`, with the key from this process's cache and without the merchant's
+async def check_signature(services: Services, request: Request[Any, Any, Any], merchant_id: str) -> str:
+    """Like `check_merchant`, with the key from this process's cache and without the merchant's
     status: for a handler whose own database call refuses an unknown or suspended merchant in
-    the transaction that acts (the payment notice)."""
+    the transaction that acts (the payment notice). Returns the nonce, not yet spent."""
     presented, merchant = await _check(services, request, merchant_id, _keys.get(merchant_id))
     if merchant is not None and merchant.status != registry.ACTIVE:
         raise Forbidden("the merchant is suspended", code="merchant_suspended")
-    await _use_nonce(services, merchant_id, presented.nonce)
+    return presented.nonce
+
+
+async def authenticate(services: Services, request: Request[Any, Any, Any],
+                       merchant_id: str) -> registry.Merchant:
+    """The merchant that signed this request for `/v1/merchants/{merchant_id}/...`, or a refusal;
+    the nonce is spent. A handler that reads a body decodes it between `check_merchant` and
+    `use_nonce` instead, so a body refused as invalid leaves the nonce unspent."""
+    merchant, nonce = await check_merchant(services, request, merchant_id)
+    await use_nonce(services, merchant_id, nonce)
+    return merchant

@@ -23,6 +23,7 @@ from stimulus.auth import authorize_staff
 from stimulus.contract import ContractJsonPlugin
 from stimulus.idempotency import IdempotencyStore
 from stimulus.identity import TokenVerifier
+from stimulus.input_guard import InputGuard
 from stimulus.metrics_listener import metrics_listener
 from stimulus.observability import RequestContextMiddleware
 from stimulus.problems import EXCEPTION_HANDLERS, problem
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> Litestar:
         },
         guards=[authorize_staff],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[InputGuard()],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="stimulus",

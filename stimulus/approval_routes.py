@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import msgspec
 from litestar import get, post
 
 from stimulus import approvals
@@ -10,12 +9,13 @@ from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
 from stimulus.contract import OPERATOR, bigint_path, contract
 from stimulus.errors import InvalidInput
+from stimulus.input_types import Input
 from stimulus.services import Services
 
 ApprovalId = bigint_path("approval request id")
 
 
-class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Rejection(Input, frozen=True):
     reason: str
 
 

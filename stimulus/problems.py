@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
@@ -99,6 +100,17 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
                    request_id_of(request), headers=headers)
 
 
+def out_of_range_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """What the entry checks and the typed Structs missed: a value PostgreSQL or datetime arithmetic
+    cannot hold (asyncpg's DataError is raised before the statement runs or rolls it back). Logged,
+    since each one names an input that should have been refused at the edge."""
+    request_id = request_id_of(request)
+    log.warning("input out of range reached storage", exc_info=exc,
+                extra={"request_id": request_id, "path": request.url.path})
+    return problem(400, "invalid_value", "A value is out of range",
+                   "a value in the request is beyond what can be stored", request_id)
+
+
 def unhandled_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     request_id = request_id_of(request)
     log.error("unhandled error", exc_info=exc, extra={"request_id": request_id,
@@ -111,6 +123,8 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     DomainError: domain_error_handler,
     ValidationException: validation_handler,
     HTTPException: http_error_handler,
+    asyncpg.DataError: out_of_range_handler,
+    OverflowError: out_of_range_handler,
     Exception: unhandled_handler,
 }
 

@@ -25,6 +25,7 @@ from stimulus.contract import OPERATOR, contract
 from stimulus.errors import DomainError, InvalidInput, NotFound
 from stimulus.idempotency import StoredResponse, fingerprint
 from stimulus.identity import Citizen
+from stimulus.input_types import Input
 from stimulus.ratelimit import Limit
 from stimulus.services import Services
 from wallet_adapter import issuance, packets
@@ -36,7 +37,7 @@ MEDIA_TYPE = "application/json"
 CampaignId = Parameter(pattern=r"^[a-z0-9][a-z0-9-]{2,39}$", description="campaign id")
 
 
-class ClaimRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ClaimRequest(Input, frozen=True):
     wallet: Wallet
 
 

@@ -38,6 +38,7 @@ import asyncpg
 import msgspec
 
 from stimulus import ledger
+from stimulus.input_types import Input
 
 ALLOCATED, ISSUING, ISSUED, FAILED = "allocated", "issuing", "issued", "failed"
 CANCELLED, RECLAIMED, SPENT = "cancelled", "reclaimed", "spent"
@@ -50,7 +51,7 @@ WALLET_REFUSALS = frozenset({"wallet_not_found", "wallet_frozen", "amount_exceed
 ALLOCATION_CHUNK = 50_000
 
 
-class Wallet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Wallet(Input, frozen=True):
     bank_code: str
     wallet_id: str
 

@@ -48,7 +48,8 @@ async def test_claim_binds_a_wallet_and_the_packet_is_credited_once(
     assert r.status_code == 400 and r.json()["code"] == "unknown_bank"
     r = await claim(http, campaign, w.tokens[tickets[1]], "ICBC", "bad wallet!")
     assert r.status_code == 400 and r.json()["code"] == "invalid_wallet"
-    r = await http.post(f"/v1/campaigns/{campaign}/claim", content=b"{", headers=auth(first))
+    r = await http.post(f"/v1/campaigns/{campaign}/claim", content=b"{",
+                        headers={**auth(first), "Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["code"] == "malformed_json"
     assert (await http.get(f"/v1/campaigns/{campaign}")).json()["state"] == "issuing"
     assert await db.fetchval("SELECT count(*) FROM issuance_outbox WHERE campaign_id = $1", campaign) == 1

@@ -206,7 +206,8 @@ async def test_a_file_is_stored_once_and_parsed_strictly(
     wrong = await _upload(http, operator_token, "ZZBANK", _csv(bank, day, good[:1]))
     assert wrong.status_code == 400 and wrong.json()["code"] == "settlement_wrong_bank"
     assert await db.fetchval("SELECT count(*) FROM settlement_lines WHERE spend_id LIKE $1", f"ok-{tag}-%") == 4
-    forbidden = await http.post("/v1/admin/settlements", params={"bank": bank}, content=body)
+    forbidden = await http.post("/v1/admin/settlements", params={"bank": bank}, content=body,
+                                headers={"Content-Type": "text/csv"})
     assert forbidden.status_code == 401
 
 

@@ -81,7 +81,8 @@ async def test_a_forged_signature_is_refused_and_stores_nothing(
     response = await merchant.client.http.post(path, content=tampered, headers=headers)
     assert response.status_code == 401 and response.json()["code"] == "bad_signature"
     # Garbage in the signature header.
-    headers = {**merchant.client.headers_for("POST", path, body), "X-Signature": "not*base64"}
+    headers = {**merchant.client.headers_for("POST", path, body), "X-Signature": "not*base64",
+               "Content-Type": "application/json"}
     response = await merchant.client.http.post(path, content=body, headers=headers)
     assert response.status_code == 401 and response.json()["code"] == "bad_signature"
     assert await db.fetchval("SELECT count(*) FROM redemption_notices WHERE merchant_id = $1", merchant.id) == 0
