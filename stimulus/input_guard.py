@@ -24,6 +24,7 @@ the standard library that sees every key. See `check_json_body`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -131,10 +132,8 @@ def check_json_body(body: bytes) -> None:
 
 
 def _parse_refusing_duplicates(body: bytes) -> None:
-    try:
+    with contextlib.suppress(ValueError):  # not JSON at all: the decoder refuses it as malformed_json
         json.loads(body, object_pairs_hook=_refuse_duplicates)
-    except ValueError:
-        pass  # not JSON at all: the decoder refuses it as malformed_json
 
 
 def media_type_of(headers: list[tuple[bytes, bytes]]) -> str | None:

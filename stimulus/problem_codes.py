@@ -35,7 +35,15 @@ CODES: dict[str, ProblemCode] = {
     "validation_failed": _c(400, "a parameter or a body field has the wrong type, is missing or is unknown", "request"),
     "malformed_json": _c(400, "the body is not JSON", "body"),
     "body_too_large": _c(413, "the body exceeds the size limit", "body"),
-    "unsupported_media_type": _c(415, "the body's Content-Type is not one this operation takes"),
+    "unsupported_media_type": _c(415, "the body's Content-Type is not one this operation takes "
+                                 "(application/json unless the operation says otherwise)", "body"),
+    "duplicate_key": _c(400, "a JSON object in the body gives one key twice", "body"),
+    "invalid_text": _c(400, "a path parameter, query value, header or body string holds a control "
+                       "character, or the query string is not UTF-8", "request"),
+    "invalid_integer": _c(400, "an integer path parameter or query value lies beyond a 64-bit integer",
+                          "request"),
+    "invalid_value": _c(400, "a value lies beyond what can be stored (one the checks at the edge missed)",
+                        "request"),
     "not_found": _c(404, "no such resource or route"),
     "method_not_allowed": _c(405, "the route exists but not with this method"),
     "not_acceptable": _c(406, "no representation matches the Accept header"),
