@@ -23,7 +23,7 @@ from stimulus.auth import authorize_staff
 from stimulus.contract import ContractJsonPlugin
 from stimulus.idempotency import IdempotencyStore
 from stimulus.identity import TokenVerifier
-from stimulus.input_guard import InputGuard
+from stimulus.input_guard import guard_input
 from stimulus.metrics_listener import metrics_listener
 from stimulus.observability import RequestContextMiddleware
 from stimulus.problems import EXCEPTION_HANDLERS, problem
@@ -114,9 +114,8 @@ def create_app(settings: Settings) -> Litestar:
             "principal": Provide(get_principal),
             "citizen": Provide(get_citizen, sync_to_thread=False),
         },
-        guards=[authorize_staff],
+        guards=[authorize_staff, guard_input],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[InputGuard()],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="stimulus",

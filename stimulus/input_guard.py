@@ -1,9 +1,10 @@
 """The entry check every request passes before a handler runs: text, integers and bodies.
 
 Input reaches the handlers by four doors: path parameters, the query string, the headers we read
-and the body. Rather than each handler guarding its own, this middleware (it runs after routing,
-so it sees the parsed path parameters and the route's options) refuses, with a 4xx problem and
-before anything is read from or written to storage:
+and the body. Rather than each handler guarding its own, one app-wide guard (it runs after routing,
+so it sees the parsed path parameters and the route's options, and before the handler's
+parameters and body are decoded) refuses, with a 4xx problem and before anything is read from or
+written to storage:
 
 - control characters (C0, DEL, C1) in any path parameter, query value or header value, and a
   query string that is not UTF-8 (`invalid_text`);
@@ -31,9 +32,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar import Request
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 
 from stimulus.errors import DomainError, InvalidInput
 from stimulus.input_types import INT64_MAX, INT64_MIN
@@ -152,23 +152,22 @@ def has_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-class InputGuard(ASGIMiddleware):
-    """Refuses what `check_*` refuse, for every route; mounted once in `stimulus.app`."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        headers: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))  # type: ignore[arg-type]
-        check_path_params(scope.get("path_params") or {})
-        check_query(scope.get("query_string", b""))  # type: ignore[arg-type]
-        check_headers(headers)
-        if scope["type"] == ScopeType.HTTP and has_body(headers):
-            accepted = scope["route_handler"].opt.get(BODY_MEDIA_TYPES, (JSON_MEDIA_TYPE,))
-            media_type = media_type_of(headers)
-            if media_type not in accepted:
-                raise UnsupportedMediaType(
-                    f"the body must be {' or '.join(accepted)}; got {media_type or 'no Content-Type'}",
-                    accepted=list(accepted))
-            if media_type == JSON_MEDIA_TYPE:
-                # Read through Litestar's request so its body-size limit applies and the handler
-                # finds the body cached in the connection state.
-                check_json_body(await Request(scope, receive).body())
-        await next_app(scope, receive, send)
+async def guard_input(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Refuses what `check_*` refuse, for every route: an app-wide guard in `stimulus.app`, after
+    the staff-token guard (a caller without the right token learns 401/403, not what their input
+    lacks) and before Litestar reads the parameters and the body for the handler."""
+    scope = connection.scope
+    headers: list[tuple[bytes, bytes]] = scope["headers"]  # type: ignore[assignment]
+    check_path_params(scope.get("path_params") or {})
+    check_query(scope.get("query_string", b""))  # type: ignore[arg-type]
+    check_headers(headers)
+    if isinstance(connection, Request) and has_body(headers):
+        accepted = handler.opt.get(BODY_MEDIA_TYPES, (JSON_MEDIA_TYPE,))
+        media_type = media_type_of(headers)
+        if media_type not in accepted:
+            raise UnsupportedMediaType(
+                f"the body must be {' or '.join(accepted)}; got {media_type or 'no Content-Type'}",
+                accepted=list(accepted))
+        if media_type == JSON_MEDIA_TYPE:
+            # Litestar's body read applies the route's size limit and caches the body for the handler.
+            check_json_body(await connection.body())
