@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,8 +22,7 @@ from lottery.statements import receipt_statement
 from stimulus.errors import Conflict, InvalidInput, NotFound, WrongState
 from stimulus.input_types import Input
 from stimulus.signing import SigningKey
-
-MAX_WALLET_ID_LENGTH = 64
+from stimulus.wallet_rule import check_wallet
 
 
 class WalletBinding(Input, frozen=True):
@@ -46,7 +45,8 @@ class Receipt(msgspec.Struct, frozen=True):
     signature_hex: str
 
 
-def parse_request(body: bytes) -> RegistrationRequest:
+def parse_request(body: bytes, bank_codes: Collection[str]) -> RegistrationRequest:
+    """The body, its wallet (if any) held to the rule a claim applies (`stimulus.wallet_rule`)."""
     if not body.strip():
         return RegistrationRequest()
     try:
@@ -56,12 +56,7 @@ def parse_request(body: bytes) -> RegistrationRequest:
     except msgspec.DecodeError as exc:
         raise InvalidInput("the body is not valid JSON", code="malformed_json") from exc
     if request.wallet is not None:
-        w = request.wallet
-        if not (w.bank_code.isascii() and w.bank_code.isalnum() and 2 <= len(w.bank_code) <= 16):
-            raise InvalidInput("wallet.bank_code: 2-16 letters or digits", code="invalid_wallet")
-        if not (w.wallet_id.isascii() and w.wallet_id.isprintable()
-                and 1 <= len(w.wallet_id) <= MAX_WALLET_ID_LENGTH):
-            raise InvalidInput("wallet.wallet_id: 1-64 printable ASCII characters", code="invalid_wallet")
+        check_wallet(bank_codes, request.wallet.bank_code, request.wallet.wallet_id)
     return request
 
 

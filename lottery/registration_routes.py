@@ -106,7 +106,7 @@ async def _register(services: Services, citizen: Citizen, campaign_id: str,
                     body: bytes) -> tuple[int, bytes]:
     cache: CampaignCache = services.extras["campaign_cache"]
     writer: RegistrationWriter = services.extras["registration_writer"]
-    parsed = parse_request(body)
+    parsed = parse_request(body, services.settings.bank_codes)
     cached = await cache.get(campaign_id)
     campaign = cached.campaign
     now = datetime.now(UTC)

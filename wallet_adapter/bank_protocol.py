@@ -94,12 +94,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 import msgspec
+
+from stimulus import wallet_rule
 
 SIGNATURE_HEADER = "X-Bank-Signature"
 KEY_ID_HEADER = "X-Bank-Key-Id"
@@ -113,10 +114,11 @@ SETTLEMENT_CSV_TRAILER = "#trailer"
 MAX_BATCH_ITEMS = 500
 MAX_WALLET_BALANCE_FEN = 1_000_000  # ¥10,000: the balance cap of the smallest e-CNY wallet class
 SETTLEMENT_TIMEZONE = timezone(timedelta(hours=8), "CST")
-WALLET_ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+# What a bank takes as a bank code and a wallet id: the rule we apply to citizens' wallets too.
+WALLET_ID_PATTERN = wallet_rule.WALLET_ID_PATTERN
+BANK_CODE_PATTERN = wallet_rule.BANK_CODE_PATTERN
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 SPEND_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
-BANK_CODE_PATTERN = re.compile(r"^[A-Z0-9]{2,16}$")
 
 IdempotencyKey = Annotated[str, msgspec.Meta(pattern=IDEMPOTENCY_KEY_PATTERN)]
 PositiveFen = Annotated[int, msgspec.Meta(gt=0, le=2**53)]

@@ -12,10 +12,8 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from stimulus.errors import InvalidInput
 from stimulus.settings import Settings
 from wallet_adapter.backoff import Backoff
-from wallet_adapter.bank_protocol import BANK_CODE_PATTERN, WALLET_ID_PATTERN
 from wallet_adapter.circuit_breaker import BreakerOptions
 from wallet_adapter.provider import BankClient, BankClientOptions, fetch_sandbox_public_key
 
@@ -43,17 +41,6 @@ class BankEndpoint:
 
 def configured_codes(settings: Settings) -> tuple[str, ...]:
     return settings.bank_codes
-
-
-def check_wallet(settings: Settings, bank_code: str, wallet_id: str) -> None:
-    """Refuse a wallet no configured bank could hold, before anything is written."""
-    if not BANK_CODE_PATTERN.match(bank_code):
-        raise InvalidInput("wallet.bank_code: 2-16 upper-case letters or digits", code="invalid_wallet")
-    if bank_code not in settings.bank_codes:
-        raise InvalidInput(f"no operator bank {bank_code!r} takes part in this campaign",
-                           code="unknown_bank", bank_codes=list(settings.bank_codes))
-    if not WALLET_ID_PATTERN.match(wallet_id):
-        raise InvalidInput("wallet.wallet_id: 1-64 letters, digits or '-'", code="invalid_wallet")
 
 
 async def resolve_endpoints(settings: Settings) -> list[BankEndpoint]:

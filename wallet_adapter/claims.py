@@ -28,8 +28,8 @@ from stimulus.identity import Citizen
 from stimulus.input_types import Input
 from stimulus.ratelimit import Limit
 from stimulus.services import Services
+from stimulus.wallet_rule import check_wallet
 from wallet_adapter import issuance, packets
-from wallet_adapter.banks import check_wallet
 from wallet_adapter.packets import PacketView, Wallet
 from wallet_adapter.progress import IssuanceProgress, issuance_progress
 
@@ -99,7 +99,7 @@ async def claim(request: Request[Any, Any, Any], services: Services, citizen: Ci
 
 async def _claim(services: Services, citizen: Citizen, campaign_id: str, body: bytes) -> PacketView:
     wallet = parse_claim(body).wallet
-    check_wallet(services.settings, wallet.bank_code, wallet.wallet_id)
+    check_wallet(services.settings.bank_codes, wallet.bank_code, wallet.wallet_id)
     campaign = await campaigns.fetch(services.pool, campaign_id)
     own = await find_own(services.pool, campaign_id, citizen.id_hmac)
     async with services.pool.acquire() as conn:

@@ -20,7 +20,7 @@ import asyncpg
 from lottery import campaigns, draw
 from lottery.campaigns import Campaign
 from lottery.selection import DrawOutcome
-from stimulus import approvals, audit_log
+from stimulus import approvals, audit_log, wallet_rule
 from stimulus.approvals import ApprovalContext
 from stimulus.errors import Conflict, NotFound, WrongState
 from wallet_adapter import packets
@@ -34,6 +34,7 @@ CLAIMABLE_CAMPAIGN_STATES = ("drawn", "issuing")
 # first: a duplicate of the refused request still in flight there must land before we move on.
 REBIND_FENCE = timedelta(seconds=60)
 CANCEL_CHUNK = 10_000
+MAX_TICKETS_LISTED = 1000  # in a bulk result (stored with the approval); the progress counts them all
 
 
 async def hand_over(conn: asyncpg.Connection, campaign: Campaign, outcome: DrawOutcome) -> dict[str, Any]:
@@ -141,27 +142,47 @@ async def bulk_execute(ctx: ApprovalContext) -> dict[str, Any]:
     if await conn.fetchval("SELECT now() >= $1::timestamptz", campaign.claim_deadline):
         raise WrongState("the claim deadline has passed", code="claim_deadline_passed")
     codes = list(ctx.settings.bank_codes)
+    # A wallet kept from registration that breaks the wallet rule (a bank not taking part, a wallet
+    # id no bank accepts) is not sent: its packet stays `allocated`, claimable with another wallet
+    # until the deadline, and says why in `failure_code`, which the progress lists.
+    held = await conn.fetch(
+        """UPDATE packets SET failure_code = CASE WHEN registered_bank = ANY($2::text[]) THEN $4
+                                                   ELSE $3 END, updated_at = now()
+           WHERE campaign_id = $1 AND state = 'allocated' AND registered_bank IS NOT NULL
+             AND (NOT registered_bank = ANY($2::text[]) OR registered_wallet IS NULL
+                  OR registered_wallet !~ $5)
+           RETURNING ticket, failure_code""",
+        campaign.id, codes, wallet_rule.UNKNOWN_BANK, wallet_rule.INVALID_WALLET,
+        wallet_rule.WALLET_ID_PATTERN.pattern)
     rows = await conn.fetch(
         """WITH bound AS (
                UPDATE packets SET state = 'issuing', wallet_bank = registered_bank,
                       wallet_id = registered_wallet, claimed_at = now(), updated_at = now()
                WHERE campaign_id = $1 AND state = 'allocated' AND registered_bank = ANY($2::text[])
-                 AND registered_wallet IS NOT NULL
+                 AND registered_wallet ~ $3
                RETURNING id, wallet_bank, amount_fen),
            queued AS (
                INSERT INTO issuance_outbox (packet_id, campaign_id, bank_code)
                SELECT id, $1, wallet_bank FROM bound ORDER BY id)
            SELECT wallet_bank, count(*) AS packets, sum(amount_fen)::bigint AS amount_fen
            FROM bound GROUP BY wallet_bank ORDER BY wallet_bank""",
-        campaign.id, codes)
-    skipped = await conn.fetchval(
-        "SELECT count(*) FROM packets WHERE campaign_id = $1 AND state = 'allocated'", campaign.id)
+        campaign.id, codes, wallet_rule.WALLET_ID_PATTERN.pattern)
+    unclaimed = await conn.fetchval(
+        "SELECT count(*) FROM packets WHERE campaign_id = $1 AND state = 'allocated' AND registered_bank IS NULL",
+        campaign.id)
     if campaign.state == "drawn":
         await campaigns.transition(conn, campaign.id, "issuing", ctx.checker, {"by": "bulk"})
     per_bank = {r["wallet_bank"]: {"packets": int(r["packets"]), "amount_fen": int(r["amount_fen"])}
                 for r in rows}
+    not_sent: dict[str, int] = {}
+    for row in held:
+        not_sent[row["failure_code"]] = not_sent.get(row["failure_code"], 0) + 1
+    if held:
+        log.warning("campaign %s: bulk issuance kept %d packets whose registration wallet breaks the "
+                    "wallet rule: %s", campaign.id, len(held), not_sent)
     return {"queued": sum(v["packets"] for v in per_bank.values()), "per_bank": per_bank,
-            "left_unclaimed": int(skipped)}
+            "left_unclaimed": int(unclaimed), "not_sent": not_sent,
+            "not_sent_tickets": sorted(int(r["ticket"]) for r in held)[:MAX_TICKETS_LISTED]}
 
 
 approvals.register(BULK_START, bulk_execute, bulk_precheck)

@@ -55,6 +55,9 @@ class IssuanceProgress(msgspec.Struct, frozen=True):
     dead_letters: int
     rate_per_s: float  # packets issued per second over the last RATE_WINDOW_S seconds
     eta_s: float | None  # at that rate, until nothing is pending; None when nothing moves
+    # Unclaimed packets bulk issuance did not send, by reason (their registration wallet broke
+    # the wallet rule: `unknown_bank`, `invalid_wallet`); each winner may still claim.
+    not_sent: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 _BY_BANK = """
@@ -69,6 +72,10 @@ async def issuance_progress(conn: asyncpg.Connection | asyncpg.Pool, campaign_id
     dead_rows = await conn.fetch(
         """SELECT bank_code, count(*) AS n FROM issuance_outbox
            WHERE campaign_id = $1 AND dead_at IS NOT NULL AND done_at IS NULL GROUP BY bank_code""",
+        campaign_id)
+    held_rows = await conn.fetch(
+        """SELECT failure_code, count(*) AS n FROM packets
+           WHERE campaign_id = $1 AND state = 'allocated' AND failure_code IS NOT NULL GROUP BY 1""",
         campaign_id)
     at = await conn.fetchval("SELECT now()")
     dead = {r["bank_code"]: int(r["n"]) for r in dead_rows}
@@ -97,4 +104,5 @@ async def issuance_progress(conn: asyncpg.Connection | asyncpg.Pool, campaign_id
         issued=sum(b.issued for b in banks), issued_fen=sum(b.issued_fen for b in banks), pending=pending,
         failed=sum(b.failed for b in banks), unclaimed=by_state.get("allocated", 0),
         dead_letters=sum(dead.values()), rate_per_s=round(rate, 1),
-        eta_s=round(pending / rate, 1) if rate > 0 else (0.0 if pending == 0 else None))
+        eta_s=round(pending / rate, 1) if rate > 0 else (0.0 if pending == 0 else None),
+        not_sent={r["failure_code"]: int(r["n"]) for r in held_rows})
