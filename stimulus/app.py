@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import redis.asyncio as redis_asyncio
 from litestar import Litestar, Response, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -26,13 +25,14 @@ from stimulus.identity import TokenVerifier
 from stimulus.input_guard import guard_input
 from stimulus.metrics_listener import metrics_listener
 from stimulus.observability import RequestContextMiddleware
+from stimulus.outages import DB_ACQUIRE_TIMEOUT_S, request_redis
+from stimulus.outages import EXCEPTION_HANDLERS as OUTAGE_HANDLERS
 from stimulus.problems import EXCEPTION_HANDLERS, problem
 from stimulus.ratelimit import RateLimiter
 from stimulus.services import Services, get_citizen, get_principal, get_services
 from stimulus.settings import Settings
 
 DOMAIN_API_MODULES = ("lottery.api", "wallet_adapter.api", "merchants.api")
-REDIS_SOCKET_TIMEOUT_S = 10
 REDIS_MAX_CONNECTIONS = 200
 
 
@@ -70,14 +70,8 @@ def create_app(settings: Settings) -> Litestar:
             raise RuntimeError("the API needs DATABASE_URL and REDIS_URL (stimulus up sets them)")
         pool = await db.create_pool(settings.database_url, settings.db_pool_min,
                                     settings.db_pool_max, settings.db_command_timeout_s,
-                                    pooler=settings.db_pooler)
-        # A blocking pool: at peak, more requests than connections wait their turn instead of
-        # failing with "Too many connections" (the plain pool raises at its cap).
-        redis = redis_asyncio.Redis.from_pool(redis_asyncio.BlockingConnectionPool.from_url(
-            settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-            max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_SOCKET_TIMEOUT_S,
-            decode_responses=False,
-        ))
+                                    pooler=settings.db_pooler, acquire_timeout_s=DB_ACQUIRE_TIMEOUT_S)
+        redis = request_redis(settings.redis_url, REDIS_MAX_CONNECTIONS)
         services = Services(
             settings=settings, pool=pool, redis=redis,
             verifier=TokenVerifier(settings.idp_public_keys, settings.idp_issuer,
@@ -115,7 +109,7 @@ def create_app(settings: Settings) -> Litestar:
             "citizen": Provide(get_citizen, sync_to_thread=False),
         },
         guards=[authorize_staff, guard_input],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, **OUTAGE_HANDLERS},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="stimulus",

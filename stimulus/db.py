@@ -59,8 +59,32 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Connections carry no session state, so the default reset round trip is wasted."""
 
 
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
+    """A pool whose `acquire` (and so `fetch`, `execute`...) waits a bounded time by default."""
+
+    __slots__ = ("_acquire_timeout_s",)
+
+    def __init__(self, *args: Any, acquire_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout_s = acquire_timeout_s
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout_s if timeout is None else timeout)
+
+
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 16,
-                      command_timeout_s: float = 30, *, pooler: str = "none") -> asyncpg.Pool:
+                      command_timeout_s: float = 30, *, pooler: str = "none",
+                      acquire_timeout_s: float | None = None) -> asyncpg.Pool:
+    """The pool; with `acquire_timeout_s`, waiting for a connection (opening one included) raises
+    TimeoutError after that long: the API answers 503 rather than queue behind a dead server."""
+    if acquire_timeout_s is not None:
+        bounded = BoundedPool(
+            dsn, **connect_options(pooler), acquire_timeout_s=acquire_timeout_s,
+            connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+            min_size=min_size, max_size=max_size, max_queries=50_000, loop=None, command_timeout=command_timeout_s,
+            init=_init_connection, reset=_no_reset, max_inactive_connection_lifetime=300)
+        await bounded
+        return bounded
     pool = await asyncpg.create_pool(
         dsn,
         **connect_options(pooler),
