@@ -9,7 +9,7 @@ written to storage:
 - control characters (C0, DEL, C1) in any path parameter, query value or header value, and a
   query string that is not UTF-8 (`invalid_text`);
 - an integer path parameter or an integer-looking query value outside PostgreSQL's bigint, the
-  widest column we have (`invalid_integer`);
+  widest column we have (`validation_failed`, as for a body field out of its range);
 - a body without `Content-Type: application/json`, unless the route names the media types it
   takes in its `opt` under `BODY_MEDIA_TYPES` (the CSV uploads) (415 `unsupported_media_type`);
 - in a JSON body: a control character in a string (`invalid_text`) and a key given twice in one
@@ -75,7 +75,7 @@ def check_path_params(params: dict[str, Any]) -> None:
         if isinstance(value, str):
             check_text(name, value)
         elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
-            raise InvalidInput(f"{name}: no such id (beyond a 64-bit integer)", code="invalid_integer",
+            raise InvalidInput(f"{name}: no such id (beyond a 64-bit integer)", code="validation_failed",
                                where=name)
 
 
@@ -93,7 +93,7 @@ def check_query(query: bytes) -> None:
         # text parameter of ours holds a number of 19 digits or more either.
         if len(value) >= 19 and _INTEGER.fullmatch(value.strip()) \
                 and not INT64_MIN <= int(value) <= INT64_MAX:
-            raise InvalidInput(f"{name}: beyond a 64-bit integer", code="invalid_integer", where=name)
+            raise InvalidInput(f"{name}: beyond a 64-bit integer", code="validation_failed", where=name)
 
 
 def check_headers(headers: list[tuple[bytes, bytes]]) -> None:

@@ -40,8 +40,6 @@ CODES: dict[str, ProblemCode] = {
     "duplicate_key": _c(400, "a JSON object in the body gives one key twice", "body"),
     "invalid_text": _c(400, "a path parameter, query value, header or body string holds a control "
                        "character, or the query string is not UTF-8", "request"),
-    "invalid_integer": _c(400, "an integer path parameter or query value lies beyond a 64-bit integer",
-                          "request"),
     "invalid_value": _c(400, "a value lies beyond what can be stored (one the checks at the edge missed)",
                         "request"),
     "not_found": _c(404, "no such resource or route"),

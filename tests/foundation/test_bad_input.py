@@ -54,9 +54,9 @@ async def test_a_query_that_is_not_utf8_is_invalid_text(http: httpx.AsyncClient,
     ("GET", f"/v1/admin/approvals/{BIG}"), ("POST", f"/v1/admin/approvals/{BIG}/approve"),
     ("GET", f"/v1/admin/settlements/{BIG}/rejects"), ("GET", f"/v1/admin/approvals/-{2**63 + 1}"),
     ("GET", f"/v1/campaigns/c-1/tickets/{2**64}/proof")])
-async def test_path_ids_beyond_bigint_are_invalid_integer(http: httpx.AsyncClient, operator_token: str,
+async def test_path_ids_beyond_bigint_are_refused(http: httpx.AsyncClient, operator_token: str,
                                                           method: str, path: str) -> None:
-    _problem(await http.request(method, path, headers=auth(operator_token)), 400, "invalid_integer")
+    _problem(await http.request(method, path, headers=auth(operator_token)), 400, "validation_failed")
 
 
 async def test_resolving_a_break_beyond_bigint_writes_nothing(http: httpx.AsyncClient, operator_token: str,
@@ -64,16 +64,16 @@ async def test_resolving_a_break_beyond_bigint_writes_nothing(http: httpx.AsyncC
     before = await db.fetchval("SELECT count(*) FROM audit_log")
     response = await http.post(f"/v1/admin/reconciliation/breaks/{BIG}/resolve", json={"resolution": "seen"},
                                headers=auth(operator_token))
-    _problem(response, 400, "invalid_integer")
+    _problem(response, 400, "validation_failed")
     assert await db.fetchval("SELECT count(*) FROM audit_log") == before
 
 
 @pytest.mark.parametrize("value", [BIG, f"-{2**63 + 1}", "99999999999999999999999"])
-async def test_a_query_integer_beyond_bigint_is_invalid_integer(http: httpx.AsyncClient, operator_token: str,
+async def test_a_query_integer_beyond_bigint_is_refused(http: httpx.AsyncClient, operator_token: str,
                                                                 value: str) -> None:
     response = await http.get("/v1/admin/reconciliation/breaks", params={"after": value},
                               headers=auth(operator_token))
-    _problem(response, 400, "invalid_integer")
+    _problem(response, 400, "validation_failed")
 
 
 async def _create(http: httpx.AsyncClient, token: str, spec: dict[str, Any]) -> httpx.Response:

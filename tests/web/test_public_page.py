@@ -84,7 +84,7 @@ async def test_a_tickets_line_of_the_result(http: httpx.AsyncClient, drawn_campa
     for ticket in (2**63, 2**64 - 1, 2**64):  # no bigint holds it: refused at the door
         for answer in ("result", "proof"):
             beyond = await http.get(f"{base}/tickets/{ticket}/{answer}")
-            assert beyond.status_code == 400 and beyond.json()["code"] == "invalid_integer", (ticket, answer)
+            assert beyond.status_code == 400 and beyond.json()["code"] == "validation_failed", (ticket, answer)
 
 
 async def test_before_the_draw_and_for_no_campaign_the_result_is_a_404_problem(
