@@ -52,11 +52,16 @@ async def test_a_query_that_is_not_utf8_is_invalid_text(http: httpx.AsyncClient,
 
 @pytest.mark.parametrize("method,path", [
     ("GET", f"/v1/admin/approvals/{BIG}"), ("POST", f"/v1/admin/approvals/{BIG}/approve"),
-    ("GET", f"/v1/admin/settlements/{BIG}/rejects"), ("GET", f"/v1/admin/approvals/-{2**63 + 1}"),
-    ("GET", f"/v1/campaigns/c-1/tickets/{2**64}/proof")])
+    ("GET", f"/v1/admin/settlements/{BIG}/rejects"), ("GET", f"/v1/admin/approvals/-{2**63 + 1}")])
 async def test_path_ids_beyond_bigint_are_refused(http: httpx.AsyncClient, operator_token: str,
-                                                          method: str, path: str) -> None:
+                                                  method: str, path: str) -> None:
     _problem(await http.request(method, path, headers=auth(operator_token)), 400, "validation_failed")
+
+
+async def test_a_ticket_beyond_bigint_is_a_404_not_an_error(http: httpx.AsyncClient) -> None:
+    """The ticket routes answer it as a ticket never committed (tests/web/test_public_page.py)."""
+    for answer, code in (("proof", "not_committed"), ("result", "campaign_not_found")):
+        _problem(await http.get(f"/v1/campaigns/c-1/tickets/{2**64}/{answer}"), 404, code)
 
 
 async def test_resolving_a_break_beyond_bigint_writes_nothing(http: httpx.AsyncClient, operator_token: str,

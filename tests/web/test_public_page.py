@@ -77,14 +77,10 @@ async def test_a_tickets_line_of_the_result(http: httpx.AsyncClient, drawn_campa
     loser = drawn_campaign.losers[0]
     line = (await http.get(f"{base}/tickets/{loser}/result")).json()
     assert line["won"] is False and line["tier"] is None and line["amount_fen"] is None and line["round"] is None
-    for ticket in (max(drawn_campaign.receipts) + 1000, -1):
+    for ticket in (max(drawn_campaign.receipts) + 1000, 2**63, 2**64 - 1, 2**64, -1):
         for answer in ("result", "proof"):
             missing = await http.get(f"{base}/tickets/{ticket}/{answer}")
             assert missing.status_code == 404 and missing.json()["code"] == "ticket_not_committed", (ticket, answer)
-    for ticket in (2**63, 2**64 - 1, 2**64):  # no bigint holds it: refused at the door
-        for answer in ("result", "proof"):
-            beyond = await http.get(f"{base}/tickets/{ticket}/{answer}")
-            assert beyond.status_code == 400 and beyond.json()["code"] == "validation_failed", (ticket, answer)
 
 
 async def test_before_the_draw_and_for_no_campaign_the_result_is_a_404_problem(
