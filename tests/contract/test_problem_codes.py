@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from stimulus.problem_codes import CODES
 from tests.contract.problem_scan import raisable_codes
 
@@ -56,3 +58,13 @@ def test_the_scan_finds_codes_in_each_way_they_are_raised(tmp_path: Path) -> Non
     assert raisable_codes(tmp_path) == {"bad_request": {400}, "not_found": {404},
                                         "thing_not_found": {404}, "gone": {404}, "late": {409},
                                         "file_empty": {400}}
+
+
+def test_a_route_cannot_declare_a_code_the_catalogue_lacks_or_a_status_it_never_has() -> None:
+    from stimulus.contract import contract
+
+    with pytest.raises(KeyError):
+        contract("no_such_code")
+    with pytest.raises(KeyError):
+        contract("bad_signature:418")
+    contract("bad_signature:400", "campaign_not_found")  # both known
