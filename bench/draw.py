@@ -27,6 +27,7 @@ from typing import Any
 import psutil
 
 from lottery import parallel, rehearsal
+from sandbox.drand_chain import sign_round
 
 STRATA = [f"4301{i:02d}" for i in range(1, 21)]
 TARGET_SECONDS = 60.0
@@ -41,7 +42,8 @@ def scenario(registrants: int, winners: int) -> rehearsal.Scenario:
     tiers = [{"tier": "gold", "amount_fen": 100_000, "count": top},
              {"tier": "silver", "amount_fen": 50_000, "count": middle},
              {"tier": "standard", "amount_fen": 20_000, "count": winners - top - middle}]
-    return rehearsal.Scenario(campaign_id="bench-draw", tiers=tiers, quotas=quotas, participants=2)
+    return rehearsal.Scenario(campaign_id="bench-draw", tiers=tiers, quotas=quotas, participants=2,
+                              sandbox_signer=sign_round)
 
 
 def _write_part(path: str, first: int, count: int, total: int) -> None:

@@ -150,7 +150,7 @@ class Preparer:
                                            committed["tree_size"])
         self.call("POST", f"/v1/campaigns/{cid}/ceremony/notary/reveal", None,
                   {"secret_hex": secret.hex(), "signature_hex": key.sign(reveal).hex()})
-        self.call("POST", f"/v1/admin/campaigns/{cid}/beacon", self.maker, {"kind": "sandbox"})
+        self.call("POST", f"/v1/admin/campaigns/{cid}/beacon/fetch", self.maker)
         self.approved(f"/v1/admin/campaigns/{cid}/draw")
         bundle = self.client.get(f"/v1/campaigns/{cid}/bundle").raise_for_status().json()["bundle"]
         return committed, {int(w[0]) for w in bundle["draw"]["winners"]}

@@ -42,4 +42,5 @@ async def lifespan(services: Services) -> AsyncIterator[None]:
 
 
 def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
-    return [("notifications", [sys.executable, "-m", "stimulus.cli", "worker", "notifications"])]
+    return [("notifications", [sys.executable, "-m", "stimulus.cli", "worker", "notifications"]),
+            ("beacons", [sys.executable, "-m", "stimulus.cli", "worker", "beacons"])]

@@ -20,7 +20,7 @@ from lottery.statements import BUNDLE, ed25519_ok, key_id_of
 from lottery.violation import Violation
 
 FORMAT = BUNDLE
-SANDBOX_WARNING = "SANDBOX BEACON: a locally signed value, predictable by its key holder; demos and tests only"
+SANDBOX_WARNING = "SANDBOX BEACON: a drand-format chain whose secret key is public, so predictable; demos and tests only"
 
 
 def cutoff_fields(key: bytes | None) -> dict[str, Any]:
@@ -119,7 +119,8 @@ def ceremony_inputs(ceremony: Sequence[dict[str, Any]]) -> tuple[list[RevealInpu
     return reveals, fallbacks
 
 
-def fallbacks_taken(ceremony: Sequence[dict[str, Any]], declared_round: int, beacon: Mapping[str, Any]) -> list[str]:
+def fallbacks_taken(ceremony: Sequence[dict[str, Any]], declared_round: int | None,
+                    beacon: Mapping[str, Any]) -> list[str]:
     """`fallbacks_taken`, exactly (spec R12.2.7): one line per missing reveal, then the beacon's."""
     _, fallbacks = ceremony_inputs(ceremony)
     if beacon.get("path") == "next-round-fallback":

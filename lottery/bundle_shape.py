@@ -158,7 +158,7 @@ CAMPAIGN = obj({
     "registration_opens_at": timestamp,
     "registration_closes_at": timestamp,
     "registration_closed_at": timestamp,
-    "beacon": obj({"kind": one_of("drand-quicknet", "sandbox"), "round": u64,
+    "beacon": obj({"kind": one_of("drand-quicknet", "sandbox"), "round": nullable(u64),
                    "fallback": one_of("next-round", "none")}),
     "participants": array(obj({"id": string, "name": string, "public_key_hex": hex_bytes(32)})),
     "draw_rules": obj({"algorithm": one_of("sha256-score-v1", "rfc3797"), "tier_scope": one_of("global"),
@@ -181,12 +181,13 @@ CEREMONY_ENTRY = obj({
     "status": one_of("revealed", "missing"),
 })
 
-DRAND_BEACON = obj({"kind": string, "chain_hash": HASH, "round": u64, "signature_hex": hex_bytes(48),
-                    "randomness_hex": HASH, "round_time": timestamp,
-                    "path": one_of("declared-round", "next-round-fallback")})
-SANDBOX_BEACON = obj({"kind": string, "round": u64, "signature_hex": SIGNATURE, "randomness_hex": HASH,
-                      "generated_at": timestamp, "key_id": KEY_ID, "public_key_hex": hex_bytes(32),
-                      "warning": string})
+DRAND_FIELDS = {"kind": string, "chain_hash": HASH, "round": u64, "signature_hex": hex_bytes(48),
+                "randomness_hex": HASH, "round_time": timestamp}
+DRAND_BEACON = obj({**DRAND_FIELDS, "path": one_of("declared-round", "next-round-fallback")})
+# The sandbox chain's round, marked: its public key (G2, 96 bytes) and the warning.
+SANDBOX_BEACON = obj({**DRAND_FIELDS, "path": one_of("declared-round", "next-round-fallback",
+                                                     "first-round-after-reveals"),
+                      "public_key_hex": hex_bytes(96), "warning": string})
 
 
 def beacon(value: Any, path: str) -> None:

@@ -162,8 +162,8 @@ def validate_spec(spec: CampaignSpec) -> None:
                            code="windows_out_of_order")
     if spec.beacon.kind == "drand-quicknet" and (spec.beacon.round is None or spec.beacon.round <= 0):
         raise InvalidInput("a drand beacon needs its round fixed in advance", code="invalid_beacon")
-    if spec.beacon.kind == "sandbox" and spec.beacon.round not in (None, 1):
-        raise InvalidInput("the sandbox beacon has round 1", code="invalid_beacon")
+    if spec.beacon.kind == "sandbox" and spec.beacon.round is not None and spec.beacon.round <= 0:
+        raise InvalidInput("a sandbox beacon's round is positive, or left open (null)", code="invalid_beacon")
     if len(spec.participants) > MAX_PARTICIPANTS:
         raise InvalidInput(f"at most {MAX_PARTICIPANTS} ceremony participants", code="invalid_participants")
     if len({p.id for p in spec.participants}) != len(spec.participants):

@@ -1,4 +1,4 @@
-"""`stimulus draw|approve|beacon|ceremony|worker notifications`: the draw from the command line.
+"""`stimulus draw|approve|beacon|ceremony|worker notifications|worker beacons`: the draw from the command line.
 
 Operator commands identify the operator by their bearer token (`--token` or STIMULUS_TOKEN), so
 maker-checker holds on the command line exactly as over HTTP.
@@ -144,25 +144,38 @@ def approvals_command(status: str | None) -> None:
 
 @click.group("beacon")
 def beacon_group() -> None:
-    """Record the draw's beacon."""
+    """Record the draw's beacon: fetched from the drand relays, or submitted by hand."""
+
+
+@beacon_group.command("fetch")
+@click.argument("campaign_id")
+@click.option("--fallback", is_flag=True, help="the next round, because the declared one never appeared")
+@token_option
+def beacon_fetch(campaign_id: str, fallback: bool, token: str) -> None:
+    """Ask the drand relays (STIMULUS_DRAND_RELAYS) for the campaign's round, verify and record it."""
+    settings = load_settings()
+
+    async def go(conn: asyncpg.Connection) -> dict[str, Any]:
+        operator = await _operator(conn, token)
+        return await beacon.fetch_and_record(conn, settings, campaign_id, operator.actor, fallback=fallback)
+    _echo_json(_run(go))
 
 
 @beacon_group.command("submit")
 @click.argument("campaign_id")
-@click.option("--round", "round_number", type=int, help="drand quicknet round")
-@click.option("--signature", "signature_hex", help="the round's BLS signature (hex)")
-@click.option("--sandbox", is_flag=True, help="generate the sandbox beacon (sandbox campaigns only)")
+@click.option("--round", "round_number", type=int, required=True, help="the drand round")
+@click.option("--signature", "signature_hex", required=True, help="the round's BLS signature (hex)")
 @click.option("--fallback", is_flag=True, help="the next round, because the declared one never appeared")
 @token_option
-def beacon_submit(campaign_id: str, round_number: int | None, signature_hex: str | None, sandbox: bool,
-                  fallback: bool, token: str) -> None:
-    """Verify and record a drand round (BLS against the pinned chain key) or the sandbox beacon."""
+def beacon_submit(campaign_id: str, round_number: int, signature_hex: str, fallback: bool, token: str) -> None:
+    """Verify and record a round pasted by hand, for when no relay can be reached."""
     settings = load_settings()
-    submission = beacon.BeaconSubmission(kind="sandbox" if sandbox else "drand-quicknet", round=round_number,
-                                         signature_hex=signature_hex, fallback=fallback)
 
     async def go(conn: asyncpg.Connection) -> dict[str, Any]:
         operator = await _operator(conn, token)
+        kind = (await campaigns.fetch(conn, campaign_id)).beacon.kind
+        submission = beacon.BeaconSubmission(kind=kind, round=round_number, signature_hex=signature_hex,
+                                             fallback=fallback)
         return await beacon.record(conn, settings, campaign_id, submission, operator.actor)
     _echo_json(_run(go))
 
@@ -243,5 +256,30 @@ def notifications_worker() -> None:
     sys.exit(0)
 
 
+@click.command("beacons")
+def beacons_worker() -> None:
+    """Fetch each committed campaign's beacon from the drand relays once its round is out."""
+    from lottery import beacon_worker
+    from stimulus.db import create_pool
+
+    settings = load_settings()
+    if settings.database_url is None:
+        raise click.ClickException("DATABASE_URL is not set (stimulus up sets it for its workers)")
+
+    async def go() -> None:
+        assert settings.database_url
+        pool = await create_pool(settings.database_url, 1, 2)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await beacon_worker.run_forever(pool, settings, stop=stop)
+        finally:
+            await pool.close()
+    asyncio.run(go())
+    sys.exit(0)
+
+
 commands = [draw_group, approve_command, approvals_command, beacon_group, ceremony_group]
-worker_subcommands = [notifications_worker]
+worker_subcommands = [notifications_worker, beacons_worker]

@@ -47,7 +47,7 @@ def campaign_section(campaign: Campaign, closed_at: datetime) -> dict[str, Any]:
         "registration_opens_at": timestamp(campaign.registration_opens_at),
         "registration_closes_at": timestamp(campaign.registration_closes_at),
         "registration_closed_at": timestamp(min(closed_at, campaign.registration_closes_at)),
-        "beacon": {"kind": campaign.beacon.kind, "round": campaign.beacon.round if campaign.beacon.round else 1,
+        "beacon": {"kind": campaign.beacon.kind, "round": campaign.beacon.round,
                    "fallback": campaign.beacon.fallback},
         "participants": [{"id": p.id, "name": p.name, "public_key_hex": p.public_key_hex}
                          for p in sorted(campaign.participants, key=lambda p: p.id)],

@@ -21,6 +21,7 @@ from stimulus.auth import Principal, require_role
 from stimulus.contract import OPERATOR, contract
 from stimulus.errors import InvalidInput, NotFound
 from stimulus.identity import Citizen
+from stimulus.input_types import Input
 from stimulus.services import Services
 
 STREAM_BATCH = 20_000
@@ -68,12 +69,29 @@ async def request_draw(services: Services, principal: Principal, campaign_id: st
           "beacon_before_commitment", "beacon_before_reveals", "wrong_beacon_kind", "wrong_beacon_round",
           "invalid_beacon", "invalid_hex", "ceremony_incomplete", roles=OPERATOR)
 @post("/v1/admin/campaigns/{campaign_id:str}/beacon", tags=["operator"], status_code=200,
-      summary="Record the beacon: a drand quicknet round (verified) or the sandbox beacon")
+      summary="Record a drand round submitted by hand (verified), when no relay can be reached")
 async def record_beacon(services: Services, principal: Principal, campaign_id: str,
                         data: BeaconSubmission) -> dict[str, Any]:
     require_role(principal, "operator")
     async with services.pool.acquire() as conn:
         return await beacon.record(conn, services.settings, campaign_id, data, principal.actor)
+
+
+class BeaconFetch(Input, frozen=True):
+    fallback: bool = False  # ask for the next round, because the declared one never appeared
+
+
+@contract("campaign_not_found", "wrong_campaign_state", "not_committed", "beacon_exists", "beacon_invalid",
+          "beacon_before_commitment", "beacon_before_reveals", "wrong_beacon_round", "ceremony_incomplete",
+          "beacon_not_yet_published", "beacon_unavailable", "sandbox_beacon_refused", roles=OPERATOR)
+@post("/v1/admin/campaigns/{campaign_id:str}/beacon/fetch", tags=["operator"], status_code=200,
+      summary="Fetch the campaign's drand round from the configured relays, verify and record it")
+async def fetch_beacon(services: Services, principal: Principal, campaign_id: str,
+                       data: BeaconFetch | None = None) -> dict[str, Any]:
+    require_role(principal, "operator")
+    async with services.pool.acquire() as conn:
+        return await beacon.fetch_and_record(conn, services.settings, campaign_id, principal.actor,
+                                             fallback=data.fallback if data else False)
 
 
 @contract("campaign_not_found", "beacon_not_recorded:404")
@@ -223,6 +241,6 @@ async def get_registrants(services: Services, campaign_id: str, format: str = "n
         "Content-Disposition": f'attachment; filename="{campaign_id}-registrants.{format}"'})
 
 
-ROUTES = [request_commitment, request_draw, record_beacon, get_beacon, get_commitment, ticket_proof,
+ROUTES = [request_commitment, request_draw, record_beacon, fetch_beacon, get_beacon, get_commitment, ticket_proof,
           ceremony_commit, ceremony_reveal, ceremony_state, own_result, get_bundle, get_draw_summary, ticket_result,
           get_registrants]

@@ -27,7 +27,7 @@ from lottery.statements import (
     ceremony_reveal_statement,
     commitment_statement,
     key_id_of,
-    sandbox_beacon_statement,
+    parse_timestamp,
     timestamp,
 )
 
@@ -65,6 +65,9 @@ class Scenario:
     participants: int = 2
     missing_reveals: int = 0
     beacon: str = "sandbox"  # or "drand-quicknet": uses the real published vector round
+    # Signs a sandbox-chain round (`sandbox.drand_chain.sign_round`): this package may not import
+    # the sandbox, so whoever rehearses a sandbox draw hands the signer in.
+    sandbox_signer: Callable[[int], bytes] | None = None
     algorithm: str = "sha256-score-v1"
     spillover: str = "redistribute-lowest-scores"
     closes_at: datetime = datetime(2023, 9, 1, tzinfo=UTC)
@@ -93,13 +96,30 @@ def campaign_section(s: Scenario, participant_keys: dict[str, Ed25519PrivateKey]
         "registration_opens_at": timestamp(s.closes_at - timedelta(days=7)),
         "registration_closes_at": timestamp(s.closes_at),
         "registration_closed_at": timestamp(s.closes_at),
-        "beacon": {"kind": s.beacon, "round": DRAND_VECTOR_ROUND if s.beacon == "drand-quicknet" else 1,
+        "beacon": {"kind": s.beacon, "round": DRAND_VECTOR_ROUND if s.beacon == "drand-quicknet" else None,
                    "fallback": "next-round"},
         "participants": [{"id": pid, "name": pid.title(), "public_key_hex": _raw_public(k).hex()}
                          for pid, k in sorted(participant_keys.items())],
         "draw_rules": {"algorithm": s.algorithm, "tier_scope": "global", "spillover": s.spillover,
                        "missing_reveal": "proceed-without", "reveal_deadline": reveal_deadline},
     }
+
+
+def sandbox_beacon(campaign: dict[str, Any], commitment: dict[str, Any], ceremony: Sequence[dict[str, Any]],
+                   signer: Callable[[int], bytes]) -> dict[str, Any]:
+    """The sandbox chain's beacon for an open-round campaign: the first round after the commitment,
+    the reveals and (when someone never revealed) the reveal deadline, signed by `signer`."""
+    moments = [parse_timestamp(commitment["committed_at"]),
+               *(parse_timestamp(e["revealed_at"]) for e in ceremony if e["revealed_at"] is not None)]
+    deadline = campaign["draw_rules"]["reveal_deadline"]
+    if deadline is not None and any(e["revealed_at"] is None for e in ceremony):
+        moments.append(parse_timestamp(deadline))
+    round_number = drand.SANDBOX.first_round_after(max(moments))
+    signature = signer(round_number)
+    return {"kind": "sandbox", "chain_hash": drand.SANDBOX.chain_hash, "round": round_number,
+            "signature_hex": signature.hex(), "randomness_hex": drand.randomness(signature).hex(),
+            "round_time": timestamp(drand.SANDBOX.round_time(round_number)), "path": "first-round-after-reveals",
+            "public_key_hex": drand.SANDBOX.public_key_hex, "warning": bundle_module.SANDBOX_WARNING}
 
 
 def rehearse(s: Scenario, rows: Sequence[tuple[int, str, str]] | None = None, count: int = 200,
@@ -181,11 +201,9 @@ def _finish(s: Scenario, tree: MerkleTree, by_stratum: Mapping[str, Sequence[int
             "signature_hex": signature.hex(), "randomness_hex": drand.randomness(signature).hex(),
             "round_time": timestamp(drand.round_time(DRAND_VECTOR_ROUND)), "path": "declared-round"}
     else:
-        signature = sign(sandbox_beacon_statement(s.campaign_id, 1, root_hex))
-        beacon = {"kind": "sandbox", "round": 1, "signature_hex": signature.hex(),
-                  "randomness_hex": hashlib.sha256(signature).hexdigest(),
-                  "generated_at": timestamp(committed_at + timedelta(days=2)), "key_id": kid,
-                  "public_key_hex": _raw_public(service_key).hex(), "warning": bundle_module.SANDBOX_WARNING}
+        if s.sandbox_signer is None:
+            raise ValueError("a sandbox rehearsal needs Scenario.sandbox_signer (sandbox.drand_chain.sign_round)")
+        beacon = sandbox_beacon(campaign, commitment, ceremony, s.sandbox_signer)
     bundle, _outcome, _seed = bundle_module.compose(
         campaign=campaign, commitment=commitment, ceremony=ceremony, beacon=beacon,
         tickets_by_stratum=by_stratum, drawn_at=timestamp(committed_at + timedelta(days=2, minutes=1)),

@@ -17,7 +17,6 @@ from lottery.canonical import dumps
 COMMITMENT = "stimulus/commitment/v1"
 CEREMONY_COMMIT = "stimulus/ceremony-commit/v1"
 CEREMONY_REVEAL = "stimulus/ceremony-reveal/v1"
-SANDBOX_BEACON = "stimulus/sandbox-beacon/v1"
 BUNDLE = "stimulus/draw-bundle/v1"
 
 
@@ -52,11 +51,6 @@ def ceremony_reveal_statement(campaign_id: str, participant_id: str, secret_hex:
     """A reveal names the committed root: the participant attests the list was fixed first."""
     return dumps({"type": CEREMONY_REVEAL, "campaign_id": campaign_id, "participant_id": participant_id,
                   "secret_hex": secret_hex, "root_hex": root_hex, "tree_size": tree_size})
-
-
-def sandbox_beacon_statement(campaign_id: str, round_number: int, root_hex: str) -> bytes:
-    return dumps({"type": SANDBOX_BEACON, "campaign_id": campaign_id, "round": round_number,
-                  "root_hex": root_hex})
 
 
 def ed25519_ok(public_key: bytes, signature: bytes, message: bytes) -> bool:

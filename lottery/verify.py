@@ -43,7 +43,6 @@ from lottery.statements import (
     key_id_of,
     parse_timestamp,
     receipt_statement,
-    sandbox_beacon_statement,
     timestamp,
 )
 from lottery.violation import Violation, require
@@ -138,17 +137,18 @@ class Verifier:
     def closed_at(self) -> datetime:
         return parse_timestamp(self.campaign["registration_closed_at"])
 
+    def chain(self) -> drand.Chain:
+        """The beacon kind's pinned chain (the shape rules admit only the kinds that have one)."""
+        return drand.CHAINS[self.bundle["beacon"]["kind"]]
+
     def beacon_time(self) -> datetime:
-        beacon = self.bundle["beacon"]
-        if beacon["kind"] == "drand-quicknet":
-            return drand.round_time(beacon["round"])
-        return parse_timestamp(beacon["generated_at"])
+        return self.chain().round_time(self.bundle["beacon"]["round"])
 
     def reveal_deadline(self) -> datetime | None:
         """The reveal deadline in force: the declared one, or a drand round's time if that is earlier."""
         declared = self.campaign["draw_rules"]["reveal_deadline"]
         deadlines = [parse_timestamp(declared)] if declared is not None else []
-        if self.campaign["beacon"]["kind"] == "drand-quicknet":
+        if self.campaign["beacon"]["kind"] == "drand-quicknet" and self.campaign["beacon"]["round"] is not None:
             deadlines.append(drand.round_time(self.campaign["beacon"]["round"]))
         return min(deadlines, default=None)
 
@@ -215,42 +215,60 @@ class Verifier:
         require(beacon["randomness_hex"] == randomness.hex(), "R7.2.2",
                 "beacon randomness is not SHA-256 of its signature")
         committed = parse_timestamp(self.commitment["committed_at"])
-        if beacon["kind"] == "drand-quicknet":
-            self._check_drand(beacon, declared, signature, committed)
-        else:
-            self._check_sandbox(beacon, declared, signature, committed)
+        if beacon["kind"] == "sandbox":
+            self._check_sandbox(beacon, declared)
+        self._check_chain(beacon, declared, signature, committed)
         return randomness
 
-    def _check_drand(self, beacon: dict[str, Any], declared: dict[str, Any], signature: bytes,
+    def _check_chain(self, beacon: dict[str, Any], declared: dict[str, Any], signature: bytes,
                      committed: datetime) -> None:
-        require(beacon["chain_hash"] == drand.CHAIN_HASH, "R7.1.1", "beacon is not from the drand quicknet chain")
+        """A round of the kind's drand chain: quicknet, or the sandbox chain (same scheme, public key)."""
+        kind, chain = beacon["kind"], drand.CHAINS[beacon["kind"]]
+        sandbox = kind == "sandbox"
+        name, key = ("sandbox chain", "the sandbox chain's key") if sandbox else ("drand", "the quicknet key")
+        require(beacon["chain_hash"] == chain.chain_hash, "R7.1.1",
+                f"beacon is not from the {'sandbox' if sandbox else 'drand quicknet'} chain")
         round_number = beacon["round"]
-        on_time = round_number == declared["round"] and beacon["path"] == "declared-round"
-        # Only the very next round: a wider choice would let the operator pick among rounds.
-        fallback = (beacon["path"] == "next-round-fallback" and round_number == declared["round"] + 1
-                    and declared["fallback"] == "next-round")
-        require(on_time or fallback, "R7.1.2", f"beacon round {round_number} on path {beacon['path']} is not "
-                f"the declared round {declared['round']} or its declared next-round fallback")
-        require(1 <= round_number <= drand.MAX_ROUND, "R7.1.3", f"drand round {round_number} has no publication time")
-        require(beacon["round_time"] == timestamp(drand.round_time(round_number)), "R7.1.3",
+        require(declared["round"] is not None or kind == "sandbox", "R7.1.2",
+                "the campaign declared no beacon round; only a sandbox campaign may leave it open")
+        if declared["round"] is not None:
+            on_time = round_number == declared["round"] and beacon["path"] == "declared-round"
+            # Only the very next round: a wider choice would let the operator pick among rounds.
+            fallback = (beacon["path"] == "next-round-fallback" and round_number == declared["round"] + 1
+                        and declared["fallback"] == "next-round")
+            require(on_time or fallback, "R7.1.2", f"beacon round {round_number} on path {beacon['path']} is not "
+                    f"the declared round {declared['round']} or its declared next-round fallback")
+        require(1 <= round_number <= chain.max_round, "R7.1.3", f"{name} round {round_number} has no publication time")
+        require(beacon["round_time"] == timestamp(chain.round_time(round_number)), "R7.1.3",
                 f"beacon round_time {beacon['round_time']} is not round {round_number}'s time")
-        require(drand.round_time(round_number) > committed, "R7.1.4",
+        require(chain.round_time(round_number) > committed, "R7.1.4",
                 "beacon round was published before the registrant list was committed")
-        require(drand.verify_round(round_number, signature), "R7.1.5",
-                f"drand round {round_number}: BLS signature does not verify against the quicknet key")
-        self.say(f"ok   beacon: drand quicknet round {round_number}, BLS signature verified")
+        require(drand.verify_round(round_number, signature, chain.public_key_hex), "R7.1.5",
+                f"{name} round {round_number}: BLS signature does not verify against {key}")
+        if kind == "sandbox":
+            self.say(f"WARN beacon: SANDBOX chain round {round_number} (its key is public, so the round was "
+                     "predictable); demo or test draw only")
+        else:
+            self.say(f"ok   beacon: drand quicknet round {round_number}, BLS signature verified")
 
-    def _check_sandbox(self, beacon: dict[str, Any], declared: dict[str, Any], signature: bytes,
-                       committed: datetime) -> None:
-        require(beacon["round"] == declared["round"] == 1, "R7.3.1", "sandbox beacon round is not the declared round 1")
-        require(bytes.fromhex(beacon["public_key_hex"]) == self.key and beacon["key_id"] == key_id_of(self.key),
-                "R7.3.2", "sandbox beacon not signed by the service")
-        statement = sandbox_beacon_statement(self.campaign["id"], beacon["round"], self.commitment["root_hex"])
-        require(ed25519_ok(self.key, signature, statement), "R7.3.3", "sandbox beacon signature does not verify")
-        require(parse_timestamp(beacon["generated_at"]) > committed, "R7.3.4",
-                "sandbox beacon made before the commitment")
-        require(beacon["warning"] == SANDBOX_WARNING, "R7.3.5", "sandbox beacon not marked as such")
-        self.say("WARN beacon: SANDBOX beacon (signed locally, not unpredictable); demo or test draw only")
+    def _check_sandbox(self, beacon: dict[str, Any], declared: dict[str, Any]) -> None:
+        """What only a sandbox beacon must show: its open round, if any, and its marking."""
+        if declared["round"] is None:
+            # The campaign left the round open: the first one after the commitment, every reveal and
+            # (if someone never revealed) the reveal deadline, which nobody chooses.
+            entries = self.bundle["ceremony"]
+            moments = [parse_timestamp(self.commitment["committed_at"]),
+                       *(parse_timestamp(e["revealed_at"]) for e in entries if e["revealed_at"] is not None)]
+            deadline = self.campaign["draw_rules"]["reveal_deadline"]
+            if deadline is not None and any(e["revealed_at"] is None for e in entries):
+                moments.append(parse_timestamp(deadline))
+            expected = drand.SANDBOX.first_round_after(max(moments))
+            require(beacon["round"] == expected and beacon["path"] == "first-round-after-reveals", "R7.3.1",
+                    f"sandbox beacon round {beacon['round']} on path {beacon['path']} is not the first round "
+                    f"after the reveals ({expected}, path first-round-after-reveals)")
+        require(beacon["public_key_hex"] == drand.SANDBOX.public_key_hex, "R7.3.2",
+                "sandbox beacon's public_key_hex is not the sandbox chain's key")
+        require(beacon["warning"] == SANDBOX_WARNING, "R7.3.3", "sandbox beacon not marked as such")
 
     def check_seed(self) -> bytes:
         randomness = self.check_beacon()

@@ -145,6 +145,9 @@ CODES: dict[str, ProblemCode] = {
     "wrong_beacon_kind": _c(400, "the beacon is not of the campaign's kind"),
     "wrong_beacon_round": _c(400, "the beacon is not the campaign's round"),
     "beacon_not_recorded": _c((404, 409), "no beacon is recorded yet (404 reading it, 409 drawing)"),
+    "beacon_not_yet_published": _c(409, "the campaign's beacon round is not published yet; fetch after its time"),
+    "beacon_unavailable": _c(503, "no drand relay gave a valid round; retry, or submit the round by hand"),
+    "sandbox_beacon_refused": _c(400, "the sandbox drand chain is trusted in development only"),
     "already_drawn": _c(409, "the draw has run"),
     "not_drawn": _c((404, 409), "the draw has not run yet (404 reading results, 409 issuing)"),
     # Approvals (maker-checker).

@@ -174,6 +174,11 @@ def _banks(raw: str) -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(codes), urls
 
 
+# drand's public HTTP relays (League of Entropy members and Cloudflare), asked in this order.
+PUBLIC_DRAND_RELAYS = ("https://api.drand.sh", "https://api2.drand.sh", "https://api3.drand.sh",
+                       "https://drand.cloudflare.com")
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
@@ -215,6 +220,9 @@ class Settings:
     # Load balancers whose Forwarded / X-Forwarded-For headers name the client: CIDRs, checked and
     # normalised at load (strings, so the settings stay plain data).
     trusted_proxies: tuple[str, ...] = ()
+    # drand relays asked for the beacon round, in order, each within `drand_timeout_ms`.
+    drand_relays: tuple[str, ...] = PUBLIC_DRAND_RELAYS
+    drand_timeout_ms: int = 5000
     extra: dict[str, str] = field(default_factory=dict)
     # Prometheus metrics on a listener of their own, never on the API's port (0: none).
     metrics_host: str = "127.0.0.1"
@@ -350,6 +358,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         db_pooler=_pooler(env.get("STIMULUS_DB_POOLER", "none")),
         database_direct_url=env.get("DATABASE_DIRECT_URL") or None,
         trusted_proxies=_networks("STIMULUS_TRUSTED_PROXIES", env.get("STIMULUS_TRUSTED_PROXIES", "")),
+        drand_relays=tuple(filter(None, (r.strip() for r in env.get("STIMULUS_DRAND_RELAYS", "").split(","))))
+        or PUBLIC_DRAND_RELAYS,
+        drand_timeout_ms=_env_int(env, "STIMULUS_DRAND_TIMEOUT_MS", 5000),
         extra={k: v for k, v in env.items() if k.startswith("STIMULUS_X_")},
         metrics_host=env.get("STIMULUS_METRICS_HOST") or env.get("STIMULUS_HOST", "127.0.0.1"),
         metrics_port=_env_int(env, "STIMULUS_METRICS_PORT", 9464),

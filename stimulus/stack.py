@@ -191,6 +191,29 @@ def running_api(settings: Settings, port: int | None = None, workers: int | None
         child.stop()
 
 
+def drand_relay_command(port: int, slow_ms: int | None = None) -> list[str]:
+    """The sandbox drand relay (development only: the caller checks `settings.sandbox`)."""
+    command = [sys.executable, "-m", "sandbox.drand_relay", "--host", "127.0.0.1", "--port", str(port)]
+    return command + (["--slow-ms", str(slow_ms)] if slow_ms is not None else [])
+
+
+@contextmanager
+def running_drand_relay(settings: Settings, slow_ms: int | None = None) -> Iterator[str]:
+    """Run the sandbox drand relay for the duration of the block; yields its base URL."""
+    if not settings.sandbox:
+        raise RuntimeError("the sandbox drand relay is for development only")
+    port = free_port()
+    logs = settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    child = spawn("drand-relay", drand_relay_command(port, slow_ms), child_env(settings), logs / "drand-relay.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(base + "/health", process=child.process)
+        yield base
+    finally:
+        child.stop()
+
+
 def migrate_sync(settings: Settings) -> list[str]:
     """Migrate over the direct address when one is given, else through whatever DATABASE_URL names."""
     url = settings.migration_database_url

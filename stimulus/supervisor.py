@@ -22,6 +22,7 @@ from stimulus.stack import (
     RunningStack,
     api_command,
     child_env,
+    drand_relay_command,
     migrate_sync,
     prepare_metrics_dir,
     spawn,
@@ -46,6 +47,7 @@ class Supervisor:
         self.children: list[tuple[ChildProcess, list[str], dict[str, str]]] = []
         self.restarts: dict[str, int] = {}
         self.bank_url: str | None = None
+        self.drand_relay_url: str | None = None
 
     def _logs(self) -> Any:
         path = self.settings.state_dir / "logs"
@@ -77,12 +79,22 @@ class Supervisor:
             extra["STIMULUS_BANK_URL"] = self.bank_url
         elif settings.bank_url:
             self.bank_url = settings.bank_url
+        if settings.sandbox and importlib.util.find_spec("sandbox.drand_relay") is not None:
+            extra["STIMULUS_DRAND_RELAYS"] = self._start_drand_relay(settings)
         metrics_dir = prepare_metrics_dir(settings)
         env = child_env(settings, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **extra})
         api = self._spawn("api", api_command(settings, self.api_port, self.api_workers), env)
         wait_http_ok(f"http://{settings.host}:{self.api_port}/ready", process=api.process)
         for name, command in worker_commands(settings):
             self._spawn(name, command, env)
+
+    def _start_drand_relay(self, settings: Settings) -> str:
+        """Start the sandbox drand relay; returns the relay list with it first, the configured after."""
+        port = free_port()
+        relay = self._spawn("drand-relay", drand_relay_command(port), child_env(settings))
+        self.drand_relay_url = f"http://127.0.0.1:{port}"
+        wait_http_ok(self.drand_relay_url + "/health", process=relay.process)
+        return ",".join([self.drand_relay_url, *settings.drand_relays])
 
     def describe(self) -> list[str]:
         assert self.stack is not None
@@ -99,6 +111,8 @@ class Supervisor:
         ]
         if self.bank_url:
             lines.append(f"sandbox bank   {self.bank_url}")
+        if self.drand_relay_url:
+            lines.append(f"drand relay    {self.drand_relay_url}  (sandbox chain and recorded quicknet rounds)")
         lines.append(f"logs           {self.settings.state_dir / 'logs'}")
         return lines
 

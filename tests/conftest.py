@@ -18,7 +18,7 @@ import redis.asyncio as redis_asyncio
 
 from stimulus.embedded import free_port
 from stimulus.settings import Settings, load_settings
-from stimulus.stack import RunningStack, migrate_sync, running_api, start_stack
+from stimulus.stack import RunningStack, migrate_sync, running_api, running_drand_relay, start_stack
 
 TEST_ENV = {
     "STIMULUS_ENV": "development",
@@ -71,8 +71,15 @@ def metrics_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def api_url(stack: Stack, metrics_port: int) -> Iterator[str]:
-    env = {**TEST_ENV, "STIMULUS_METRICS_PORT": str(metrics_port)}
+def drand_relay_url(stack: Stack) -> Iterator[str]:
+    """The sandbox drand relay, over real HTTP; `/fault/...` under it names misbehaving relays."""
+    with running_drand_relay(stack.settings, slow_ms=3000) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def api_url(stack: Stack, metrics_port: int, drand_relay_url: str) -> Iterator[str]:
+    env = {**TEST_ENV, "STIMULUS_METRICS_PORT": str(metrics_port), "STIMULUS_DRAND_RELAYS": drand_relay_url}
     with running_api(stack.settings, workers=1, extra_env=env) as base:
         yield base
 

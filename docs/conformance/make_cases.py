@@ -33,9 +33,9 @@ from lottery.statements import (
     key_id_of,
     parse_timestamp,
     receipt_statement,
-    sandbox_beacon_statement,
     timestamp,
 )
+from sandbox.drand_chain import sign_round
 
 HERE = Path(__file__).resolve().parent
 OUT = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else HERE
@@ -89,7 +89,7 @@ BASE = {"campaign_id": CAMPAIGN, "quotas": {"north": 2, "south": 2, "west": 2}, 
 
 
 def draw(rows: Sequence[Row] = BASE_ROWS, **changes: Any) -> rehearsal.Rehearsal:
-    return rehearsal.rehearse(rehearsal.Scenario(**{**BASE, **changes}), rows=list(rows))
+    return rehearsal.rehearse(rehearsal.Scenario(**{**BASE, "sandbox_signer": sign_round, **changes}), rows=list(rows))
 
 
 def tickets_by_stratum(bundle: dict[str, Any], rows: Sequence[Row]) -> dict[str, list[int]]:
@@ -106,6 +106,14 @@ def recompose(bundle: dict[str, Any], rows: Sequence[Row]) -> dict[str, Any]:
         beacon=bundle["beacon"], tickets_by_stratum=tickets_by_stratum(bundle, rows), drawn_at=bundle["drawn_at"],
         software_version=bundle["software"]["version"])
     return fresh
+
+
+def resandboxed(bundle: dict[str, Any], rows: Sequence[Row] = BASE_ROWS) -> dict[str, Any]:
+    """A sandbox bundle whose evidence times were edited, with its open round taken again and the
+    draw recomputed, as the service would have drawn it."""
+    bundle["beacon"] = rehearsal.sandbox_beacon(bundle["campaign"], bundle["commitment"], bundle["ceremony"],
+                                                sign_round)
+    return recompose(bundle, rows)
 
 
 def sign(bundle: dict[str, Any], key: Any = SERVICE) -> bytes:
@@ -249,12 +257,12 @@ def passing() -> Iterator[Case]:
         b["campaign"]["draw_rules"]["reveal_deadline"] = shift(b["campaign"]["registration_closes_at"], hours=1)
     r = draw(missing_reveals=1)
     yield Case("pass-closed-early", "registration closed a day before the declared close", None,
-               sign(edited(r, early_close)), BASE_ROWS)
+               sign(resandboxed(edited(r, early_close))), BASE_ROWS)
 
     def just_in_time(b: dict[str, Any]) -> None:
         b["ceremony"][1]["revealed_at"] = shift(b["campaign"]["draw_rules"]["reveal_deadline"], microseconds=-1)
     yield Case("pass-reveal-just-before-deadline", "a reveal one microsecond before the reveal deadline", None,
-               sign(edited(r, just_in_time)), BASE_ROWS)
+               sign(resandboxed(edited(r, just_in_time))), BASE_ROWS)
     winner, loser = winner_and_loser(drand_draw.bundle, BASE_ROWS)
     proof = proof_of(drand_draw, winner)
     yield Case("pass-ticket-winner", "ticket mode: a winner, with its receipt", None, drand_draw.bundle_bytes,
@@ -325,7 +333,7 @@ def envelope_and_shape() -> Iterator[Case]:
                BASE_ROWS)
     yield Case("fail-shape-status", "a ceremony status outside revealed/missing", "R12.2.3",
                sign(edited(r, lambda b: b["ceremony"][0].__setitem__("status", "late"))), BASE_ROWS)
-    upper = rehearsal.rehearse(rehearsal.Scenario(**{**BASE, "campaign_id": "Conformance"}), rows=BASE_ROWS)
+    upper = rehearsal.rehearse(rehearsal.Scenario(**{**BASE, "campaign_id": "Conformance", "sandbox_signer": sign_round}), rows=BASE_ROWS)
     yield Case("fail-campaign-id", "a whole, consistent draw for the campaign id Conformance (upper case), "
                "signed by that draw's own key", "R3.1", upper.bundle_bytes, BASE_ROWS, service_key=upper.service_public)
     spaced = draw(tiers=[{"tier": "first prize", "amount_fen": 20000, "count": 1}, BASE["tiers"][1]])
@@ -427,8 +435,8 @@ def ceremony_rules() -> Iterator[Case]:
                sign(edited(r, lambda b: b["ceremony"][1].__setitem__(
                    "revealed_at", shift(b["commitment"]["committed_at"], seconds=-1)))), BASE_ROWS)
     yield Case("fail-revealed-after-deadline", "a reveal after the reveal deadline but before the beacon",
-               "R6.8", sign(edited(r, lambda b: b["ceremony"][1].__setitem__(
-                   "revealed_at", shift(b["campaign"]["draw_rules"]["reveal_deadline"], hours=1)))), BASE_ROWS)
+               "R6.8", sign(resandboxed(edited(r, lambda b: b["ceremony"][1].__setitem__(
+                   "revealed_at", shift(b["campaign"]["draw_rules"]["reveal_deadline"], hours=1))))), BASE_ROWS)
     bundle, rows = fallback_draw()
     bundle["ceremony"][0]["revealed_at"] = timestamp(drand.round_time(2) + timedelta(seconds=1))
     yield Case("fail-revealed-after-declared-round", "drand fallback draw: a reveal after the declared round "
@@ -438,10 +446,16 @@ def ceremony_rules() -> Iterator[Case]:
                BASE_ROWS)
     yield Case("fail-missing-reveal-no-deadline", "a sandbox draw without a reveal deadline drawn without a "
                "secret", "R6.10",
-               sign(edited(r, lambda b: b["campaign"]["draw_rules"].__setitem__("reveal_deadline", None))), BASE_ROWS)
-    yield Case("fail-missing-reveal-deadline-after-beacon", "the sandbox beacon made before the reveal deadline",
-               "R6.10", sign(edited(r, lambda b: b["campaign"]["draw_rules"].__setitem__(
-                   "reveal_deadline", shift(b["beacon"]["generated_at"], seconds=1)))), BASE_ROWS)
+               sign(resandboxed(edited(r, lambda b: b["campaign"]["draw_rules"].__setitem__("reveal_deadline", None)))),
+               BASE_ROWS)
+
+    def declared_before_deadline(b: dict[str, Any]) -> None:
+        # A sandbox campaign that declared its round, a round published before the reveal deadline.
+        b["campaign"]["beacon"]["round"] = b["beacon"]["round"]
+        b["beacon"]["path"] = "declared-round"
+        b["campaign"]["draw_rules"]["reveal_deadline"] = shift(b["beacon"]["round_time"], seconds=1)
+    yield Case("fail-missing-reveal-deadline-after-beacon", "the sandbox round published before the reveal deadline",
+               "R6.10", sign(recompose(edited(r, declared_before_deadline), BASE_ROWS)), BASE_ROWS)
 
 
 def beacon_rules() -> Iterator[Case]:
@@ -488,28 +502,31 @@ def beacon_rules() -> Iterator[Case]:
     yield Case("fail-drand-bls", "a drand signature altered; its randomness, the seed and the draw recomputed",
                "R7.1.5", sign(redrawn(d, bad_bls)), BASE_ROWS)
 
-    def round_two(b: dict[str, Any]) -> None:
-        b["campaign"]["beacon"]["round"] = 2
-        b["beacon"]["round"] = 2
-        signature = SERVICE.sign(sandbox_beacon_statement(CAMPAIGN, 2, b["commitment"]["root_hex"]))
-        b["beacon"].update(signature_hex=signature.hex(), randomness_hex=hashlib.sha256(signature).hexdigest())
-    yield Case("fail-sandbox-round", "a sandbox beacon of round 2, signed and drawn so", "R7.3.1",
-               sign(redrawn(s, round_two)), BASE_ROWS)
+    def shopped(b: dict[str, Any]) -> None:
+        later = b["beacon"]["round"] + 1
+        signature = sign_round(later)
+        b["beacon"].update(round=later, signature_hex=signature.hex(), randomness_hex=drand.randomness(signature).hex(),
+                           round_time=timestamp(drand.SANDBOX.round_time(later)))
+    yield Case("fail-sandbox-round", "an open-round sandbox campaign drawn with the round after the first one after "
+               "the reveals", "R7.3.1", sign(recompose(edited(s, shopped), BASE_ROWS)), BASE_ROWS)
     yield Case("fail-sandbox-key", "the sandbox beacon names another key", "R7.3.2",
-               sign(edited(s, lambda b: b["beacon"].__setitem__(
-                   "public_key_hex", rehearsal._raw_public(OTHER).hex()))), BASE_ROWS)
-
-    def bad_sandbox_signature(b: dict[str, Any]) -> None:
-        statement = sandbox_beacon_statement(CAMPAIGN, 1, "00" * 32)
-        b["beacon"]["signature_hex"] = SERVICE.sign(statement).hex()
-        b["beacon"]["randomness_hex"] = hashlib.sha256(SERVICE.sign(statement)).hexdigest()
-    yield Case("fail-sandbox-signature", "a sandbox beacon signed over another root (the draw follows it)", "R7.3.3",
-               sign(redrawn(s, bad_sandbox_signature)), BASE_ROWS)
-    yield Case("fail-sandbox-too-early", "the sandbox beacon made before the commitment", "R7.3.4",
-               sign(edited(draw(participants=0), lambda b: b["beacon"].__setitem__(
-                   "generated_at", shift(b["commitment"]["committed_at"], seconds=-1)))), BASE_ROWS)
-    yield Case("fail-sandbox-warning", "the sandbox beacon's warning removed", "R7.3.5",
+               sign(edited(s, lambda b: b["beacon"].__setitem__("public_key_hex", drand.QUICKNET.public_key_hex))),
+               BASE_ROWS)
+    yield Case("fail-sandbox-warning", "the sandbox beacon's warning removed", "R7.3.3",
                sign(edited(s, lambda b: b["beacon"].__setitem__("warning", "a fair draw"))), BASE_ROWS)
+    yield Case("fail-sandbox-chain", "a sandbox beacon naming the quicknet chain", "R7.1.1",
+               sign(edited(s, lambda b: b["beacon"].__setitem__("chain_hash", drand.QUICKNET.chain_hash))), BASE_ROWS)
+
+    def quicknet_key(b: dict[str, Any]) -> None:
+        signature = bytes.fromhex(rehearsal.DRAND_VECTOR_SIGNATURE)
+        b["beacon"].update(signature_hex=signature.hex(), randomness_hex=drand.randomness(signature).hex())
+    yield Case("fail-sandbox-bls", "a sandbox beacon carrying a quicknet signature", "R7.1.5",
+               sign(recompose(edited(s, quicknet_key), BASE_ROWS)), BASE_ROWS)
+
+    def undeclared_drand(b: dict[str, Any]) -> None:
+        b["campaign"]["beacon"]["round"] = None
+    yield Case("fail-drand-round-open", "a drand campaign that declared no round", "R7.1.2",
+               sign(edited(d, undeclared_drand)), BASE_ROWS)
 
 
 def seed_and_draw_rules() -> Iterator[Case]:

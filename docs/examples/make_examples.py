@@ -41,8 +41,8 @@ from lottery.statements import (
     commitment_statement,
     key_id_of,
     receipt_statement,
-    sandbox_beacon_statement,
 )
+from sandbox.drand_chain import sign_round
 from stimulus.signing import SigningKey
 
 HERE = Path(__file__).resolve().parent
@@ -167,7 +167,6 @@ def statements_example(r: Rehearsal) -> None:
         if entry["secret_hex"]:
             show(f"reveal statement {pid}", ceremony_reveal_statement(
                 CAMPAIGN, pid, entry["secret_hex"], c["root_hex"], c["tree_size"]).decode())
-    show("sandbox beacon statement", sandbox_beacon_statement(CAMPAIGN, 1, c["root_hex"]).decode())
 
 
 def drand_example() -> None:
@@ -314,7 +313,7 @@ def main() -> None:
     rfc3797_example(seed, by_stratum)
     list_files()
     ticket_files(r)
-    sandbox = rehearse(replace(SCENARIO, beacon="sandbox"), rows=ROWS)
+    sandbox = rehearse(replace(SCENARIO, beacon="sandbox", sandbox_signer=sign_round), rows=ROWS)
     write("bundle-sandbox.json", sandbox.bundle_bytes)
     section("sandbox")
     show("sandbox beacon", json.dumps(sandbox.bundle["beacon"]))

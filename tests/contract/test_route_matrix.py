@@ -89,6 +89,7 @@ ACCESS: dict[str, str] = {
     "POST /v1/admin/campaigns/{campaign_id:str}/commitment": "operator",
     "POST /v1/admin/campaigns/{campaign_id:str}/draw": "operator",
     "POST /v1/admin/campaigns/{campaign_id:str}/beacon": "operator",
+    "POST /v1/admin/campaigns/{campaign_id:str}/beacon/fetch": "operator",
     "GET /v1/admin/campaigns/{campaign_id:str}/registrations/timeline": "staff",
     "GET /v1/admin/campaigns/{campaign_id:str}/issuance": "staff",
     "POST /v1/admin/campaigns/{campaign_id:str}/issuance": "operator",

@@ -125,7 +125,7 @@ async def test_draw_end_to_end(http: httpx.AsyncClient, stack: Stack, db: asyncp
 
     r = await http.post(f"/v1/admin/campaigns/{campaign_id}/draw", headers=auth(operator_token))
     assert r.status_code == 409 and r.json()["code"] == "ceremony_incomplete"
-    r = await http.post(f"/v1/admin/campaigns/{campaign_id}/beacon", json={"kind": "sandbox"},
+    r = await http.post(f"/v1/admin/campaigns/{campaign_id}/beacon/fetch",
                         headers=auth(operator_token))
     assert r.status_code == 409 and r.json()["code"] == "ceremony_incomplete"
 
@@ -141,7 +141,7 @@ async def test_draw_end_to_end(http: httpx.AsyncClient, stack: Stack, db: asyncp
         assert r.status_code == 200, r.text
     assert (await http.get(f"/v1/campaigns/{campaign_id}/ceremony")).json()["ready"] is True
 
-    r = await http.post(f"/v1/admin/campaigns/{campaign_id}/beacon", json={"kind": "sandbox"},
+    r = await http.post(f"/v1/admin/campaigns/{campaign_id}/beacon/fetch",
                         headers=auth(operator_token))
     assert r.status_code == 200, r.text
     assert "SANDBOX" in r.json()["warning"]
@@ -233,7 +233,7 @@ async def test_missing_reveal_proceeds_after_deadline_and_bundle_says_so(
     await asyncio.sleep(max(0.0, (closes + timedelta(seconds=3.2) - datetime.now(UTC)).total_seconds()))
     r = await _reveal(http, campaign_id, "p2", keys["p2"], b"p2" * 16, c["root_hex"], c["tree_size"])
     assert r.status_code == 409 and r.json()["code"] == "reveal_too_late"
-    r = await http.post(f"/v1/admin/campaigns/{campaign_id}/beacon", json={"kind": "sandbox"},
+    r = await http.post(f"/v1/admin/campaigns/{campaign_id}/beacon/fetch",
                         headers=auth(operator_token))
     assert r.status_code == 200, r.text
     await _maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token, second_operator_token)

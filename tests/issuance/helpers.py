@@ -75,7 +75,7 @@ async def create_winners(http: httpx.AsyncClient, settings: Settings, maker: str
         await asyncio.gather(*(register(n) for n in range(start, min(start + 20, first + registrants))))
     await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(maker)))
     await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/commitment", maker, checker)
-    await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/beacon", json={"kind": "sandbox"},
+    await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/beacon/fetch",
                         headers=auth(maker)))
     await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", maker, checker)
     won = await _winning_tickets(http, campaign_id)

@@ -194,7 +194,8 @@ async def test_redis_restarted_mid_run_with_its_streams_gone(
 
 
 @contextlib.asynccontextmanager
-async def private_stack(tmp_path: Path) -> AsyncIterator[tuple[Settings, EmbeddedPostgres, str, list[str]]]:
+async def private_stack(tmp_path: Path, drand_relay_url: str
+                        ) -> AsyncIterator[tuple[Settings, EmbeddedPostgres, str, list[str]]]:
     """PostgreSQL, Redis and the API of its own, so PostgreSQL can be killed without the session's."""
     env = {**os.environ, **TEST_ENV, "STIMULUS_STATE_DIR": str(tmp_path / "state")}
     env.pop("DATABASE_URL", None)
@@ -210,16 +211,18 @@ async def private_stack(tmp_path: Path) -> AsyncIterator[tuple[Settings, Embedde
             tokens = [await auth.create_token(conn, name, "operator") for name in ("maker", "checker")]
         finally:
             await conn.close()
-        with running_api(running.settings, workers=1, extra_env=TEST_ENV) as base:
+        with running_api(running.settings, workers=1,
+                         extra_env={**TEST_ENV, "STIMULUS_DRAND_RELAYS": drand_relay_url}) as base:
             yield running.settings, postgres, base, tokens
     finally:
         running.stop()
 
 
-async def test_postgres_restarted_mid_run(bank: RunningBank, admin: Admin, prefix: str, tmp_path: Path) -> None:
+async def test_postgres_restarted_mid_run(bank: RunningBank, admin: Admin, prefix: str, tmp_path: Path,
+                                          drand_relay_url: str) -> None:
     if os.environ.get("DATABASE_URL"):
         return  # restarting PostgreSQL is about the embedded server
-    async with private_stack(tmp_path) as (own, postgres, base, (maker, checker)):
+    async with private_stack(tmp_path, drand_relay_url) as (own, postgres, base, (maker, checker)):
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
             w = await bulk(http, own, maker, checker, 60, 75)
         admin.knobs(latency_ms=1500, latency_sigma=0.0)  # PostgreSQL goes down while the bank credits

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from lottery import bundle as bundle_module
 from lottery import rehearsal, verify
 from lottery.leaf import encode_leaf
+from sandbox.drand_chain import sign_round
 
 VERDICT = re.compile(r"^(PASS|FAIL R\d+(\.\d+)+: .+)$")
 
@@ -80,7 +81,7 @@ def mutated(draw: st.DrawFn, bundle: dict[str, Any]) -> dict[str, Any]:
 def draws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, rehearsal.Rehearsal]]:
     made = {}
     for name, scenario in {
-        "sandbox": rehearsal.Scenario(missing_reveals=1, participants=2),
+        "sandbox": rehearsal.Scenario(missing_reveals=1, participants=2, sandbox_signer=sign_round),
         "drand": rehearsal.Scenario(beacon="drand-quicknet", algorithm="rfc3797"),
     }.items():
         tmp = tmp_path_factory.mktemp(name)

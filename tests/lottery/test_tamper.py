@@ -28,12 +28,14 @@ from lottery.leaf import encode_leaf
 from lottery.merkle import MerkleTree
 from lottery.selection import winner_leaf
 from lottery.statements import ceremony_reveal_statement, key_id_of, receipt_statement, timestamp
+from sandbox.drand_chain import sign_round
 
 Result = tuple[int, list[str]]
 
 
 def make(tmp: Path, count: int = 100, rows: list[tuple[int, str, str]] | None = None,
          **scenario: Any) -> rehearsal.Rehearsal:
+    scenario.setdefault("sandbox_signer", sign_round)
     return rehearsal.rehearse(rehearsal.Scenario(**scenario), rows=rows, count=count, list_path=tmp / "list.csv")
 
 
@@ -290,7 +292,8 @@ def test_sandbox_beacon_signature_altered(tmp_path: Path) -> None:
         b["beacon"]["signature_hex"] = flip_hex(b["beacon"]["signature_hex"])
         b["beacon"]["randomness_hex"] = hashlib.sha256(bytes.fromhex(b["beacon"]["signature_hex"])).hexdigest()
 
-    assert_fails(run_list(tmp_path, resign(r, edited(r, consistent))), "sandbox beacon signature does not verify")
+    assert_fails(run_list(tmp_path, resign(r, edited(r, consistent))),
+                 "BLS signature does not verify against the sandbox chain's key")
 
 
 def test_sandbox_beacon_randomness_replaced(tmp_path: Path) -> None:
@@ -301,10 +304,30 @@ def test_sandbox_beacon_randomness_replaced(tmp_path: Path) -> None:
 
 def test_sandbox_beacon_unmarked(tmp_path: Path) -> None:
     r = make(tmp_path)
+    result = run_list(tmp_path, r.bundle_bytes)
+    assert_passes(result)
+    assert any(line.startswith("WARN beacon: SANDBOX chain round") for line in result[1])
     bundle = edited(r, lambda b: b.__setitem__("sandbox", False))
     assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.2.3:")
     bundle = edited(r, lambda b: b["beacon"].__setitem__("warning", "a fair draw"))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.3.5: sandbox beacon not marked as such")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.3.3: sandbox beacon not marked as such")
+    bundle = edited(r, lambda b: b["beacon"].__setitem__("public_key_hex", drand.QUICKNET.public_key_hex))
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.3.2:")
+
+
+def test_sandbox_chain_round_is_the_first_after_the_reveals(tmp_path: Path) -> None:
+    r = make(tmp_path)
+    later = r.bundle["beacon"]["round"] + 1
+    signature = sign_round(later)
+
+    def shopped(b: dict[str, Any]) -> None:
+        b["beacon"].update(round=later, signature_hex=signature.hex(), randomness_hex=drand.randomness(signature).hex(),
+                           round_time=timestamp(drand.SANDBOX.round_time(later)))
+
+    assert_fails(run_list(tmp_path, resign(r, edited(r, shopped))), "R7.3.1:")
+    # A quicknet round passed off as the sandbox chain's: the chain hash gives it away.
+    bundle = edited(r, lambda b: b["beacon"].__setitem__("chain_hash", drand.QUICKNET.chain_hash))
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.1.1: beacon is not from the sandbox chain")
 
 
 def test_drand_draw_passes_and_altered_signature_fails(tmp_path: Path) -> None:
@@ -318,7 +341,7 @@ def test_drand_draw_passes_and_altered_signature_fails(tmp_path: Path) -> None:
         b["beacon"]["randomness_hex"] = hashlib.sha256(bytes.fromhex(b["beacon"]["signature_hex"])).hexdigest()
 
     assert_fails(run_list(tmp_path, resign(r, edited(r, consistent))),
-                 "drand round 657413: BLS signature does not verify")
+                 "R7.1.5: drand round 657413: BLS signature does not verify against the quicknet key")
     bundle = edited(r, lambda b: b["beacon"].__setitem__("randomness_hex", "22" * 32))
     assert_fails(run_list(tmp_path, resign(r, bundle)), "beacon randomness is not SHA-256 of its signature")
 
@@ -328,7 +351,7 @@ def test_drand_round_or_chain_changed(tmp_path: Path) -> None:
     bundle = edited(r, lambda b: b["beacon"].__setitem__("round", 657414))
     assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.1.2: beacon round 657414 on path declared-round")
     bundle = edited(r, lambda b: b["beacon"].__setitem__("chain_hash", "00" * 32))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "not from the drand quicknet chain")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.1.1: beacon is not from the drand quicknet chain")
     bundle = edited(r, lambda b: b["campaign"]["beacon"].__setitem__("kind", "sandbox"))
     assert_fails(run_list(tmp_path, resign(r, bundle)), "beacon kind differs from the campaign's")
     bundle = edited(r, lambda b: b["campaign"]["beacon"].__setitem__("round", 657412))
@@ -390,7 +413,7 @@ def test_drand_fallback_cannot_shop_for_a_later_round(tmp_path: Path) -> None:
 def test_sandbox_beacon_round_differs_from_declared(tmp_path: Path) -> None:
     r = make(tmp_path)
     bundle = edited(r, lambda b: b["campaign"]["beacon"].__setitem__("round", 2))
-    assert_fails(run_list(tmp_path, resign(r, bundle)), "sandbox beacon round")
+    assert_fails(run_list(tmp_path, resign(r, bundle)), "R7.1.2: beacon round")
 
 
 # --- parameters, seed, cutoffs --------------------------------------------------------------------------
@@ -475,7 +498,7 @@ def test_pinned_key_refuses_a_self_consistent_draw_by_another_service(tmp_path: 
     real = make(tmp_path)
     fake_dir = tmp_path / "fake"
     fake_dir.mkdir()
-    fake = rehearsal.rehearse(rehearsal.Scenario(campaign_id="impostor"), count=100, list_path=fake_dir / "list.csv")
+    fake = rehearsal.rehearse(rehearsal.Scenario(campaign_id="impostor", sandbox_signer=sign_round), count=100, list_path=fake_dir / "list.csv")
     assert real.service_public != fake.service_public
     assert_passes(run_list(fake_dir, fake.bundle_bytes))
     assert_fails(run_list(fake_dir, fake.bundle_bytes, "--service-key", real.service_public.hex()),
@@ -494,11 +517,11 @@ def test_commitment_root_altered_and_recommitted(tmp_path: Path) -> None:
     # no longer hashes to the root, and the participants' reveals name the old root.
     r = make(tmp_path)
     rows = [(t, n, s) for t, n, s in r.rows if t != 42]
-    other = rehearsal.rehearse(rehearsal.Scenario(), rows=rows, list_path=tmp_path / "other.csv")
+    other = rehearsal.rehearse(rehearsal.Scenario(sandbox_signer=sign_round), rows=rows, list_path=tmp_path / "other.csv")
     assert_fails(run_list(tmp_path, other.bundle_bytes), "registrant list has 100 registrants, the commitment 99")
     spliced = edited(r, lambda b: b.__setitem__("commitment", other.bundle["commitment"]))
     assert_fails(run_list(tmp_path, resign(r, spliced), list_path=tmp_path / "other.csv"),
-                 "R7.3.3: sandbox beacon signature does not verify")
+                 "R6.6: participant p1: reveal signature does not verify")
 
 
 def test_commitment_made_before_registration_closed(tmp_path: Path) -> None:

@@ -214,7 +214,7 @@ async def drawn_campaign(api_url: str, stack: Stack, operator_token: str,
                                                            committed["root_hex"], committed["tree_size"]))
             await _ok(http.post(f"{base}/ceremony/{pid}/reveal",
                                 json={"secret_hex": secrets_[pid].hex(), "signature_hex": signature.hex()}))
-        await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/beacon", json={"kind": "sandbox"},
+        await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/beacon/fetch",
                             headers=auth(operator_token)))
         await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token, second_operator_token)
         bundle = (await _ok(http.get(f"{base}/bundle")))["bundle"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lottery import rehearsal
+from sandbox.drand_chain import sign_round
 from stimulus.sandbox_idp import SANDBOX_DISTRICTS
 from tests.web.bundle_server import Published, serving
 from tests.web.conftest import CHROMIUM_ARGS, _installed
@@ -57,7 +58,7 @@ def build(directory: Path, registrants: int, beacon: str, algorithm: str) -> Pub
     tiers = [{"tier": "A", "amount_fen": 20_000, "count": winners - small},
              {"tier": "B", "amount_fen": 10_000, "count": small}]
     scenario = rehearsal.Scenario(campaign_id="demo-whole-draw", tiers=tiers, quotas=quotas, participants=3,
-                                  beacon=beacon, algorithm=algorithm)
+                                  beacon=beacon, algorithm=algorithm, sandbox_signer=sign_round)
     directory.mkdir(parents=True, exist_ok=True)
     made = rehearsal.rehearse(scenario, count=registrants, list_path=directory / "registrants.csv", keep_rows=False)
     (directory / "bundle.json").write_bytes(made.bundle_bytes)

@@ -111,16 +111,8 @@ export async function checkSeed(campaign, keys, commitment, summary) {
     if (bytesToHex(randomness) !== beacon.randomness_hex) steps.fail("beacon", ["s_beacon"], beaconRows, ["x_randomness"]);
     steps.add("beacon", "ok", ["s_beacon"], beaconRows);
     if (beacon.kind === "sandbox") {
-      const key = await serviceKey(keys, commitment.key_id);
-      const rows = [["r_statement", statements.sandboxBeacon(b.campaign.id, beacon.round, commitment.root_hex)]];
-      if (key.error || beacon.public_key_hex !== key.publicHex) {
-        steps.fail("beacon-signature", ["s_beacon_auth"], rows, key.error || ["x_key_unknown", { key: beacon.key_id }]);
-      }
-      const ok = await ed25519Verify(key.publicHex, beacon.signature_hex, utf8(rows[0][1]));
-      rows.push(["r_outcome", sigText(ok)]);
-      if (ok === false) steps.fail("beacon-signature", ["s_beacon_auth"], rows, ["x_signature"]);
-      rows.push(["r_status", ["o_sandbox"]]);
-      steps.add("beacon-signature", "warn", ["s_beacon_auth"], rows);
+      // The sandbox chain's secret key is public: its BLS signature proves nothing about fairness.
+      steps.add("beacon-signature", "warn", ["s_beacon_auth"], [["r_status", ["o_sandbox"]]]);
     } else {
       steps.add("beacon-signature", "info", ["s_beacon_auth"], [["r_status", ["o_bls"]]]);
     }

@@ -89,8 +89,6 @@ export const statements = {
   ceremonyReveal: (campaignId, e, rootHex, treeSize) => canonicalJson({ type: "stimulus/ceremony-reveal/v1",
     campaign_id: campaignId, participant_id: e.participant_id, secret_hex: e.secret_hex, root_hex: rootHex,
     tree_size: treeSize }),
-  sandboxBeacon: (campaignId, round, rootHex) => canonicalJson({ type: "stimulus/sandbox-beacon/v1",
-    campaign_id: campaignId, round, root_hex: rootHex }),
 };
 
 // The key id: the first 16 hex digits of SHA-256 of the raw 32-byte public key.

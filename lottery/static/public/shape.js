@@ -122,7 +122,7 @@ const CAMPAIGN = obj({
   registration_opens_at: timestamp,
   registration_closes_at: timestamp,
   registration_closed_at: timestamp,
-  beacon: obj({ kind: oneOf("drand-quicknet", "sandbox"), round: u64, fallback: oneOf("next-round", "none") }),
+  beacon: obj({ kind: oneOf("drand-quicknet", "sandbox"), round: nullable(u64), fallback: oneOf("next-round", "none") }),
   participants: array(obj({ id: string, name: string, public_key_hex: hexBytes(32) })),
   draw_rules: obj({ algorithm: oneOf("sha256-score-v1", "rfc3797"), tier_scope: oneOf("global"),
                     spillover: oneOf("redistribute-lowest-scores", "none"),
@@ -143,11 +143,12 @@ const CEREMONY_ENTRY = obj({
   status: oneOf("revealed", "missing"),
 });
 
-const DRAND_BEACON = obj({ kind: string, chain_hash: HASH, round: u64, signature_hex: hexBytes(48),
-                           randomness_hex: HASH, round_time: timestamp,
-                           path: oneOf("declared-round", "next-round-fallback") });
-const SANDBOX_BEACON = obj({ kind: string, round: u64, signature_hex: SIGNATURE, randomness_hex: HASH,
-                             generated_at: timestamp, key_id: KEY_ID, public_key_hex: hexBytes(32), warning: string });
+const DRAND_FIELDS = { kind: string, chain_hash: HASH, round: u64, signature_hex: hexBytes(48), randomness_hex: HASH,
+                       round_time: timestamp };
+const DRAND_BEACON = obj({ ...DRAND_FIELDS, path: oneOf("declared-round", "next-round-fallback") });
+// The sandbox chain's round, marked: its public key (G2, 96 bytes) and the warning.
+const SANDBOX_BEACON = obj({ ...DRAND_FIELDS, path: oneOf("declared-round", "next-round-fallback", "first-round-after-reveals"),
+                             public_key_hex: hexBytes(96), warning: string });
 
 function beacon(value, path) {
   if (!isObject(value)) throw new Violation(TYPES, `${path} must be an object, not ${typeName(value)}`);

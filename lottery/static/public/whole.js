@@ -20,22 +20,32 @@ import { DrawError, firstDifference, recompute } from "./recompute.js";
 import { Violation, checkBundleShape, checkEnvelopeShape, require, timestampMicros } from "./shape.js";
 
 const FORMAT = "stimulus/draw-bundle/v1";
-const SANDBOX_WARNING = "SANDBOX BEACON: a locally signed value, predictable by its key holder; demos and tests only";
+const SANDBOX_WARNING = "SANDBOX BEACON: a drand-format chain whose secret key is public, so predictable; demos and tests only";
 const MAX_SELECTIONS = 1 << 16;  // RFC 3797 numbers its selections in two bytes (R10.2.1)
-// docs/draw-spec.md section 7.1: the pinned quicknet constants.
+const DST = "BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_";
+// docs/draw-spec.md sections 7.1 and 7.3: the pinned chains, quicknet and the (predictable) sandbox chain.
 const QUICKNET = {
   chainHash: "52db9ba70e0cc0f6eaf7803dd07447a1f5477735fd3f661792ba94600c84e971",
   publicKey: "83cf0f2896adee7eb8b5f01fcad3912212c437e0073e911fb90022d3e760183c8c4b450b6a0a6c3ac6a5776a2d1064510d1fec758c921cc22b0e17e63aaf4bcb5ed66304de9cf809bd274ca73bab4af5a6e9c76a4bc09e76eae8991ef5ece45a",
   genesis: 1692803367,
   period: 3,
-  dst: "BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_",
 };
+const SANDBOX = {
+  chainHash: "97b117f34ef1a160537e83bd3a89647c5ea1a1220c60faa0d4b8e0470b79a45b",
+  publicKey: "a303ac7370a946c54bc324696e2540acb09c9a05cb39ad655f8f3cfe6a4ce703b5a66d42b437603212767dd6a682e7560eecd6f8b29a62d7385f9db25921e63857509887c99224312fff6c3179df15ca46bc4c7f636dc4afa58984f7e34f90bd",
+  genesis: 1600000000,
+  period: 1,
+};
+const chainOf = (kind) => (kind === "sandbox" ? SANDBOX : QUICKNET);  // the shape step admits only these two
 // The last round whose time a timestamp can spell (9999-12-31T23:59:59Z).
-const MAX_ROUND = Math.floor((253402300799 - QUICKNET.genesis) / QUICKNET.period) + 1;
+const maxRound = (chain) => Math.floor((253402300799 - chain.genesis) / chain.period) + 1;
 
 const raw = (text) => ["x_raw", { text }];
 const parseTimestamp = (text) => timestampMicros(text);  // the shape step has checked every timestamp
-const roundTime = (round) => (QUICKNET.genesis + (Number(round) - 1) * QUICKNET.period) * 1e6;
+const roundTime = (round, chain = QUICKNET) => (chain.genesis + (Number(round) - 1) * chain.period) * 1e6;
+// The first round published strictly after `micros` (R7.3.1), for a sandbox campaign's open round.
+const firstRoundAfter = (chain, micros) =>
+  BigInt(Math.max(1, Math.floor((Math.floor(micros / 1e6) - chain.genesis) / chain.period) + 2));
 
 function timestampText(micros) {
   const at = new Date(Math.floor(micros / 1000));
@@ -56,8 +66,9 @@ async function ed25519Ok(publicHex, signatureHex, message) {
   }
 }
 
-// drand quicknet, bls-unchained-g1-rfc9380: the signature on G1 over SHA-256(u64(round)).
-export async function drandRoundOk(round, signatureHex) {
+// bls-unchained-g1-rfc9380 (quicknet's scheme, and the sandbox chain's): the signature on G1 over
+// SHA-256(u64(round)), checked against the chain's public key.
+export async function drandRoundOk(round, signatureHex, publicKey = QUICKNET.publicKey) {
   const r = BigInt(round);
   if (r <= 0n || r >= 1n << 64n) return false;
   let signature;
@@ -67,7 +78,7 @@ export async function drandRoundOk(round, signatureHex) {
     const point = bls.Signature.fromBytes(signature);
     if (point.is0() || !point.isTorsionFree()) return false;
     const message = await sha256(u64(r));
-    return bls.verify(point, bls.hash(message, QUICKNET.dst), hexToBytes(QUICKNET.publicKey, 96));
+    return bls.verify(point, bls.hash(message, DST), hexToBytes(publicKey, 96));
   } catch {
     return false;
   }
@@ -194,12 +205,11 @@ async function checkCommitment(bundle, key, keyId) {
 }
 
 function beaconTime(bundle) {
-  const beacon = bundle.beacon;
-  return beacon.kind === "drand-quicknet" ? roundTime(beacon.round) : parseTimestamp(beacon.generated_at);
+  return roundTime(bundle.beacon.round, chainOf(bundle.beacon.kind));
 }
 
-// 5. The beacon: R7.2.1, R7.2.3, R7.2.2, then R7.1.x (drand) or R7.3.x (sandbox).
-async function checkBeacon(bundle, key, keyId) {
+// 5. The beacon: R7.2.1, R7.2.3, R7.2.2, then R7.3.x (sandbox) and R7.1.x (the kind's chain).
+async function checkBeacon(bundle) {
   const beacon = bundle.beacon, declared = bundle.campaign.beacon;
   require(beacon.kind === declared.kind, "R7.2.1", "beacon kind differs from the campaign's");
   require(bundle.sandbox === (beacon.kind === "sandbox"), "R7.2.3",
@@ -208,36 +218,53 @@ async function checkBeacon(bundle, key, keyId) {
   const randomness = await sha256(signature);
   require(beacon.randomness_hex === bytesToHex(randomness), "R7.2.2", "beacon randomness is not SHA-256 of its signature");
   const committed = parseTimestamp(bundle.commitment.committed_at);
-  if (beacon.kind === "drand-quicknet") {
-    require(beacon.chain_hash === QUICKNET.chainHash, "R7.1.1", "beacon is not from the drand quicknet chain");
-    const round = big(beacon.round), wanted = big(declared.round);
+  const kind = beacon.kind, chain = chainOf(kind), round = big(beacon.round);
+  if (kind === "sandbox") {
+    if (declared.round === null) {
+      // The campaign left the round open: the first one after the commitment, every reveal and (if
+      // someone never revealed) the reveal deadline, which nobody chooses.
+      const moments = [committed, ...bundle.ceremony.filter((e) => e.revealed_at !== null)
+        .map((e) => parseTimestamp(e.revealed_at))];
+      const deadline = bundle.campaign.draw_rules.reveal_deadline;
+      if (deadline !== null && bundle.ceremony.some((e) => e.revealed_at === null)) moments.push(parseTimestamp(deadline));
+      const expected = firstRoundAfter(chain, Math.max(...moments));
+      require(round === expected && beacon.path === "first-round-after-reveals", "R7.3.1",
+              `sandbox beacon round ${round} on path ${beacon.path} is not the first round after the reveals `
+              + `(${expected}, path first-round-after-reveals)`);
+    }
+    require(beacon.public_key_hex === SANDBOX.publicKey, "R7.3.2", "sandbox beacon's public_key_hex is not the sandbox chain's key");
+    require(beacon.warning === SANDBOX_WARNING, "R7.3.3", "sandbox beacon not marked as such");
+  }
+  const [name, keyName] = kind === "sandbox" ? ["sandbox chain", "the sandbox chain's key"] : ["drand", "the quicknet key"];
+  require(beacon.chain_hash === chain.chainHash, "R7.1.1",
+          `beacon is not from the ${kind === "sandbox" ? "sandbox" : "drand quicknet"} chain`);
+  require(declared.round !== null || kind === "sandbox", "R7.1.2",
+          "the campaign declared no beacon round; only a sandbox campaign may leave it open");
+  if (declared.round !== null) {
+    const wanted = big(declared.round);
     const onTime = round === wanted && beacon.path === "declared-round";
     // Only the very next round: a wider choice would let the operator pick among rounds.
     const fallback = beacon.path === "next-round-fallback" && round === wanted + 1n && declared.fallback === "next-round";
     require(onTime || fallback, "R7.1.2", `beacon round ${round} on path ${beacon.path} is not the declared round `
             + `${wanted} or its declared next-round fallback`);
-    require(round >= 1n && round <= BigInt(MAX_ROUND), "R7.1.3", `drand round ${round} has no publication time`);
-    require(beacon.round_time === timestampText(roundTime(round)), "R7.1.3",
-            `beacon round_time ${beacon.round_time} is not round ${round}'s time`);
-    require(roundTime(round) > committed, "R7.1.4", "beacon round was published before the registrant list was committed");
-    require(await drandRoundOk(round, beacon.signature_hex), "R7.1.5",
-            `drand round ${round}: BLS signature does not verify against the quicknet key`);
-    return { detail: ["w_beacon_drand", { round: String(round) }], value: randomness };
   }
-  require(big(beacon.round) === 1n && big(declared.round) === 1n, "R7.3.1", "sandbox beacon round is not the declared round 1");
-  require(beacon.public_key_hex === key && beacon.key_id === keyId, "R7.3.2", "sandbox beacon not signed by the service");
-  const statement = statements.sandboxBeacon(bundle.campaign.id, beacon.round, bundle.commitment.root_hex);
-  require(await ed25519Ok(key, beacon.signature_hex, utf8(statement)), "R7.3.3", "sandbox beacon signature does not verify");
-  require(parseTimestamp(beacon.generated_at) > committed, "R7.3.4", "sandbox beacon made before the commitment");
-  require(beacon.warning === SANDBOX_WARNING, "R7.3.5", "sandbox beacon not marked as such");
-  return { status: "warn", detail: ["w_beacon_sandbox"], value: randomness };
+  require(round >= 1n && round <= BigInt(maxRound(chain)), "R7.1.3", `${name} round ${round} has no publication time`);
+  require(beacon.round_time === timestampText(roundTime(round, chain)), "R7.1.3",
+          `beacon round_time ${beacon.round_time} is not round ${round}'s time`);
+  require(roundTime(round, chain) > committed, "R7.1.4", "beacon round was published before the registrant list was committed");
+  require(await drandRoundOk(round, beacon.signature_hex, chain.publicKey), "R7.1.5",
+          `${name} round ${round}: BLS signature does not verify against ${keyName}`);
+  if (kind === "sandbox") return { status: "warn", detail: ["w_beacon_sandbox", { round: String(round) }], value: randomness };
+  return { detail: ["w_beacon_drand", { round: String(round) }], value: randomness };
 }
 
 // The reveal deadline in force: the declared one, or the drand round's time if that is earlier.
 function revealDeadline(campaign) {
   const deadlines = [];
   if (campaign.draw_rules.reveal_deadline !== null) deadlines.push(parseTimestamp(campaign.draw_rules.reveal_deadline));
-  if (campaign.beacon.kind === "drand-quicknet") deadlines.push(roundTime(campaign.beacon.round));
+  if (campaign.beacon.kind === "drand-quicknet" && campaign.beacon.round !== null) {
+    deadlines.push(roundTime(campaign.beacon.round));
+  }
   return deadlines.length ? Math.min(...deadlines) : null;
 }
 
@@ -345,7 +372,7 @@ async function verify({ base, keys: keysPath = "/v1/keys", keyId = null, format 
     return { detail: ["w_commitment_ok", { size: String(commitment.tree_size), root: commitment.root_hex,
                                            at: commitment.committed_at }] };
   });
-  const randomness = await run.step("beacon", () => checkBeacon(bundle, key, bundleKeyId));
+  const randomness = await run.step("beacon", () => checkBeacon(bundle));
   const reveals = await run.step("ceremony", () => checkCeremony(bundle));
   const seed = await run.step("seed", () => checkSeed(bundle, reveals, randomness));
   const rules = bundle.campaign.draw_rules;
