@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -14,7 +16,7 @@ import httpx
 from stimulus.embedded import EmbeddedRedis, free_port
 from tests.conftest import Stack
 from tests.issuance.helpers import assert_books_match, start_process, wait_for_states, worker_env
-from tests.issuance.test_faults import ISSUED, bulk, worker_args
+from tests.issuance.test_faults import ISSUED, bulk, pending_entries, worker_args
 from tests.wallet.conftest import Admin, RunningBank
 
 # Longer than the workers' 10 s Redis socket timeout, so their calls time out while it lasts.
@@ -28,12 +30,15 @@ async def test_workers_wait_out_a_hung_redis_and_finish_the_run(
     server = EmbeddedRedis(tmp_path / "redis", free_port())
     server.start()
     assert server.process is not None
-    admin.knobs(latency_ms=300, latency_sigma=0.0)  # the run is still going when Redis hangs
+    admin.knobs(latency_ms=1500, latency_sigma=0.0)  # the worker is at the bank when Redis hangs
     env = worker_env(stack.settings, bank, REDIS_URL=server.url)
     processes = [start_process("dispatcher", ["worker", "issuance-dispatcher", "--prefix", prefix], env, tmp_path),
                  start_process("worker", worker_args(prefix), env, tmp_path)]
     try:
-        await wait_for_states(db, w.campaign_id, ISSUED, 1, 30)
+        deadline = time.monotonic() + 30
+        while await pending_entries(replace(stack.settings, redis_url=server.url), prefix) == 0:
+            assert time.monotonic() < deadline, processes[1].tail()
+            await asyncio.sleep(0.1)
         os.kill(server.process.pid, signal.SIGSTOP)
         try:
             issued = await db.fetchval("SELECT count(*) FROM packets WHERE campaign_id = $1 AND state = 'issued'",
