@@ -25,10 +25,11 @@ from stimulus.identity import TokenVerifier
 from stimulus.input_guard import guard_input
 from stimulus.metrics_listener import metrics_listener
 from stimulus.observability import RequestContextMiddleware
-from stimulus.outages import DB_ACQUIRE_TIMEOUT_S, request_redis
+from stimulus.outages import DB_ACQUIRE_TIMEOUT_S
 from stimulus.outages import EXCEPTION_HANDLERS as OUTAGE_HANDLERS
 from stimulus.problems import EXCEPTION_HANDLERS, problem
 from stimulus.ratelimit import RateLimiter
+from stimulus.redis_clients import request_client
 from stimulus.services import Services, get_citizen, get_principal, get_services
 from stimulus.settings import Settings
 
@@ -71,7 +72,7 @@ def create_app(settings: Settings) -> Litestar:
         pool = await db.create_pool(settings.database_url, settings.db_pool_min,
                                     settings.db_pool_max, settings.db_command_timeout_s,
                                     pooler=settings.db_pooler, acquire_timeout_s=DB_ACQUIRE_TIMEOUT_S)
-        redis = request_redis(settings.redis_url, REDIS_MAX_CONNECTIONS)
+        redis = request_client(settings, REDIS_MAX_CONNECTIONS)
         services = Services(
             settings=settings, pool=pool, redis=redis,
             verifier=TokenVerifier(settings.idp_public_keys, settings.idp_issuer,

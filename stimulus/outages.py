@@ -6,7 +6,8 @@ process (SIGSTOP: the kernel still accepts the connection, nothing answers) held
 10 s and then answered 500. Here every Redis call the API makes (rate limits, idempotency keys,
 merchant nonces) has a short timeout and no retry, a PostgreSQL connection is waited for a bounded
 time, and the errors of an unreachable server are one problem, not a 500. Nothing needs resetting
-when the server returns: redis-py and asyncpg open fresh connections on the next call.
+when the server returns: redis-py and asyncpg open fresh connections on the next call (the
+clients themselves are built in stimulus/redis_clients.py).
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ import socket
 from typing import Any
 
 import asyncpg
-import redis.asyncio as redis_asyncio
 import redis.exceptions
 from litestar import Request, Response
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from stimulus.problems import problem, request_id_of, unhandled_handler
 
@@ -53,17 +51,6 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError | socket.gaierror) or (
         # a unix socket whose server is gone (PostgreSQL restarting) is a missing file
         isinstance(exc, FileNotFoundError) and exc.filename is None)
-
-
-def request_redis(url: str, max_connections: int) -> redis_asyncio.Redis:
-    """The API's Redis client: short timeouts everywhere, one attempt per command."""
-    # A blocking pool: at peak, more requests than connections wait their turn (briefly) instead
-    # of failing with "Too many connections" (the plain pool raises at its cap).
-    pool = redis_asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0), decode_responses=False)
-    return redis_asyncio.Redis.from_pool(pool)
 
 
 def outage_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

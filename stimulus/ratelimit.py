@@ -2,6 +2,11 @@
 
 The script refills each bucket from the time elapsed, and takes a token from every bucket only
 when all of them have one, so a refused request costs nothing. It answers how long to wait.
+
+A script may touch only keys of one hash slot on Redis Cluster (else CROSSSLOT), and a request's
+buckets (its person, its address) are shared with other requests in every combination, so all
+buckets carry one hash tag, `{rl}`: the limiter lives on one shard, a few cheap commands per
+request, well within what one Redis node serves.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from stimulus.errors import RateLimited
+
+BUCKET_TAG = "{rl}"
 
 # KEYS: bucket keys. ARGV: now_ms, then per key: capacity, refill_per_ms * 1e6 (integer).
 _TOKEN_BUCKET_LUA = """
@@ -55,6 +62,10 @@ class Limit:
         return max(1, round(self.per_minute / 60_000 * 1_000_000))
 
 
+def bucket_key(limit: Limit) -> str:
+    return f"rl:{BUCKET_TAG}:{limit.key}"
+
+
 class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -68,7 +79,7 @@ class RateLimiter:
         args: list[int] = [now_ms]
         for limit in limits:
             args += [limit.burst, limit.refill_per_ms_micro]
-        wait_ms = int(await self._script(keys=[f"rl:{limit.key}" for limit in limits], args=args))
+        wait_ms = int(await self._script(keys=[bucket_key(limit) for limit in limits], args=args))
         if wait_ms > 0:
             retry_after_s = max(1, -(-wait_ms // 1000))
             raise RateLimited(

@@ -144,7 +144,7 @@ def _environment(env: dict[str, str]) -> str:
             raise ConfigurationError(raw, [f"STIMULUS_ENV: {raw!r}, expected production or development"])
         return raw
     # Servers of someone else's (a real deployment) mean production unless said otherwise.
-    outside = bool(env.get("DATABASE_URL")) or bool(env.get("REDIS_URL"))
+    outside = any(env.get(name) for name in ("DATABASE_URL", "REDIS_URL", "REDIS_SENTINELS"))
     return "production" if outside else "development"
 
 
@@ -227,6 +227,13 @@ class Settings:
     # Prometheus metrics on a listener of their own, never on the API's port (0: none).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    # Redis through Sentinel: the sentinels' addresses and the name of the primary they watch
+    # (then `redis_url` only names them, for display), and the passwords of Redis and of the
+    # sentinels when they ask for one.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    redis_password: Secret | None = None
+    redis_sentinel_password: Secret | None = None
 
     @property
     def sandbox(self) -> bool:
@@ -249,6 +256,29 @@ def _networks(name: str, raw: str) -> tuple[str, ...]:
                      for item in raw.split(",") if item.strip())
     except ValueError as exc:
         raise ValueError(f"{name} must list CIDRs or addresses: {exc}") from exc
+
+
+def _sentinels(read: _Reader, env: dict[str, str]) -> tuple[tuple[tuple[str, int], ...], str, str | None]:
+    """`REDIS_SENTINELS=h1:26379,h2:26379` and `REDIS_SENTINEL_MASTER` -> the addresses, the
+    primary's name, and the URL to show for them (None: no Sentinel)."""
+    raw = env.get("REDIS_SENTINELS", "").strip()
+    if not raw:
+        return (), "", None
+    sentinels: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            read.problems.append(f"REDIS_SENTINELS: {item!r} is not host:port")
+            continue
+        sentinels.append((host.strip("[]"), int(port)))
+    master = env.get("REDIS_SENTINEL_MASTER", "").strip()
+    if not master:
+        read.problems.append("REDIS_SENTINEL_MASTER: the name the sentinels know the primary by")
+    url = env.get("REDIS_URL") or ""
+    if url and not url.startswith("redis+sentinel://"):
+        read.problems.append("REDIS_URL and REDIS_SENTINELS: give one, not both")
+    label = "redis+sentinel://" + ",".join(f"{host}:{port}" for host, port in sentinels) + f"/{master}"
+    return tuple(sentinels), master, label
 
 
 def _pooler(raw: str) -> str:
@@ -281,6 +311,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     idp_public_keys = read.keys("STIMULUS_IDP_PUBLIC_KEYS", "KEY_ID")
     bank_public_keys = read.keys("STIMULUS_BANK_PUBLIC_KEYS", "BANK_CODE")
     bank_codes, bank_urls = _banks(env.get("STIMULUS_BANKS", "ICBC,CCB,BOC"))
+    redis_sentinels, redis_sentinel_master, sentinel_label = _sentinels(read, env)
+    redis_password, sentinel_password = read.value("REDIS_PASSWORD"), read.value("REDIS_SENTINEL_PASSWORD")
     bank_url = env.get("STIMULUS_BANK_URL") or None
     idp_issuer, idp_audience = env.get("STIMULUS_IDP_ISSUER"), env.get("STIMULUS_IDP_AUDIENCE")
     if production:
@@ -327,7 +359,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     return Settings(
         state_dir=state_dir,
         database_url=env.get("DATABASE_URL") or None,
-        redis_url=env.get("REDIS_URL") or None,
+        redis_url=sentinel_label or env.get("REDIS_URL") or None,
         host=env.get("STIMULUS_HOST", "127.0.0.1"),
         port=_env_int(env, "STIMULUS_PORT", 8000),
         workers=_env_int(env, "STIMULUS_WORKERS", 2),
@@ -364,6 +396,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         extra={k: v for k, v in env.items() if k.startswith("STIMULUS_X_")},
         metrics_host=env.get("STIMULUS_METRICS_HOST") or env.get("STIMULUS_HOST", "127.0.0.1"),
         metrics_port=_env_int(env, "STIMULUS_METRICS_PORT", 9464),
+        redis_sentinels=redis_sentinels,
+        redis_sentinel_master=redis_sentinel_master,
+        redis_password=Secret(redis_password.encode()) if redis_password else None,
+        redis_sentinel_password=Secret(sentinel_password.encode()) if sentinel_password else None,
     )
 
 

@@ -30,6 +30,7 @@ from stimulus.cli import run_db
 from stimulus.db import create_pool
 from stimulus.errors import DomainError
 from stimulus.observability import configure_logging
+from stimulus.redis_clients import worker_client
 from stimulus.settings import Settings, load_settings
 from stimulus.stack import migrate_sync, start_stack
 from wallet_adapter import expiry, issuance, streams
@@ -245,9 +246,7 @@ async def _connect(settings: Settings, pool_max: int) -> tuple[asyncpg.Pool, red
                 raise
             console.print(f"waiting for PostgreSQL: {exc}")
             await asyncio.sleep(1)
-    redis = redis_asyncio.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5,
-                                         decode_responses=False, health_check_interval=15)
-    return pool, redis
+    return pool, worker_client(settings)
 
 
 @click.command("issuance")
