@@ -173,7 +173,7 @@ def _commands(overlay: list[dict[str, Any]], compose: dict[str, Any]) -> set[tup
 def test_compose_services_are_wired(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert {"postgres", "pgbouncer", "redis-primary", "redis-replica", "sentinel-1", "sentinel-2",
-            "sentinel-3", "api-1", "api-2", "lb", "migrate", "bank"} <= set(services)
+            "sentinel-3", "api-1", "api-2", "lb", "migrate", "bank", "drand-relay"} <= set(services)
     stimulus = _stimulus_services(compose)
     assert {tuple(s["command"]) for s in stimulus.values()} >= {
         ("serve",), ("migrate",), ("worker", "issuance"), ("worker", "issuance-dispatcher"),
@@ -194,8 +194,14 @@ def test_compose_services_are_wired(compose: dict[str, Any]) -> None:
             if variable.endswith("_FILE"):
                 secret = str(value).removeprefix("/run/secrets/")
                 assert secret in service.get("secrets", []), f"{name}: {variable} names no secret it has"
-    assert services["bank"]["profiles"] == ["sandbox"]
-    assert [n for n, s in services.items() if "sandbox" in s.get("profiles", [])] == ["bank"]
+    # The sandbox parties run from the sandbox image only, and only in the sandbox profile.
+    sandboxed = {n for n, s in services.items() if s["image"] == "stimulus-sandbox:latest"}
+    assert sandboxed == {n for n, s in services.items() if "sandbox" in s.get("profiles", [])}
+    assert sandboxed >= {"bank", "drand-relay"}
+    for name in sandboxed:
+        module = next(a for a in [*services[name].get("entrypoint", []), *services[name]["command"]]
+                      if "sandbox." in a).split("sandbox.")[1].split()[0]
+        assert (ROOT / "sandbox" / f"{module}.py").is_file(), name
     assert all(s["environment"]["STIMULUS_ENV"] == "production" for s in stimulus.values())
     haproxy = (DEPLOY / "compose" / "haproxy.cfg").read_text()
     assert set(re.findall(r"server \S+ (\S+):8000", haproxy)) == {"api-1", "api-2"}
