@@ -82,6 +82,7 @@ def pod_env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         "bank-api-key": secrets.token_urlsafe(24),
         "bank-public-keys": ",".join(f"{code}:{_public_hex()}" for code in ("ICBC", "CCB", "BOC")),
         "idp-public-keys": f"city-1:{_public_hex()}",
+        "redis-password": secrets.token_urlsafe(24),
     }
     env: dict[str, str] = dict(config)
     for variable in container["env"]:
@@ -96,6 +97,10 @@ def pod_env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     blocker = tmp / "image-site"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(NO_SANDBOX)
+    # The session's Redis is one server without a password: it stands for the Sentinels' primary
+    # (tests/redis_ha runs the real thing).
+    for name in ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_PASSWORD_FILE"):
+        assert env.pop(name), name
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: no traffic leaves the machine
     env.update({
         "PATH": os.environ["PATH"],

@@ -148,7 +148,7 @@ def test_manifests_set_only_variables_the_product_reads(
         named.update(service["environment"])
     assert named - known == set()
     # The settings production refuses to start without are all given.
-    for needed in ("DATABASE_URL", "REDIS_URL", "STIMULUS_PEPPER_FILE", "STIMULUS_SERVICE_KEY_FILE",
+    for needed in ("DATABASE_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "STIMULUS_PEPPER_FILE", "STIMULUS_SERVICE_KEY_FILE",
                    "STIMULUS_BANKS", "STIMULUS_BANK_API_KEY_FILE", "STIMULUS_BANK_PUBLIC_KEYS_FILE",
                    "STIMULUS_IDP_ISSUER", "STIMULUS_IDP_AUDIENCE"):
         assert needed in named, needed
