@@ -111,12 +111,14 @@ def run(registrations: int = 100_000, connections: int = 32, workers: int = 2) -
     stack = start_stack(settings, need_redis=True)
     try:
         settings = stack.settings
+        idp_key = settings.idp_key
+        assert idp_key is not None, "the benchmark signs its tokens with the sandbox identity provider's key"
         migrate_sync(settings)
         print(f"pre-generating {registrations} identity tokens ...", flush=True)
         tokens_file = state_dir / "tokens.txt"
         with tokens_file.open("w") as fh:
             for n in range(registrations):
-                fh.write(token_for(settings.idp_key, synthetic_citizen(n), issuer=settings.idp_issuer,
+                fh.write(token_for(idp_key, synthetic_citizen(n), issuer=settings.idp_issuer,
                                    audience=settings.idp_audience, ttl_s=6 * 3600) + "\n")
         assert settings.database_url
         base_rate = asyncio.run(baseline(settings.database_url))
@@ -144,6 +146,8 @@ def _drive(settings: object, env: dict[str, str], wrk: str, campaign_id: str, to
     from stimulus.settings import Settings
 
     assert isinstance(settings, Settings)
+    idp_key = settings.idp_key
+    assert idp_key is not None, "the benchmark signs its tokens with the sandbox identity provider's key"
     api_env = {k: v for k, v in env.items() if k.startswith("STIMULUS_")}
     with running_api(replace(settings), workers=workers, extra_env=api_env) as base:
         operator = _operator_token(settings)
@@ -154,7 +158,7 @@ def _drive(settings: object, env: dict[str, str], wrk: str, campaign_id: str, to
             client.post(f"/v1/admin/campaigns/{campaign_id}/open", headers=headers).raise_for_status()
             # Warm up the connection pools and the campaign cache with a few registrations.
             for n in range(3):
-                token = token_for(settings.idp_key, synthetic_citizen(10_000_000 + n),
+                token = token_for(idp_key, synthetic_citizen(10_000_000 + n),
                                   issuer=settings.idp_issuer, audience=settings.idp_audience)
                 client.post(f"/v1/campaigns/{campaign_id}/registrations",
                             headers={"Authorization": f"Bearer {token}"}).raise_for_status()
