@@ -259,3 +259,10 @@ def test_alert_rules_parse_and_name_exported_metrics() -> None:
         used.update(names)
     assert used & exported >= {"stimulus_http_requests_total", "stimulus_issuance_packets_total",
                                "stimulus_issuance_outbox_open"}
+
+
+def test_deployment_doc_lists_every_exported_metric() -> None:
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    section = doc.split("## What to monitor", 1)[1]
+    listed = set(re.findall(r"^\| `(stimulus_[a-z_]+)`", section, re.M))
+    assert listed == set(exported_metrics())
