@@ -125,18 +125,27 @@ def draw_registrants(campaign_id: str, out: Path, fmt: str) -> None:
 @click.command("approve")
 @click.argument("approval_id", type=int)
 @token_option
-def approve_command(approval_id: int, token: str) -> None:
-    """Approve and run a pending request (commitment, draw, issuance) as a second operator."""
-    settings = load_settings()
+@click.option("--no-wait", is_flag=True, help="answer once the job is queued, without following it")
+def approve_command(approval_id: int, token: str, no_wait: bool) -> None:
+    """Approve a pending request (commitment, draw, issuance) as a second operator; a jobs worker
+    runs it, and this follows its progress until it ends."""
+    from stimulus.jobs_cli import exit_for, follow
 
-    async def go(conn: asyncpg.Connection) -> approvals.Approval:
+    async def go(conn: asyncpg.Connection) -> tuple[approvals.Approval, Any]:
         checker = await _operator(conn, token)
-        return await approvals.approve(conn, settings, approval_id, checker.actor)
-    _echo_json(_run(go))
+        approval = await approvals.approve(conn, approval_id, checker.actor)
+        if no_wait or approval.job_id is None:
+            return approval, None
+        job = await follow(conn, approval.job_id)
+        return await approvals.fetch(conn, approval_id), job
+    approval, job = _run(go)
+    _echo_json(approval)
+    if job is not None:
+        exit_for(job)
 
 
 @click.command("approvals")
-@click.option("--status", type=click.Choice(["pending", "executed", "rejected", "failed"]))
+@click.option("--status", type=click.Choice(["pending", "approved", "executed", "rejected", "failed"]))
 def approvals_command(status: str | None) -> None:
     """List approval requests."""
     _echo_json(_run(lambda conn: approvals.list_recent(conn, status)))

@@ -56,8 +56,12 @@ async def precheck(conn: asyncpg.Connection, campaign_id: str, params: dict[str,
                          code="wrong_campaign_state", state=campaign.state)
 
 
+COMMIT_STEPS = 3  # the progress a commitment job reports: copy, hash, sign
+
+
 async def execute(ctx: ApprovalContext) -> dict[str, Any]:
     conn, campaign_id = ctx.conn, ctx.subject
+    await ctx.progress(0, COMMIT_STEPS, "copying the list")
     state = await conn.fetchval("SELECT state FROM campaigns WHERE id = $1 FOR UPDATE", campaign_id)
     if state != "closed":
         raise WrongState(f"campaign is {state}, not closed", code="wrong_campaign_state", state=state)
@@ -66,6 +70,7 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
            SELECT campaign_id, row_number() OVER (ORDER BY ticket) - 1, ticket, pseudonym, stratum
            FROM registrations WHERE campaign_id = $1 AND withdrawn_at IS NULL""", campaign_id)
     count = await conn.fetchval("SELECT count(*) FROM committed_registrants WHERE campaign_id = $1", campaign_id)
+    await ctx.progress(1, COMMIT_STEPS, "hashing the tree")
     if count >= ctx.settings.draw_parallel_from:
         tree = await _tree_in_processes(conn, ctx.settings.state_dir, campaign_id)
     else:
@@ -73,6 +78,7 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
     await conn.copy_records_to_table(
         "merkle_chunks", columns=["campaign_id", "level", "chunk", "nodes"],
         records=_chunks(campaign_id, tree))
+    await ctx.progress(2, COMMIT_STEPS, "signing the commitment")
     committed_at = timestamp(await conn.fetchval("SELECT clock_timestamp()"))
     key = ctx.settings.service_key
     root_hex = tree.root.hex()

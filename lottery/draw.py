@@ -37,6 +37,8 @@ WIN_NOTICE = ("[{name}] Your registration (ticket {ticket}) has won a red packet
 HandOver = Callable[[asyncpg.Connection, Campaign, DrawOutcome], Awaitable[dict[str, Any]]]
 HAND_OVERS: list[HandOver] = []
 
+DRAW_STEPS = 5  # the progress a draw job reports: check, read, select, write, hand over
+
 
 def campaign_section(campaign: Campaign, closed_at: datetime) -> dict[str, Any]:
     rules = campaign.draw_rules
@@ -87,6 +89,7 @@ async def _tickets_by_stratum(conn: asyncpg.Connection, campaign: Campaign) -> d
 
 async def execute(ctx: ApprovalContext) -> dict[str, Any]:
     conn = ctx.conn
+    await ctx.progress(0, DRAW_STEPS, "checking the campaign")
     await conn.execute("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE", ctx.subject)
     campaign = await campaigns.fetch(conn, ctx.subject)
     await _ready(conn, campaign)
@@ -101,7 +104,9 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
                 "root_hex": bytes(commitment["root"]).hex(), "committed_at": statement["committed_at"],
                 "key_id": commitment["key_id"], "signature_hex": bytes(commitment["signature"]).hex()}
     ceremony_entries = await ceremony.bundle_entries(conn, campaign)
+    await ctx.progress(1, DRAW_STEPS, "reading the committed list")
     tickets = await _tickets_by_stratum(conn, campaign)
+    await ctx.progress(2, DRAW_STEPS, "selecting the winners")
     registrants = sum(len(t) for t in tickets.values())
     pool = parallel.executor(spawn=True) if registrants >= ctx.settings.draw_parallel_from else None
     try:
@@ -114,6 +119,7 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
             pool.shutdown()
     key = ctx.settings.service_key
     signed = bundle_module.envelope(bundle, key.sign, key.public_bytes)
+    await ctx.progress(3, DRAW_STEPS, "writing the results")
     await conn.copy_records_to_table(
         "draw_winners", columns=["campaign_id", "ticket", "stratum", "tier", "amount_fen", "round", "rank_key"],
         records=((campaign.id, w.ticket, w.stratum, w.tier, w.amount_fen, w.round, w.rank_key)
@@ -136,6 +142,7 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
                "winners_root_hex": outcome.winners_root.hex(), "maker": ctx.maker,
                "fallbacks_taken": bundle["fallbacks_taken"], "sandbox": bundle["sandbox"]}
     await campaigns.transition(conn, campaign.id, "drawn", ctx.checker, details)
+    await ctx.progress(4, DRAW_STEPS, "handing over to packets")
     for hand_over in HAND_OVERS:
         details.update(await hand_over(conn, campaign, outcome))
     return details

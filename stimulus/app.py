@@ -17,7 +17,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from stimulus import approval_routes, dashboard, db
+from stimulus import approval_routes, dashboard, db, job_routes
 from stimulus.auth import authorize_staff
 from stimulus.contract import ContractJsonPlugin
 from stimulus.idempotency import IdempotencyStore
@@ -97,7 +97,7 @@ def create_app(settings: Settings) -> Litestar:
             await redis.aclose()
             await pool.close()
 
-    handlers: list[Any] = [health, ready, service_keys, *approval_routes.ROUTES, *dashboard.routes()]
+    handlers: list[Any] = [health, ready, service_keys, *approval_routes.ROUTES, *job_routes.ROUTES, *dashboard.routes()]
     for module in modules:
         handlers.extend(module.route_handlers(settings))
 

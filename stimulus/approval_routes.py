@@ -35,12 +35,13 @@ async def get_approval(services: Services, principal: Principal, approval_id: in
 @contract("approval_not_found", "approval_decided", "same_operator", "unknown_action", "campaign_not_found",
           "wrong_campaign_state", "already_drawn", "beacon_not_recorded:409", "ceremony_incomplete", "not_drawn:409",
           "claim_deadline_passed", roles=OPERATOR)
-@post("/v1/admin/approvals/{approval_id:int}/approve", tags=["operator"], status_code=200,
-      summary="Approve and run a request (a different operator from the requester)")
+@post("/v1/admin/approvals/{approval_id:int}/approve", tags=["operator"], status_code=202,
+      summary="Approve a request (a different operator from the requester); its job runs it",
+      description="Answers at once with the approval and its `job_id`; follow the job at /v1/admin/jobs/{id}.")
 async def approve(services: Services, principal: Principal, approval_id: int = ApprovalId) -> Approval:
     require_role(principal, "operator")
     async with services.pool.acquire() as conn:
-        return await approvals.approve(conn, services.settings, approval_id, principal.actor)
+        return await approvals.approve(conn, approval_id, principal.actor)
 
 
 @contract("approval_not_found", "approval_decided", "same_operator", "reason_required", roles=OPERATOR)

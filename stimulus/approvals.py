@@ -1,8 +1,10 @@
 """Maker-checker: actions that need a second operator before they run.
 
 An operator requests an action (it is recorded and does nothing yet); a different operator
-approves it, and the action runs in the approval's transaction, so "approved" and "done" are one
-commit. Both steps are written to the audit log. Domain packages register their actions by name.
+approves it, which enqueues a job in the approval's transaction and answers at once. A jobs
+worker runs the action in one transaction with the approval's `executed` (stimulus.jobs), so
+"executed" and "done" are one commit, and a worker that dies leaves nothing half done. Every step
+is written to the audit log. Domain packages register their actions by name.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from stimulus import audit_log
+from stimulus import audit_log, jobs
 from stimulus.errors import Conflict, Forbidden, InvalidInput, NotFound, WrongState
+from stimulus.jobs import Job, JobContext, JobKind, Progress
 from stimulus.settings import Settings
 
 
 @dataclass(frozen=True)
 class ApprovalContext:
-    conn: asyncpg.Connection  # inside the approval's transaction
+    conn: asyncpg.Connection  # inside the transaction that marks the approval executed
     settings: Settings
     approval_id: int
     subject: str
     params: dict[str, Any]
     maker: str
     checker: str
+    progress: Progress = jobs.no_progress
 
 
 Executor = Callable[[ApprovalContext], Awaitable[dict[str, Any]]]
@@ -59,9 +63,11 @@ class Approval(msgspec.Struct, frozen=True):
     decided_by: str | None
     decided_at: datetime | None
     result: dict[str, Any] | None
+    job_id: int | None = None  # the job that runs an approved action
 
 
-_COLUMNS = "id, action, subject, params, status, requested_by, requested_at, decided_by, decided_at, result"
+_COLUMNS = ("id, action, subject, params, status, requested_by, requested_at, decided_by, decided_at, result, "
+            "job_id")
 
 
 def _from_row(row: asyncpg.Record) -> Approval:
@@ -118,23 +124,61 @@ async def _lock_pending(conn: asyncpg.Connection, approval_id: int, checker: str
     return row
 
 
-async def approve(conn: asyncpg.Connection, settings: Settings, approval_id: int, checker: str) -> Approval:
-    """Run the action as the checker; it commits with the approval or not at all."""
+async def approve(conn: asyncpg.Connection, approval_id: int, checker: str) -> Approval:
+    """Approve as the checker and enqueue the action's job, in one transaction; the job runs it."""
     async with conn.transaction():
         row = await _lock_pending(conn, approval_id, checker)
         spec = ACTIONS.get(row["action"])
         if spec is None:
             raise InvalidInput(f"no executor for {row['action']!r} in this process", code="unknown_action")
-        ctx = ApprovalContext(conn, settings, approval_id, row["subject"], dict(row["params"]),
-                              row["requested_by"], checker)
-        result = await spec.execute(ctx)
+        if spec.precheck is not None:  # refuse now what the job would refuse
+            await spec.precheck(conn, row["subject"], dict(row["params"]))
+        job = await jobs.enqueue(conn, row["action"], {"approval_id": approval_id, "subject": row["subject"]},
+                                 checker)
         await audit_log.append(conn, actor=checker, action=f"approval.approve.{row['action']}",
                                subject=row["subject"],
-                               details={"approval_id": approval_id, "maker": row["requested_by"], "result": result})
+                               details={"approval_id": approval_id, "maker": row["requested_by"], "job_id": job.id})
         updated = await conn.fetchrow(
-            f"""UPDATE approvals SET status = 'executed', decided_by = $2, decided_at = now(), result = $3
-                WHERE id = $1 RETURNING {_COLUMNS}""", approval_id, checker, result)
+            f"""UPDATE approvals SET status = 'approved', decided_by = $2, decided_at = now(), job_id = $3
+                WHERE id = $1 RETURNING {_COLUMNS}""", approval_id, checker, job.id)
     return _from_row(updated)
+
+
+def job_kinds(settings: Settings, actions: dict[str, Action] | None = None) -> dict[str, JobKind]:
+    """The jobs that run approved actions, one kind per action."""
+    return {name: JobKind(run=_executor(settings, spec), failed=_failed)
+            for name, spec in (ACTIONS if actions is None else actions).items()}
+
+
+def _executor(settings: Settings, spec: Action) -> Callable[[JobContext], Awaitable[dict[str, Any]]]:
+    async def run(job: JobContext) -> dict[str, Any]:
+        conn, approval_id = job.conn, int(job.job.args["approval_id"])
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM approvals WHERE id = $1 FOR UPDATE", approval_id)
+        if row is None or row["status"] != "approved" or row["job_id"] != job.job.id:
+            raise WrongState(f"approval #{approval_id} is not waiting for job #{job.job.id}",
+                             code="approval_decided")
+        ctx = ApprovalContext(conn, settings, approval_id, row["subject"], dict(row["params"]),
+                              row["requested_by"], row["decided_by"], job.progress)
+        result = await spec.execute(ctx)
+        await audit_log.append(conn, actor=row["decided_by"], action=f"approval.execute.{row['action']}",
+                               subject=row["subject"],
+                               details={"approval_id": approval_id, "job_id": job.job.id, "result": result})
+        await conn.execute("UPDATE approvals SET status = 'executed', result = $2 WHERE id = $1",
+                           approval_id, result)
+        return result
+    return run
+
+
+async def _failed(conn: asyncpg.Connection, job: Job, error: dict[str, Any]) -> None:
+    await conn.execute("UPDATE approvals SET status = 'failed', result = $2 WHERE id = $1 AND status = 'approved'",
+                       int(job.args["approval_id"]), {"error": error})
+
+
+async def requeued(conn: asyncpg.Connection, job: Job) -> None:
+    """A failed approval's job queued again: the approval waits for it once more."""
+    if "approval_id" in job.args:
+        await conn.execute("UPDATE approvals SET status = 'approved', result = NULL WHERE id = $1 AND job_id = $2",
+                           int(job.args["approval_id"]), job.id)
 
 
 async def reject(conn: asyncpg.Connection, approval_id: int, checker: str, reason: str) -> Approval:

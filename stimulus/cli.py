@@ -24,7 +24,7 @@ from stimulus.stack import RunningStack, migrate_sync, start_stack
 console = Console(stderr=True)
 
 # Domain packages may add command groups; each module exposes `commands: list[click.Command]`.
-DOMAIN_CLI_MODULES = ("lottery.cli", "wallet_adapter.issuance_cli", "merchants.cli", "loadtests.cli")
+DOMAIN_CLI_MODULES = ("stimulus.jobs_cli", "lottery.cli", "wallet_adapter.issuance_cli", "merchants.cli", "loadtests.cli")
 
 
 def _stack(need_redis: bool = False) -> RunningStack:

@@ -81,10 +81,28 @@ def call(client: httpx.Client, method: str, path: str, token: str | None = None,
 
 
 def approved(client: httpx.Client, ctx: DemoContext, path: str) -> dict[str, Any]:
-    """Maker-checker: one operator requests, a second approves (and the action runs)."""
+    """Maker-checker: one operator requests, a second approves, and the jobs worker runs it."""
     request = call(client, "POST", path, ctx.operator_token)
-    done: dict[str, Any] = call(client, "POST", f"/v1/admin/approvals/{request['id']}/approve", ctx.checker_token)
+    approval = call(client, "POST", f"/v1/admin/approvals/{request['id']}/approve", ctx.checker_token)
+    job = follow_job(client, ctx, int(approval["job_id"]))
+    if job["state"] != "succeeded":
+        raise RuntimeError(f"job #{job['id']} ({job['kind']}) failed: {job['error']}")
+    done: dict[str, Any] = call(client, "GET", f"/v1/admin/approvals/{request['id']}", ctx.checker_token)
     return done
+
+
+def follow_job(client: httpx.Client, ctx: DemoContext, job_id: int) -> dict[str, Any]:
+    """The job's progress bar, until it succeeds or fails."""
+    with Progress(TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task(f"job #{job_id}", total=None)
+        while True:
+            job: dict[str, Any] = call(client, "GET", f"/v1/admin/jobs/{job_id}", ctx.checker_token)
+            bar.update(task, description=f"{job['kind']}: {job['progress_step'] or job['state']}",
+                       completed=job["progress_done"], total=job["progress_total"])
+            if job["state"] in ("succeeded", "failed"):
+                return job
+            time.sleep(0.2)
 
 
 def winner_count(citizens: int) -> int:

@@ -155,6 +155,8 @@ CODES: dict[str, ProblemCode] = {
     "approval_pending": _c(409, "the same request is already waiting for approval"),
     "approval_decided": _c(409, "the approval request was approved or rejected already"),
     "unknown_action": _c(400, "not an action that needs approval"),
+    "job_not_found": _c(404, "no job has this id"),
+    "job_not_failed": _c(409, "only a failed job can be queued again"),
     "reason_required": _c(400, "a rejection or suspension needs a reason"),
     # Packets, claims, issuance and expiry.
     "not_a_winner": _c(404, "this registration did not win a packet"),

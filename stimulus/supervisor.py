@@ -162,8 +162,9 @@ class Supervisor:
 
 
 def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
-    """Background workers the domain packages declare (`worker_commands(settings)` in their api)."""
-    commands: list[tuple[str, list[str]]] = []
+    """The jobs worker, and the background workers the domain packages declare
+    (`worker_commands(settings)` in their api)."""
+    commands: list[tuple[str, list[str]]] = [("jobs", [sys.executable, "-m", "stimulus.cli", "worker", "jobs"])]
     for name in DOMAIN_API_MODULES:
         module = importlib.import_module(name)
         declare = getattr(module, "worker_commands", None)

@@ -82,6 +82,9 @@ ACCESS: dict[str, str] = {
     "GET /v1/admin/approvals/{approval_id:int}": "staff",
     "POST /v1/admin/approvals/{approval_id:int}/approve": "operator",
     "POST /v1/admin/approvals/{approval_id:int}/reject": "operator",
+    "GET /v1/admin/jobs": "staff",
+    "GET /v1/admin/jobs/{job_id:int}": "staff",
+    "POST /v1/admin/jobs/{job_id:int}/retry": "operator",
     "POST /v1/admin/campaigns": "operator",
     "POST /v1/admin/campaigns/{campaign_id:str}/open": "operator",
     "POST /v1/admin/campaigns/{campaign_id:str}/close": "operator",
@@ -135,7 +138,7 @@ def concrete(key: str, campaign_id: str, merchant_id: str) -> tuple[str, str]:
         "txn_id": "matrix-absent-txn",
         "participant_id": "nobody",
         "ticket": "1",
-        "approval_id": str(ABSENT_ID), "file_id": str(ABSENT_ID), "break_id": str(ABSENT_ID),
+        "approval_id": str(ABSENT_ID), "job_id": str(ABSENT_ID), "file_id": str(ABSENT_ID), "break_id": str(ABSENT_ID),
         "file_path": "style.css" if "public" in template else "app.js",
         "path": "absent",
     }

@@ -26,6 +26,7 @@ from stimulus.sample import sample_campaign
 from stimulus.signing import SigningKey
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id
+from tests.jobs_helpers import approve_and_run
 
 
 def _participants(n: int) -> tuple[dict[str, SigningKey], list[dict[str, str]]]:
@@ -69,17 +70,16 @@ async def _reveal(http: httpx.AsyncClient, campaign_id: str, pid: str, key: Sign
                            json={"secret_hex": secret.hex(), "signature_hex": signature.hex()})
 
 
-async def _maker_checker(http: httpx.AsyncClient, path: str, maker: str, checker: str) -> dict[str, Any]:
+async def _maker_checker(http: httpx.AsyncClient, stack: Stack, path: str, maker: str,
+                         checker: str) -> dict[str, Any]:
     r = await http.post(path, headers=auth(maker))
     assert r.status_code == 202, r.text
     approval = r.json()
     assert approval["status"] == "pending"
     r = await http.post(f"/v1/admin/approvals/{approval['id']}/approve", headers=auth(maker))
     assert r.status_code == 403 and r.json()["code"] == "same_operator"
-    r = await http.post(f"/v1/admin/approvals/{approval['id']}/approve", headers=auth(checker))
-    assert r.status_code == 200, r.text
-    done: dict[str, Any] = r.json()
-    assert done["status"] == "executed"
+    done = await approve_and_run(http, stack.settings, approval["id"], checker)
+    assert done["status"] == "executed", done
     return done
 
 
@@ -106,7 +106,7 @@ async def test_draw_end_to_end(http: httpx.AsyncClient, stack: Stack, db: asyncp
     assert r.status_code == 409 and r.json()["code"] == "commitment_too_late"
     late_keys, _ = _participants(1)
 
-    done = await _maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token,
+    done = await _maker_checker(http, stack, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token,
                                 second_operator_token)
     assert done["result"]["tree_size"] == 40
     public = bytes.fromhex(next(iter((await http.get("/v1/keys")).json().values())))
@@ -148,7 +148,7 @@ async def test_draw_end_to_end(http: httpx.AsyncClient, stack: Stack, db: asyncp
     r = await _reveal(http, campaign_id, "p1", keys["p1"], secrets_["p1"], root_hex, size)
     assert r.status_code == 409 and r.json()["code"] == "reveal_too_late"
 
-    done = await _maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token,
+    done = await _maker_checker(http, stack, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token,
                                 second_operator_token)
     assert done["result"]["winners"] == 12 and done["result"]["sandbox"] is True
     r = await http.post(f"/v1/admin/campaigns/{campaign_id}/draw", headers=auth(operator_token))
@@ -202,7 +202,7 @@ async def test_draw_end_to_end(http: httpx.AsyncClient, stack: Stack, db: asyncp
         "SELECT action FROM audit_log WHERE subject = $1 ORDER BY seq", campaign_id)]
     for expected in ("approval.request.draw.commit", "approval.approve.draw.commit", "campaign.committed",
                      "ceremony.reveal", "draw.beacon", "approval.request.draw.run", "approval.approve.draw.run",
-                     "campaign.drawn"):
+                     "campaign.drawn", "approval.execute.draw.run"):
         assert expected in actions, expected
 
 
@@ -224,7 +224,7 @@ async def test_missing_reveal_proceeds_after_deadline_and_bundle_says_so(
     assert r.status_code in (400, 409)
     r = await http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(operator_token))
     assert r.status_code == 200, r.text
-    c = (await _maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token,
+    c = (await _maker_checker(http, stack, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token,
                               second_operator_token))["result"]
     r = await _reveal(http, campaign_id, "p1", keys["p1"], b"p1" * 16, c["root_hex"], c["tree_size"])
     assert r.status_code == 200, r.text
@@ -236,7 +236,7 @@ async def test_missing_reveal_proceeds_after_deadline_and_bundle_says_so(
     r = await http.post(f"/v1/admin/campaigns/{campaign_id}/beacon/fetch",
                         headers=auth(operator_token))
     assert r.status_code == 200, r.text
-    await _maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token, second_operator_token)
+    await _maker_checker(http, stack, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token, second_operator_token)
     raw = (await http.get(f"/v1/campaigns/{campaign_id}/bundle")).content
     bundle = json.loads(raw)["bundle"]
     assert bundle["fallbacks_taken"] == ["participant p2 did not reveal: drawn without their secret (rule proceed-without)"]
@@ -254,7 +254,7 @@ async def test_drand_beacon_is_verified_and_must_postdate_the_commitment(
                                 beacon={"kind": "drand-quicknet", "round": DRAND_VECTOR_ROUND})
     await _register(http, stack, campaign_id, 9200, 8)
     assert (await http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(operator_token))).status_code == 200
-    await _maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token, second_operator_token)
+    await _maker_checker(http, stack, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token, second_operator_token)
     bad = DRAND_VECTOR_SIGNATURE[:-2] + ("00" if DRAND_VECTOR_SIGNATURE[-2:] != "00" else "01")
     cases = [({"kind": "sandbox"}, "wrong_beacon_kind"),
              ({"kind": "drand-quicknet", "round": DRAND_VECTOR_ROUND + 1, "signature_hex": DRAND_VECTOR_SIGNATURE},

@@ -26,6 +26,7 @@ from stimulus.db import create_pool
 from stimulus.sample import sample_campaign
 from stimulus.settings import Settings
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id
+from tests.jobs_helpers import approve_and_run
 from tests.wallet.conftest import RunningBank
 from wallet_adapter.bank_protocol import idempotency_key_for
 from wallet_adapter.banks import BankRegistry, issuance_client_options
@@ -74,10 +75,10 @@ async def create_winners(http: httpx.AsyncClient, settings: Settings, maker: str
     for start in range(first, first + registrants, 20):
         await asyncio.gather(*(register(n) for n in range(start, min(start + 20, first + registrants))))
     await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(maker)))
-    await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/commitment", maker, checker)
+    await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/commitment", maker, checker, settings)
     await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/beacon/fetch",
                         headers=auth(maker)))
-    await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", maker, checker)
+    await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", maker, checker, settings)
     won = await _winning_tickets(http, campaign_id)
     result = Winners(campaign_id, {t: by_ticket[t][0] for t in won},
                      {t: v[0] for t, v in by_ticket.items() if t not in won})
@@ -98,13 +99,12 @@ async def _ok(request: Any) -> httpx.Response:
     return response
 
 
-async def maker_checker(http: httpx.AsyncClient, path: str, maker: str, checker: str) -> dict[str, Any]:
+async def maker_checker(http: httpx.AsyncClient, path: str, maker: str, checker: str,
+                        settings: Settings) -> dict[str, Any]:
+    """Request, approve, and run the approved job to its end (as `stimulus worker jobs` would)."""
     response = await http.post(path, headers=auth(maker))
     assert response.status_code == 202, response.text
-    approval = response.json()
-    response = await http.post(f"/v1/admin/approvals/{approval['id']}/approve", headers=auth(checker))
-    assert response.status_code == 200, response.text
-    done: dict[str, Any] = response.json()
+    done = await approve_and_run(http, settings, response.json()["id"], checker)
     assert done["status"] == "executed", done
     return done
 

@@ -47,7 +47,8 @@ async def bulk(http: httpx.AsyncClient, stack_settings: Settings, maker: str, ch
                registrants: int) -> Winners:
     w = await create_winners(http, stack_settings, maker, checker, winners=winners, registrants=registrants,
                              with_wallets=True)
-    done = await maker_checker(http, f"/v1/admin/campaigns/{w.campaign_id}/issuance", maker, checker)
+    done = await maker_checker(http, f"/v1/admin/campaigns/{w.campaign_id}/issuance", maker, checker,
+                               stack_settings)
     assert done["result"]["queued"] == winners, done
     return w
 

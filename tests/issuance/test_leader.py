@@ -60,7 +60,7 @@ async def test_a_killed_dispatcher_leader_is_replaced_within_seconds_and_nothing
     try:
         leader, term = await _leader(db, replicas, 30)
         done = await maker_checker(http, f"/v1/admin/campaigns/{w.campaign_id}/issuance",
-                                   operator_token, second_operator_token)
+                                   operator_token, second_operator_token, stack.settings)
         assert done["result"]["queued"] == WINNERS, done
         deadline = time.monotonic() + 60
         while await db.fetchval("SELECT count(*) FROM packets WHERE campaign_id = $1 AND state = 'issued'",
@@ -74,7 +74,7 @@ async def test_a_killed_dispatcher_leader_is_replaced_within_seconds_and_nothing
         assert successor is not leader and new_term == term + 1
         # Work that only the new leader can publish.
         done = await maker_checker(http, f"/v1/admin/campaigns/{later.campaign_id}/issuance",
-                                   operator_token, second_operator_token)
+                                   operator_token, second_operator_token, stack.settings)
         assert done["result"]["queued"] == WINNERS, done
         admin.knobs(latency_ms=0)
         for campaign in (w, later):

@@ -72,7 +72,7 @@ async def issue_campaign(http: httpx.AsyncClient, settings: Settings, maker: str
     real dispatcher and worker against the sandbox bank until every packet is issued."""
     drawn = await create_winners(http, settings, maker, checker, winners=winners, registrants=winners + 2,
                                  with_wallets=True, **spec)
-    await maker_checker(http, f"/v1/admin/campaigns/{drawn.campaign_id}/issuance", maker, checker)
+    await maker_checker(http, f"/v1/admin/campaigns/{drawn.campaign_id}/issuance", maker, checker, settings)
     async with pipeline(settings, prefix=prefix):
         await wait_for_states(db, drawn.campaign_id, ["issued"], winners, 60)
     rows = await db.fetch("SELECT id, amount_fen, wallet_bank, wallet_id FROM packets WHERE campaign_id = $1 "

@@ -207,7 +207,7 @@ async def drawn_campaign(api_url: str, stack: Stack, operator_token: str,
             receipts[receipt["ticket"]] = receipt
         await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(operator_token)))
         await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token,
-                            second_operator_token)
+                            second_operator_token, stack.settings)
         committed = await _ok(http.get(f"{base}/commitment"))
         for pid, key in keys.items():
             signature = key.sign(ceremony_reveal_statement(campaign_id, pid, secrets_[pid].hex(),
@@ -216,6 +216,7 @@ async def drawn_campaign(api_url: str, stack: Stack, operator_token: str,
                                 json={"secret_hex": secrets_[pid].hex(), "signature_hex": signature.hex()}))
         await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/beacon/fetch",
                             headers=auth(operator_token)))
-        await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token, second_operator_token)
+        await maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token, second_operator_token,
+                           stack.settings)
         bundle = (await _ok(http.get(f"{base}/bundle")))["bundle"]
     return DrawnCampaign(campaign_id, receipts, {w[0]: w for w in bundle["draw"]["winners"]})

@@ -33,7 +33,7 @@ async def queued(api_url: str, stack: Stack, operator_token: str, second_operato
         drawn = await create_winners(http, stack.settings, operator_token, second_operator_token, winners=WINNERS,
                                      registrants=WINNERS + 4, with_wallets=True)
         await maker_checker(http, f"/v1/admin/campaigns/{drawn.campaign_id}/issuance", operator_token,
-                            second_operator_token)
+                            second_operator_token, stack.settings)
         return drawn
 
 

@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 from stimulus.sample import sample_campaign
+from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id
+from tests.jobs_helpers import run_jobs_sync
 from tests.web.conftest import DrawnCampaign
 
 CHECK_TIMEOUT_MS = 20_000
@@ -199,11 +201,14 @@ def test_without_ed25519_the_signatures_are_said_to_be_unchecked(
     page.screenshot(path=str(artifacts / "public-page-without-ed25519.png"), full_page=True)
 
 
-def _approved(http: httpx.Client, path: str, maker: str, checker: str) -> None:
+def _approved(http: httpx.Client, settings: Settings, path: str, maker: str, checker: str) -> None:
     requested = http.post(path, headers=auth(maker))
     assert requested.status_code == 202, requested.text
-    approved = http.post(f"/v1/admin/approvals/{requested.json()['id']}/approve", headers=auth(checker))
-    assert approved.status_code == 200 and approved.json()["status"] == "executed", approved.text
+    approval_id = requested.json()["id"]
+    approved = http.post(f"/v1/admin/approvals/{approval_id}/approve", headers=auth(checker))
+    assert approved.status_code == 202 and approved.json()["status"] == "approved", approved.text
+    run_jobs_sync(settings)
+    assert http.get(f"/v1/admin/approvals/{approval_id}", headers=auth(checker)).json()["status"] == "executed"
 
 
 def test_before_the_draw_a_ticket_is_checked_as_far_as_it_can_be(
@@ -223,7 +228,8 @@ def test_before_the_draw_a_ticket_is_checked_as_far_as_it_can_be(
         assert _steps(page) == {"input": ["info"], "receipt": ["ok"]}
 
         assert http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(operator_token)).status_code == 200
-        _approved(http, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token, second_operator_token)
+        _approved(http, stack.settings, f"/v1/admin/campaigns/{campaign_id}/commitment", operator_token,
+                  second_operator_token)
     page.reload()
     page.wait_for_selector("body[data-loaded=true]", timeout=CHECK_TIMEOUT_MS)
     assert page.get_attribute("#state", "data-state") == "committed"
