@@ -219,12 +219,16 @@ async def set_up(pool: asyncpg.Pool, campaign_id: str, packets: int) -> None:
 
 
 async def issue_in_bulk(pool: asyncpg.Pool, settings: Settings, campaign_id: str) -> dict[str, object]:
-    from stimulus import approvals
+    from stimulus import actions, approvals, jobs_worker
     from wallet_adapter import issuance
+
+    actions.install()
 
     async with pool.acquire() as conn:
         request = await approvals.request(conn, issuance.BULK_START, campaign_id, {}, "operator:maker")
-        done = await approvals.approve(conn, settings, request.id, "operator:checker")
+        await approvals.approve(conn, request.id, "operator:checker")
+    await jobs_worker.runner(settings, pool, lease_s=60).run_until_idle()
+    done = await approvals.fetch(pool, request.id)
     return done.result or {}
 
 

@@ -1,7 +1,8 @@
 """Running the draw, once: seed, selection, results in bulk, the signed bundle, winners' notices.
 
 Runs as the approved half of a maker-checker request, in one transaction: either everything
-(results, bundle, notices, state `drawn`, audit entry, hand-over) commits or nothing does. A
+(results, bundle, notices, state `drawn`, audit entry, hand-over) commits or nothing does. The
+hand-overs are given by whoever assembles the action (stimulus.actions), never found by import. A
 second run is refused; the bundle and results are then only read back, never recomputed, so
 "draw shopping" is impossible through the service.
 """
@@ -35,7 +36,6 @@ WIN_NOTICE = ("[{name}] Your registration (ticket {ticket}) has won a red packet
 
 # Domain packages act on a fresh draw in the same transaction (e.g. allocating red packets).
 HandOver = Callable[[asyncpg.Connection, Campaign, DrawOutcome], Awaitable[dict[str, Any]]]
-HAND_OVERS: list[HandOver] = []
 
 DRAW_STEPS = 5  # the progress a draw job reports: check, read, select, write, hand over
 
@@ -87,7 +87,14 @@ async def _tickets_by_stratum(conn: asyncpg.Connection, campaign: Campaign) -> d
     return grouped
 
 
-async def execute(ctx: ApprovalContext) -> dict[str, Any]:
+def executor(hand_overs: Sequence[HandOver]) -> Callable[[ApprovalContext], Awaitable[dict[str, Any]]]:
+    """The draw as an approved action, followed in its transaction by each hand-over."""
+    async def run(ctx: ApprovalContext) -> dict[str, Any]:
+        return await execute(ctx, hand_overs)
+    return run
+
+
+async def execute(ctx: ApprovalContext, hand_overs: Sequence[HandOver]) -> dict[str, Any]:
     conn = ctx.conn
     await ctx.progress(0, DRAW_STEPS, "checking the campaign")
     await conn.execute("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE", ctx.subject)
@@ -143,7 +150,7 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
                "fallbacks_taken": bundle["fallbacks_taken"], "sandbox": bundle["sandbox"]}
     await campaigns.transition(conn, campaign.id, "drawn", ctx.checker, details)
     await ctx.progress(4, DRAW_STEPS, "handing over to packets")
-    for hand_over in HAND_OVERS:
+    for hand_over in hand_overs:
         details.update(await hand_over(conn, campaign, outcome))
     return details
 

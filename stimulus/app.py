@@ -17,7 +17,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from stimulus import approval_routes, dashboard, db, job_routes
+from stimulus import actions, approval_routes, dashboard, db, job_routes
 from stimulus.auth import authorize_staff
 from stimulus.contract import ContractJsonPlugin
 from stimulus.idempotency import IdempotencyStore
@@ -64,6 +64,7 @@ def _domain_modules() -> list[Any]:
 
 def create_app(settings: Settings) -> Litestar:
     modules = _domain_modules()
+    actions.install()  # requests and approvals check each action's preconditions
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

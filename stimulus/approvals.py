@@ -4,7 +4,7 @@ An operator requests an action (it is recorded and does nothing yet); a differen
 approves it, which enqueues a job in the approval's transaction and answers at once. A jobs
 worker runs the action in one transaction with the approval's `executed` (stimulus.jobs), so
 "executed" and "done" are one commit, and a worker that dies leaves nothing half done. Every step
-is written to the audit log. Domain packages register their actions by name.
+is written to the audit log. The assembly (stimulus.actions) wires each action by name.
 """
 
 from __future__ import annotations
@@ -46,10 +46,6 @@ class Action:
 
 
 ACTIONS: dict[str, Action] = {}
-
-
-def register(name: str, execute: Executor, precheck: Precheck | None = None) -> None:
-    ACTIONS[name] = Action(execute, precheck)
 
 
 class Approval(msgspec.Struct, frozen=True):
@@ -144,10 +140,9 @@ async def approve(conn: asyncpg.Connection, approval_id: int, checker: str) -> A
     return _from_row(updated)
 
 
-def job_kinds(settings: Settings, actions: dict[str, Action] | None = None) -> dict[str, JobKind]:
+def job_kinds(settings: Settings, actions: dict[str, Action]) -> dict[str, JobKind]:
     """The jobs that run approved actions, one kind per action."""
-    return {name: JobKind(run=_executor(settings, spec), failed=_failed)
-            for name, spec in (ACTIONS if actions is None else actions).items()}
+    return {name: JobKind(run=_executor(settings, spec), failed=_failed) for name, spec in actions.items()}
 
 
 def _executor(settings: Settings, spec: Action) -> Callable[[JobContext], Awaitable[dict[str, Any]]]:

@@ -65,6 +65,9 @@ class _Main(click.Group):
 @click.group(cls=_Main)
 def main() -> None:
     """stimulus: verifiable digital-currency stimulus distribution."""
+    from stimulus import actions
+
+    actions.install()  # operator commands request and approve them
 
 
 @main.command()

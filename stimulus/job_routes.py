@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import get, post
 from litestar.params import QueryParameter
 
@@ -13,11 +15,13 @@ from stimulus.jobs import Job
 from stimulus.services import Services
 
 JobId = bigint_path("job id")
+# `state` is a name Litestar keeps for the application state: the parameter is renamed.
+StateFilter: Any = QueryParameter(name="state", default=None, description="queued, running, succeeded or failed")
 
 
 @get("/v1/admin/jobs", tags=["operator"], summary="Jobs, newest first")
 async def list_jobs(services: Services, principal: Principal,
-                    job_state: str | None = QueryParameter(name="state", default=None)) -> list[Job]:
+                    job_state: str | None = StateFilter) -> list[Job]:
     require_role(principal, "operator", "auditor")
     if job_state is not None and job_state not in jobs.STATES:
         raise InvalidInput(f"state is one of {', '.join(jobs.STATES)}", code="validation_failed")

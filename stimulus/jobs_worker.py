@@ -12,7 +12,7 @@ import signal
 
 import asyncpg
 
-from stimulus import approvals
+from stimulus import actions, approvals
 from stimulus.db import create_pool
 from stimulus.jobs import JobKind, JobRunner
 from stimulus.settings import Settings
@@ -24,11 +24,7 @@ JOB_STATEMENT_TIMEOUT_S = 900.0
 
 
 def job_kinds(settings: Settings) -> dict[str, JobKind]:
-    # Importing the domains' action modules registers their actions (commitment, draw, bulk issuance).
-    import lottery.actions  # noqa: F401
-    import wallet_adapter.issuance  # noqa: F401
-
-    return approvals.job_kinds(settings)
+    return approvals.job_kinds(settings, actions.actions())
 
 
 async def open_pool(settings: Settings) -> asyncpg.Pool:

@@ -17,10 +17,10 @@ from typing import Any
 
 import asyncpg
 
-from lottery import campaigns, draw
+from lottery import campaigns
 from lottery.campaigns import Campaign
 from lottery.selection import DrawOutcome
-from stimulus import approvals, audit_log, wallet_rule
+from stimulus import audit_log, wallet_rule
 from stimulus.approvals import ApprovalContext
 from stimulus.errors import Conflict, NotFound, WrongState
 from wallet_adapter import packets
@@ -53,11 +53,6 @@ async def hand_over(conn: asyncpg.Connection, campaign: Campaign, outcome: DrawO
         for w in outcome.winners])
     return {"packets_allocated": created,
             "packets_allocated_fen": sum(w.amount_fen for w in outcome.winners)}
-
-
-# Whichever process runs the draw (API or CLI) allocates the packets in the draw's transaction.
-if hand_over not in draw.HAND_OVERS:
-    draw.HAND_OVERS.append(hand_over)
 
 
 async def ensure_issuing(pool: asyncpg.Pool, campaign: Campaign, actor: str) -> None:
@@ -184,8 +179,6 @@ async def bulk_execute(ctx: ApprovalContext) -> dict[str, Any]:
             "left_unclaimed": int(unclaimed), "not_sent": not_sent,
             "not_sent_tickets": sorted(int(r["ticket"]) for r in held)[:MAX_TICKETS_LISTED]}
 
-
-approvals.register(BULK_START, bulk_execute, bulk_precheck)
 
 
 # -- the claim deadline --------------------------------------------------------------------------
