@@ -92,7 +92,14 @@ class Preparer:
     def approved(self, path: str) -> dict[str, Any]:
         """Maker-checker: one operator requests, the other approves, and the action runs."""
         request = self.call("POST", path, self.maker)
-        done: dict[str, Any] = self.call("POST", f"/v1/admin/approvals/{request['id']}/approve", self.checker)
+        approval = self.call("POST", f"/v1/admin/approvals/{request['id']}/approve", self.checker)
+        # The jobs worker runs the approved action; follow its job until it ends.
+        while True:
+            job = self.call("GET", f"/v1/admin/jobs/{approval['job_id']}", self.checker)
+            if job["state"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.2)
+        done: dict[str, Any] = self.call("GET", f"/v1/admin/approvals/{request['id']}", self.checker)
         if done.get("status") != "executed":
             raise SetupError(f"{path}: approval ended {done.get('status')}: {done}")
         return done

@@ -73,7 +73,7 @@ async def _committed_campaign(http: httpx.AsyncClient, stack: Stack, maker: str,
     campaign_id = await _create(http, maker, 6)
     await _register(http, stack, campaign_id, first, 10)
     assert (await http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(maker))).status_code == 200
-    await _maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/commitment", maker, checker)
+    await _maker_checker(http, stack, f"/v1/admin/campaigns/{campaign_id}/commitment", maker, checker)
     return campaign_id
 
 
@@ -97,7 +97,8 @@ async def test_fetch_records_the_relay_that_answered(
     again = await beacon.fetch_and_record(db, settings, campaign_id, "operator:test")
     assert again["signature_hex"] == fetched["signature_hex"] and again["relay"] == drand_relay_url
 
-    await _maker_checker(http, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token, second_operator_token)
+    await _maker_checker(http, stack, f"/v1/admin/campaigns/{campaign_id}/draw", operator_token,
+                         second_operator_token)
     raw = (await http.get(f"/v1/campaigns/{campaign_id}/bundle")).content
     assert drand_relay_url not in raw.decode()
     bundle = json.loads(raw)["bundle"]

@@ -42,7 +42,7 @@ async def test_bulk_issuance_keeps_and_names_packets_whose_wallet_breaks_the_rul
     await db.execute("UPDATE packets SET registered_wallet = $3 WHERE campaign_id = $1 AND ticket = ANY($2)",
                      w.campaign_id, invalid, "x' OR 1=1 10")
     done = await maker_checker(http, f"/v1/admin/campaigns/{w.campaign_id}/issuance",
-                               operator_token, second_operator_token)
+                               operator_token, second_operator_token, stack.settings)
     result = done["result"]
     assert result["queued"] == 3
     assert result["not_sent"] == {"unknown_bank": 2, "invalid_wallet": 1}

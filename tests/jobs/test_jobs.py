@@ -46,7 +46,7 @@ async def _committed(http: httpx.AsyncClient, stack: Stack, db: asyncpg.Connecti
     await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/close", headers=auth(maker)))
     requested = await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/commitment", headers=auth(maker)), 202)
     assert (await approve_and_run(http, stack.settings, requested["id"], checker))["status"] == "executed"
-    await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/beacon", json={"kind": "sandbox"}, headers=auth(maker)))
+    await _ok(http.post(f"/v1/admin/campaigns/{campaign_id}/beacon/fetch", headers=auth(maker)))
     return campaign_id
 
 
