@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import signal
 import sys
 import time
@@ -19,7 +20,14 @@ from rich.console import Console
 
 from stimulus import audit_log, auth
 from stimulus.settings import ConfigurationError, Settings, load_settings
-from stimulus.stack import RunningStack, migrate_sync, start_stack
+from stimulus.stack import (
+    RunningStack,
+    api_command,
+    child_env,
+    migrate_sync,
+    prepare_metrics_dir,
+    start_stack,
+)
 
 console = Console(stderr=True)
 
@@ -79,6 +87,25 @@ def migrate() -> None:
         console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
     finally:
         stack.stop()
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="where the API listens (default STIMULUS_PORT)")
+@click.option("--workers", type=int, default=None, help="server processes (default STIMULUS_WORKERS)")
+def serve(port: int | None, workers: int | None) -> None:
+    """Run the API on this node, against the PostgreSQL and Redis the settings name.
+
+    One per container or host behind a load balancer; `stimulus up` is the one-machine way.
+    """
+    settings = load_settings()
+    if settings.database_url is None or settings.redis_url is None:
+        raise click.ClickException("stimulus serve needs DATABASE_URL and REDIS_URL (or REDIS_SENTINELS); "
+                                   "`stimulus up` runs embedded servers on one machine")
+    # The server processes share one metrics directory; this node's metrics listener reads it.
+    env = child_env(settings, {"PROMETHEUS_MULTIPROC_DIR": str(prepare_metrics_dir(settings))})
+    command = api_command(settings, port, workers)
+    # Replace this process, so the container's signals reach the server itself.
+    os.execve(command[0], command, env)
 
 
 @main.command()
