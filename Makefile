@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo up test lint bench bench-draw bench-issue bench-reconcile bench-intake load clean
+.PHONY: install demo up test lint bench bench-draw bench-issue bench-reconcile bench-intake load test-cluster clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Long (minutes): API nodes behind haproxy, PgBouncer, workers, a campaign under process kills.
+REGISTRANTS ?= 20000
+test-cluster: $(STAMP)
+	$(BIN)/python -m tests.cluster --registrants $(REGISTRANTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,157 @@
+"""The faults of the cluster run, one small function each.
+
+Each kills something real and waits until the cluster shows it carries on; it returns when the
+fault began and how long recovery took. Which requests failed in that window is read afterwards
+from the traffic log the campaign keeps (see `Traffic`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+import httpx
+
+from tests.cluster.nodes import Cluster, Node
+
+RECOVERY_LIMIT_S = 120.0
+POLL_S = 0.1
+ISSUANCE_LIMIT_S = 600.0
+
+
+@dataclass
+class Traffic:
+    """Every request the campaign made: (monotonic time, succeeded)."""
+
+    events: list[tuple[float, bool]] = field(default_factory=list)
+
+    def note(self, ok: bool) -> None:
+        self.events.append((time.monotonic(), ok))
+
+    def failed_between(self, start: float, end: float) -> int:
+        return sum(1 for t, ok in self.events if start <= t <= end and not ok)
+
+    def succeeded_after(self, start: float) -> float | None:
+        return next((t for t, ok in self.events if t > start and ok), None)
+
+
+@dataclass
+class Fault:
+    name: str
+    started: float
+    recovered_s: float
+    note: str = ""
+
+
+async def _until(predicate: object, limit_s: float = RECOVERY_LIMIT_S) -> float:
+    """Seconds until the async predicate holds (it must, within the limit)."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        if await predicate():  # type: ignore[operator]
+            return time.monotonic() - started
+        await asyncio.sleep(POLL_S)
+    raise RuntimeError(f"not recovered within {limit_s:.0f} s")
+
+
+async def _served_after(traffic: Traffic, since: float) -> bool:
+    return traffic.succeeded_after(since) is not None
+
+
+async def kill_api_node(cluster: Cluster, traffic: Traffic) -> Fault:
+    """SIGKILL one API node under load; haproxy's health check takes it out, then it starts again."""
+    node = cluster.apis[0]
+    started = time.monotonic()
+    node.kill()
+    recovered = await _until(lambda: _served_after(traffic, started))
+    await asyncio.to_thread(node.start)
+    return Fault(f"API node {node.url} SIGKILLed", started, recovered,
+                 f"back in the pool after {time.monotonic() - started:.1f} s")
+
+
+async def restart_pgbouncer(cluster: Cluster, traffic: Traffic) -> Fault:
+    """SIGKILL PgBouncer and start it again on the same port a second later."""
+    assert cluster.bouncer is not None
+    started = time.monotonic()
+    cluster.bouncer.kill()
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(cluster.bouncer.start)
+    restarted = time.monotonic()
+    recovered = await _until(lambda: _served_after(traffic, restarted))
+    return Fault("PgBouncer SIGKILLed, restarted after 1 s", started, restarted - started + recovered)
+
+
+async def _lease_holder(database_url: str, name: str) -> str | None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        holder: str | None = await conn.fetchval(
+            "SELECT holder FROM leases WHERE name = $1 AND expires_at > clock_timestamp()", name)
+        return holder
+    finally:
+        await conn.close()
+
+
+async def kill_dispatcher_leader(cluster: Cluster, traffic: Traffic) -> Fault:
+    """SIGKILL the dispatcher holding the lease; another takes the lease over once it expires."""
+    from wallet_adapter.outbox import LEADER_LEASE
+
+    url = cluster.direct_url
+    holder = await _lease_holder(url, LEADER_LEASE)
+    if holder is None:
+        await _until(lambda: _lease_holder(url, LEADER_LEASE))
+        holder = await _lease_holder(url, LEADER_LEASE)
+    assert holder is not None
+    pid = int(holder.split(":")[1])
+    leader: Node = next(n for n in cluster.dispatchers if n.pid == pid)
+    started = time.monotonic()
+    leader.kill()
+
+    async def taken_over() -> bool:
+        now = await _lease_holder(url, LEADER_LEASE)
+        return now is not None and now != holder
+
+    recovered = await _until(taken_over)
+    await asyncio.to_thread(leader.start)
+    return Fault(f"dispatcher leader {leader.name} (pid {pid}) SIGKILLed", started, recovered,
+                 "recovered = another dispatcher holds the lease")
+
+
+async def _issued(database_url: str, campaign_id: str) -> tuple[int, int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            """SELECT count(*) FILTER (WHERE state = 'issued'), count(*) FILTER (WHERE state = 'issuing')
+               FROM packets WHERE campaign_id = $1""", campaign_id)
+        return int(row[0]), int(row[1])
+    finally:
+        await conn.close()
+
+
+async def kill_issuance_worker_mid_batch(cluster: Cluster, traffic: Traffic, campaign_id: str) -> Fault:
+    """SIGKILL an issuance worker while packets are at the bank; the other one carries on."""
+    url = cluster.direct_url
+
+    async def in_flight() -> bool:
+        return (await _issued(url, campaign_id))[1] > 0
+
+    await _until(in_flight)
+    worker = cluster.issuers[0]
+    before, flying = await _issued(url, campaign_id)
+    started = time.monotonic()
+    worker.kill()
+
+    async def done() -> bool:
+        return (await _issued(url, campaign_id))[0] >= before + flying
+
+    recovered = await _until(done, ISSUANCE_LIMIT_S)
+    await asyncio.to_thread(worker.start)
+    return Fault(f"issuance worker {worker.name} SIGKILLed with {flying} packets in flight", started, recovered,
+                 "recovered = every packet in flight at the kill issued")
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

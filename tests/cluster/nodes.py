@@ -1,0 +1,227 @@
+"""Starting the cluster's parts as real processes on loopback addresses.
+
+PostgreSQL is the embedded server the test session uses, reached through a real PgBouncer in
+transaction mode (tests/pooler's fixture code). Every API node and worker is given the same
+secret files, as nodes of one deployment would be; the API nodes listen on 127.0.0.2, 127.0.0.3...
+behind haproxy (Debian's package, installed here as root with a time limit), whose address is
+the only one they trust for X-Forwarded-For.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from stimulus.embedded import free_port
+from stimulus.settings import Settings, load_settings
+from stimulus.signing import SigningKey
+from stimulus.stack import (
+    ChildProcess,
+    RunningStack,
+    migrate_sync,
+    spawn,
+    start_stack,
+    wait_http_ok,
+)
+from tests.pooler.conftest import PgBouncer
+
+INSTALL_TIMEOUT_S = 600
+PROXY_ADDRESS = "127.0.0.9"     # haproxy's source address towards the nodes: the one trusted proxy
+PROXY_LISTEN = "127.0.0.10"
+NODE_ADDRESSES = ("127.0.0.2", "127.0.0.3")
+HAPROXY_CONFIG = """\
+global
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 900s
+    timeout server 900s
+    retries 3
+    option redispatch
+    option forwardfor
+backend nodes
+    balance roundrobin
+    source {source}
+    option httpchk GET /ready
+    default-server inter 500ms fall 2 rise 2
+{servers}
+frontend api
+    bind {listen}:{port}
+    default_backend nodes
+"""
+
+
+def install(package: str, binary: str) -> str:
+    """The path of `binary`, installing Debian's `package` first if it is missing."""
+    found = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for args in (["install", "-y", "--no-install-recommends", package], ["update"],
+                     ["install", "-y", "--no-install-recommends", package]):
+            subprocess.run(["apt-get", *args], env=env, capture_output=True, timeout=INSTALL_TIMEOUT_S, check=False)
+            found = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
+            if found:
+                break
+    if found is None:
+        raise SystemExit(f"{package} is not installed and could not be installed (apt-get needs root and a network)")
+    return found
+
+
+@dataclass
+class Node:
+    """One API node or worker: its command and environment, so it can be killed and started again."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log: Path
+    child: ChildProcess | None = None
+    url: str | None = None
+
+    def start(self) -> None:
+        self.child = spawn(self.name, self.command, self.env, self.log)
+        if self.url:
+            wait_http_ok(self.url + "/ready", timeout_s=120, process=self.child.process)
+
+    @property
+    def pid(self) -> int:
+        assert self.child is not None
+        return self.child.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL, the whole process group (granian's workers too): no goodbye, no lease released."""
+        assert self.child is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.child.process.pid, signal.SIGKILL)
+        self.child.process.wait(10)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+
+@dataclass
+class Cluster:
+    root: Path
+    settings: Settings | None = None
+    running: RunningStack | None = None
+    bouncer: PgBouncer | None = None
+    haproxy: subprocess.Popen[bytes] | None = None
+    others: list[ChildProcess] = field(default_factory=list)
+    apis: list[Node] = field(default_factory=list)
+    issuers: list[Node] = field(default_factory=list)
+    dispatchers: list[Node] = field(default_factory=list)
+    base_url: str = ""
+    env: dict[str, str] = field(default_factory=dict)   # what every node is started with
+    bank_url: str = ""
+
+    def start(self, say: Callable[[str], None]) -> None:
+        haproxy_bin = install("haproxy", "haproxy")
+        pgbouncer_bin = install("pgbouncer", "pgbouncer")
+        state = self.root / "state"
+        env = {**os.environ, "STIMULUS_ENV": "development", "STIMULUS_STATE_DIR": str(state),
+               "STIMULUS_LOG_LEVEL": "WARNING", "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0"}
+        for name in ("DATABASE_URL", "REDIS_URL", "DATABASE_DIRECT_URL", "STIMULUS_DB_POOLER"):
+            env.pop(name, None)
+        self.running = start_stack(load_settings(env), need_redis=True)
+        direct = self.running.settings
+        assert direct.database_url and direct.redis_url
+        migrate_sync(direct)
+        say(f"PostgreSQL {direct.database_url}; Redis {direct.redis_url} (one server: Redis Sentinel "
+            "has no test fixture on main yet)")
+        self.bouncer = PgBouncer(pgbouncer_bin, self.root / "pgbouncer", direct.database_url)
+        self.bouncer.configure()
+        self.bouncer.start()
+        say(f"PgBouncer (transaction mode) on 127.0.0.1:{self.bouncer.port}")
+
+        logs = self.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        bank_port, relay_port = free_port(), free_port()
+        self.bank_url = f"http://127.0.0.1:{bank_port}"
+        bank = spawn("sandbox-bank", [sys.executable, "-m", "sandbox.bank", "--host", "127.0.0.1",
+                                      "--port", str(bank_port), "--data-dir", str(self.root / "bank"),
+                                      "--banks", ",".join(direct.bank_codes)], env, logs / "bank.log")
+        relay = spawn("drand-relay", [sys.executable, "-m", "sandbox.drand_relay", "--host", "127.0.0.1",
+                                      "--port", str(relay_port)], env, logs / "drand-relay.log")
+        self.others += [bank, relay]
+        wait_http_ok(self.bank_url + "/health", process=bank.process)
+        wait_http_ok(f"http://127.0.0.1:{relay_port}/health", process=relay.process)
+
+        secret_dir = self.root / "secrets-mounted"
+        secret_dir.mkdir(parents=True, exist_ok=True)
+        (secret_dir / "pepper").write_text(secrets.token_bytes(32).hex() + "\n")
+        (secret_dir / "service_key").write_text(SigningKey.generate().seed_bytes().hex() + "\n")
+        node_env = {**env, "DATABASE_URL": self.bouncer.url, "DATABASE_DIRECT_URL": direct.database_url,
+                    "STIMULUS_DB_POOLER": "pgbouncer", "REDIS_URL": direct.redis_url,
+                    "STIMULUS_PEPPER_FILE": str(secret_dir / "pepper"),
+                    "STIMULUS_SERVICE_KEY_FILE": str(secret_dir / "service_key"),
+                    "STIMULUS_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32", "STIMULUS_BANK_URL": self.bank_url,
+                    "STIMULUS_DRAND_RELAYS": f"http://127.0.0.1:{relay_port}",
+                    "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN": "60"}
+        self.env = node_env
+        self.settings = replace(load_settings(node_env), database_url=direct.database_url)
+        for index, address in enumerate(NODE_ADDRESSES):
+            port = free_port()
+            metrics = self.root / f"metrics-api-{index}"
+            metrics.mkdir(exist_ok=True)
+            command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", address,
+                       "--port", str(port), "--workers", "1", "--loop", "uvloop", "--no-ws",
+                       "--log-level", "warning", "--no-access-log", "stimulus.app:create_app_from_env"]
+            node = Node(f"api-{index}", command, {**node_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+                                                  "STIMULUS_METRICS_PORT": str(free_port())},
+                        logs / f"api-{index}.log", url=f"http://{address}:{port}")
+            self.apis.append(node)
+        for node in self.apis:
+            node.start()
+        worker = [sys.executable, "-m", "stimulus.cli", "worker"]
+        for index in range(2):
+            for role, group in (("issuance", self.issuers), ("issuance-dispatcher", self.dispatchers)):
+                metrics = self.root / f"metrics-{role}-{index}"
+                metrics.mkdir(exist_ok=True)
+                group.append(Node(f"{role}-{index}", [*worker, role],
+                                  {**node_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+                                   "STIMULUS_METRICS_PORT": str(free_port())}, logs / f"{role}-{index}.log"))
+        for node in (*self.issuers, *self.dispatchers):
+            node.start()
+
+        proxy_port = free_port()
+        servers = "\n".join(f"    server {n.name} {n.url.removeprefix('http://')} check" for n in self.apis
+                            if n.url)
+        config = self.root / "haproxy.cfg"
+        config.write_text(HAPROXY_CONFIG.format(source=PROXY_ADDRESS, servers=servers, listen=PROXY_LISTEN,
+                                                port=proxy_port))
+        with (logs / "haproxy.log").open("ab") as out:
+            self.haproxy = subprocess.Popen([haproxy_bin, "-db", "-f", str(config)], stdout=out,
+                                            stderr=subprocess.STDOUT)
+        self.base_url = f"http://{PROXY_LISTEN}:{proxy_port}"
+        wait_http_ok(self.base_url + "/ready", timeout_s=30, process=self.haproxy)
+        say(f"haproxy {self.base_url} -> {', '.join(n.url or '' for n in self.apis)}; "
+            f"{len(self.issuers)} issuance workers, {len(self.dispatchers)} dispatchers")
+
+    @property
+    def direct_url(self) -> str:
+        """PostgreSQL itself, not through PgBouncer: for the harness's own checks."""
+        assert self.running is not None and self.running.settings.database_url
+        return self.running.settings.database_url
+
+    def stop(self) -> None:
+        for node in (*self.dispatchers, *self.issuers, *self.apis):
+            node.stop()
+        if self.haproxy is not None and self.haproxy.poll() is None:
+            self.haproxy.terminate()
+            self.haproxy.wait(10)
+        for child in self.others:
+            child.stop()
+        if self.bouncer is not None:
+            self.bouncer.stop()
+        if self.running is not None:
+            self.running.stop()
