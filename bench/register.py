@@ -25,9 +25,12 @@ import asyncpg
 import httpx
 import psutil
 
+from sandbox.citizens import synthetic_citizen
+from sandbox.idp import running_provider
+from sandbox.idp_keys import Signer
+from stimulus.embedded import free_port
 from stimulus.sample import sample_campaign
-from stimulus.sandbox_idp import synthetic_citizen, token_for
-from stimulus.settings import load_settings
+from stimulus.settings import Settings, load_settings
 from stimulus.stack import migrate_sync, running_api, start_stack
 
 BASELINE_TASKS = 32
@@ -106,30 +109,36 @@ def run(registrations: int = 100_000, connections: int = 32, workers: int = 2) -
     state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-"))
     env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
            # every request comes from 127.0.0.1 here, so the per-address limit would measure itself
-           "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0", "STIMULUS_LOG_LEVEL": "WARNING"}
+           "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0", "STIMULUS_LOG_LEVEL": "WARNING",
+           "STIMULUS_IDP_PORT": str(free_port())}
     settings = load_settings(env)
     stack = start_stack(settings, need_redis=True)
     try:
         settings = stack.settings
-        idp_key = settings.idp_key
-        assert idp_key is not None, "the benchmark signs its tokens with the sandbox identity provider's key"
         migrate_sync(settings)
-        print(f"pre-generating {registrations} identity tokens ...", flush=True)
-        tokens_file = state_dir / "tokens.txt"
-        with tokens_file.open("w") as fh:
-            for n in range(registrations):
-                fh.write(token_for(idp_key, synthetic_citizen(n), issuer=settings.idp_issuer,
-                                   audience=settings.idp_audience, ttl_s=6 * 3600) + "\n")
-        assert settings.database_url
-        base_rate = asyncio.run(baseline(settings.database_url))
-        print(f"baseline: {base_rate:,.0f} single-row INSERT commits/s "
-              f"(asyncpg, {BASELINE_TASKS} tasks, one connection each)", flush=True)
-        campaign_id = f"bench-{int(time.time())}"
-        result = _drive(settings, env, wrk, campaign_id, tokens_file, connections, workers)
-        rows = asyncio.run(_count(settings.database_url, campaign_id))
+        with running_provider(settings.sandbox_idp_dir, settings.idp_port):
+            return _measure(settings, env, wrk, state_dir, registrations, connections, workers)
     finally:
         stack.stop()
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _measure(settings: Settings, env: dict[str, str], wrk: str, state_dir: Path, registrations: int,
+             connections: int, workers: int) -> int:
+    print(f"pre-generating {registrations} identity tokens ...", flush=True)
+    tokens_file = state_dir / "tokens.txt"
+    signer = Signer.from_data_dir(settings.sandbox_idp_dir, settings.idp_issuer)
+    with tokens_file.open("w") as fh:
+        for n in range(registrations):
+            fh.write(signer.citizen_token(synthetic_citizen(n), audience=settings.idp_audience,
+                                          ttl_s=6 * 3600) + "\n")
+    assert settings.database_url
+    base_rate = asyncio.run(baseline(settings.database_url))
+    print(f"baseline: {base_rate:,.0f} single-row INSERT commits/s "
+          f"(asyncpg, {BASELINE_TASKS} tasks, one connection each)", flush=True)
+    campaign_id = f"bench-{int(time.time())}"
+    result = _drive(settings, env, wrk, campaign_id, tokens_file, connections, workers)
+    rows = asyncio.run(_count(settings.database_url, campaign_id))
     return _report(result, base_rate, rows)
 
 
@@ -146,8 +155,6 @@ def _drive(settings: object, env: dict[str, str], wrk: str, campaign_id: str, to
     from stimulus.settings import Settings
 
     assert isinstance(settings, Settings)
-    idp_key = settings.idp_key
-    assert idp_key is not None, "the benchmark signs its tokens with the sandbox identity provider's key"
     api_env = {k: v for k, v in env.items() if k.startswith("STIMULUS_")}
     with running_api(replace(settings), workers=workers, extra_env=api_env) as base:
         operator = _operator_token(settings)
@@ -157,9 +164,9 @@ def _drive(settings: object, env: dict[str, str], wrk: str, campaign_id: str, to
             client.post("/v1/admin/campaigns", json=spec, headers=headers).raise_for_status()
             client.post(f"/v1/admin/campaigns/{campaign_id}/open", headers=headers).raise_for_status()
             # Warm up the connection pools and the campaign cache with a few registrations.
+            signer = Signer.from_data_dir(settings.sandbox_idp_dir, settings.idp_issuer)
             for n in range(3):
-                token = token_for(idp_key, synthetic_citizen(10_000_000 + n),
-                                  issuer=settings.idp_issuer, audience=settings.idp_audience)
+                token = signer.citizen_token(synthetic_citizen(10_000_000 + n), audience=settings.idp_audience)
                 client.post(f"/v1/campaigns/{campaign_id}/registrations",
                             headers={"Authorization": f"Bearer {token}"}).raise_for_status()
         api_pid = _api_pid(base)

@@ -23,8 +23,9 @@ import asyncpg
 import httpx
 
 from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
+from sandbox.idp_keys import mint_citizen_tokens
 from stimulus.db import _init_connection
-from stimulus.loadgen import make_tokens, post_each
+from stimulus.loadgen import post_each
 from stimulus.sample import sample_campaign
 from stimulus.settings import Settings
 from stimulus.signing import SigningKey
@@ -116,7 +117,8 @@ class Preparer:
         first, count = numbers[0], len(numbers)
         assert numbers == list(range(first, first + count)), "token batches are contiguous"
         s = self.settings
-        return make_tokens(s.idp_key, s.idp_issuer, s.idp_audience, first, count, ttl_s=TOKEN_TTL_S)
+        return mint_citizen_tokens(s.sandbox_idp_dir, s.idp_issuer, s.idp_audience, first, count,
+                                   ttl_s=TOKEN_TTL_S)
 
     def write_tokens(self, name: str, numbers: list[int], tokens: list[str]) -> Path:
         path = self.run_dir / f"tokens-{name}.tsv"

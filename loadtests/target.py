@@ -67,12 +67,14 @@ def _ready(base_url: str) -> bool:
 
 
 SERVER_KEYS = ("DATABASE_URL", "REDIS_URL", "STIMULUS_STATE_DIR", "STIMULUS_BANK_URL", "STIMULUS_BANKS",
-               "STIMULUS_ENV", "STIMULUS_SANDBOX_IDP_KEY", "STIMULUS_IDP_ISSUER", "STIMULUS_IDP_AUDIENCE")
+               "STIMULUS_ENV", "STIMULUS_SANDBOX_IDP_DIR", "STIMULUS_IDP_PORT", "STIMULUS_IDP_ISSUER",
+               "STIMULUS_IDP_AUDIENCE")
 
 
 def _server_environment(base_url: str) -> dict[str, str]:
     """The settings an API on this machine runs with (its process environment): its database,
-    Redis, bank and state directory, whose sandbox identity key must sign the run's tokens."""
+    Redis, bank and state directory, and the sandbox identity provider whose key must sign the
+    run's tokens."""
     parts = urlsplit(base_url)
     if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
         return {}
@@ -148,7 +150,7 @@ def _own_stack(settings: Settings) -> Iterator[Target]:
     shutil.rmtree(state_dir, ignore_errors=True)
     # The supervisor hands its own environment to the API and workers it starts.
     os.environ.update({**OWN_STACK_ENV, "STIMULUS_STATE_DIR": str(state_dir),
-                       "STIMULUS_BANK_PORT": str(free_port())})
+                       "STIMULUS_BANK_PORT": str(free_port()), "STIMULUS_IDP_PORT": str(free_port())})
     own = load_settings()
     port = free_port()
     supervisor = Supervisor(own, api_port=port)

@@ -12,7 +12,6 @@ from lottery import (
     draw_routes,
     public_page,
     registration_routes,
-    sandbox_idp_routes,
     timeline_routes,
 )
 from lottery.campaign_cache import CampaignCache
@@ -22,11 +21,8 @@ from stimulus.settings import Settings
 
 
 def route_handlers(settings: Settings) -> list[Any]:
-    handlers: list[Any] = [*campaign_routes.ROUTES, *registration_routes.ROUTES, *draw_routes.ROUTES,
-                           *timeline_routes.ROUTES, *public_page.routes()]
-    if settings.sandbox:
-        handlers.extend(sandbox_idp_routes.ROUTES)
-    return handlers
+    return [*campaign_routes.ROUTES, *registration_routes.ROUTES, *draw_routes.ROUTES,
+            *timeline_routes.ROUTES, *public_page.routes()]
 
 
 @asynccontextmanager

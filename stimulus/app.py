@@ -25,6 +25,8 @@ from stimulus.identity import TokenVerifier
 from stimulus.input_guard import guard_input
 from stimulus.metrics_listener import metrics_listener
 from stimulus.observability import RequestContextMiddleware
+from stimulus.oidc import IdTokenVerifier, ProviderKeys
+from stimulus.operator_signin import OperatorSignIn
 from stimulus.outages import DB_ACQUIRE_TIMEOUT_S
 from stimulus.outages import EXCEPTION_HANDLERS as OUTAGE_HANDLERS
 from stimulus.problems import EXCEPTION_HANDLERS, problem
@@ -74,16 +76,24 @@ def create_app(settings: Settings) -> Litestar:
                                     settings.db_pool_max, settings.db_command_timeout_s,
                                     pooler=settings.db_pooler, acquire_timeout_s=DB_ACQUIRE_TIMEOUT_S)
         redis = request_client(settings, REDIS_MAX_CONNECTIONS)
+        provider_keys = ProviderKeys(settings.idp_discovery_url, settings.idp_issuer,
+                                     refetch_floor_s=settings.idp_jwks_refetch_floor_s,
+                                     max_age_s=settings.idp_jwks_max_age_s)
         services = Services(
             settings=settings, pool=pool, redis=redis,
-            verifier=TokenVerifier(settings.idp_public_keys, settings.idp_issuer,
-                                   settings.idp_audience, settings.pepper.reveal()),
+            verifier=TokenVerifier(_id_tokens(settings, provider_keys, settings.idp_audience),
+                                   settings.pepper.reveal(), settings.idp_clock_skew_s),
             limiter=RateLimiter(redis), idempotency=IdempotencyStore(redis),
+            operator_signin=None if settings.operator_oidc_audience is None else OperatorSignIn(
+                _id_tokens(settings, provider_keys, settings.operator_oidc_audience),
+                settings.operator_role_claim, settings.operator_name_claim),
         )
         app.state.services = services
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(metrics_listener(settings.metrics_host, settings.metrics_port))
+                await provider_keys.start()
+                stack.push_async_callback(provider_keys.close)
                 for module in modules:
                     domain_lifespan = getattr(module, "lifespan", None)
                     if domain_lifespan is not None:
@@ -108,7 +118,7 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={
             "services": Provide(get_services, sync_to_thread=False),
             "principal": Provide(get_principal),
-            "citizen": Provide(get_citizen, sync_to_thread=False),
+            "citizen": Provide(get_citizen),
         },
         guards=[authorize_staff, guard_input],
         exception_handlers={**EXCEPTION_HANDLERS, **OUTAGE_HANDLERS},
@@ -122,6 +132,12 @@ def create_app(settings: Settings) -> Litestar:
         ),
         debug=False,
     )
+
+
+def _id_tokens(settings: Settings, keys: ProviderKeys, audience: str) -> IdTokenVerifier:
+    return IdTokenVerifier(keys, audience=audience, algorithms=settings.idp_algorithms,
+                           clock_skew_s=settings.idp_clock_skew_s,
+                           max_lifetime_s=settings.idp_max_token_lifetime_s)
 
 
 def create_app_from_env() -> RequestContextMiddleware:

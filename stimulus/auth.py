@@ -155,7 +155,7 @@ async def authorize_staff(connection: ASGIConnection[Any, Any, Any, Any], handle
     """
     if not _takes_principal(handler.fn):
         return
-    principal = await principal_from_token(connection.app.state.services.pool, bearer_token(connection))
+    principal = await connection.app.state.services.principal(bearer_token(connection))
     roles = handler.opt.get(ROLES_OPT)
     if roles:
         require_role(principal, *roles)

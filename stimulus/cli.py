@@ -276,17 +276,26 @@ def idp() -> None:
 @idp.command("token")
 @click.option("--citizen", "first", type=int, default=0, help="first synthetic citizen number")
 @click.option("--count", type=int, default=1)
-@click.option("--ttl", "ttl_s", type=int, default=24 * 3600)
+@click.option("--ttl", "ttl_s", type=int, default=3600)
 def idp_token(first: int, count: int, ttl_s: int) -> None:
-    """Print identity tokens for synthetic citizens, one per line."""
-    from stimulus.sandbox_idp import synthetic_citizen, token_for
-
+    """Print identity tokens for synthetic citizens, one per line, from the running sandbox provider."""
     settings = load_settings()
-    if settings.idp_key is None:
+    if not settings.sandbox:
         raise click.ClickException("the sandbox identity provider exists only with STIMULUS_ENV=development")
-    for n in range(first, first + count):
-        click.echo(token_for(settings.idp_key, synthetic_citizen(n), issuer=settings.idp_issuer,
-                             audience=settings.idp_audience, ttl_s=ttl_s))
+    import httpx
+
+    batch = 1000  # the provider's limit per request
+    for start in range(first, first + count, batch):
+        try:
+            response = httpx.post(f"{settings.idp_issuer}/tokens", timeout=30, json={
+                "first": start, "count": min(batch, first + count - start),
+                "audience": settings.idp_audience, "ttl_s": ttl_s})
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"the sandbox identity provider at {settings.idp_issuer} "
+                                       f"did not answer ({exc}); is `stimulus up` running?") from exc
+        for token in response.json()["tokens"]:
+            click.echo(token)
 
 
 @main.group()

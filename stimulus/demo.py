@@ -68,12 +68,12 @@ def run_demo(citizens: int = DEFAULT_CITIZENS, serve: bool = False, state_dir: P
 
 def _run(citizens: int, serve: bool, state_dir: Path | None) -> int:
     state_dir = state_dir or Path(os.environ.get("STIMULUS_STATE_DIR", "./.stimulus")).resolve() / "demo"
-    for part in ("postgres", "redis", "bank", "published"):
+    for part in ("postgres", "redis", "bank", "published", "sandbox-idp"):
         shutil.rmtree(state_dir / part, ignore_errors=True)
     # Children (API, workers, bank) inherit these through the environment.
     os.environ.update({"STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
                        "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0", "STIMULUS_LOG_LEVEL": "WARNING",
-                       "STIMULUS_BANK_PORT": str(free_port())})
+                       "STIMULUS_BANK_PORT": str(free_port()), "STIMULUS_IDP_PORT": str(free_port())})
     os.environ.pop("STIMULUS_BANK_URL", None)
     settings = load_settings()
     started = time.perf_counter()

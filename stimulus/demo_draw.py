@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lottery import verify
 from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
-from stimulus.loadgen import Reply, make_tokens, post_each
+from stimulus.loadgen import Reply, post_each
 from stimulus.sample import sample_campaign
 from stimulus.settings import Settings
 from stimulus.signing import SigningKey
@@ -134,10 +134,13 @@ def create_campaign(ctx: DemoContext, client: httpx.Client, claim_s: int, spendi
 
 
 async def register_citizens(ctx: DemoContext) -> None:
+    from sandbox.idp_keys import mint_citizen_tokens  # development tooling, not the product
+
     settings = ctx.settings
-    assert settings.idp_key is not None, "the demo runs in development"
+    assert settings.sandbox, "the demo runs in development"
     with console.status(f"signing {ctx.citizens:,} identity tokens (sandbox identity provider)"):
-        ctx.tokens = make_tokens(settings.idp_key, settings.idp_issuer, settings.idp_audience, 0, ctx.citizens)
+        ctx.tokens = mint_citizen_tokens(settings.sandbox_idp_dir, settings.idp_issuer,
+                                         settings.idp_audience, 0, ctx.citizens)
     bodies = [json.dumps({"wallet": wallet}).encode() if (wallet := ctx.registered_wallet(i)) else b"{}"
               for i in range(ctx.citizens)]
     created = 0

@@ -23,7 +23,7 @@ from merchants.settlement import ImportResult
 from merchants.settlement_fetch import fetch_day
 from stimulus.db import _init_connection
 from stimulus.demo_draw import DemoContext, call, console, progress
-from stimulus.sandbox_idp import SANDBOX_DISTRICTS
+from stimulus.sample import SAMPLE_DISTRICTS
 from wallet_adapter.bank_protocol import (
     RefundRequest,
     SpendRequest,
@@ -75,7 +75,7 @@ def onboard(ctx: DemoContext, client: httpx.Client) -> list[Merchant]:
     rows = ["id,name,category,district,settlement_account"]
     for n in range(count):
         rows.append(f"{ctx.campaign_id}-m{n:05d},Shop {n},{categories[n % len(categories)]},"
-                    f"{rng.choice(SANDBOX_DISTRICTS)},62220000{n:08d}")
+                    f"{rng.choice(SAMPLE_DISTRICTS)},62220000{n:08d}")
     with console.status(f"importing {count:,} merchants from CSV (keys issued once)"):
         response = client.post("/v1/admin/merchants/import", content="\n".join(rows).encode(),
                                headers={"Authorization": f"Bearer {ctx.operator_token}",

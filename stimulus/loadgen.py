@@ -1,4 +1,4 @@
-"""Cheap client-side load for the demo and set-up steps: tokens made in processes, a lean HTTP/1.1 client.
+"""Cheap client-side load for the demo and set-up steps: a lean HTTP/1.1 client.
 
 A general HTTP client spends more CPU per request than our API does to serve it, and on a small
 machine the two share cores; this client writes requests and parses responses directly on
@@ -10,32 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
-from stimulus.sandbox_idp import synthetic_citizen, token_for
-from stimulus.signing import SigningKey
-
-
-def _tokens(seed: bytes, issuer: str, audience: str, first: int, count: int, ttl_s: int) -> list[str]:
-    key = SigningKey.from_seed(seed)
-    return [token_for(key, synthetic_citizen(n), issuer=issuer, audience=audience, ttl_s=ttl_s)
-            for n in range(first, first + count)]
-
-
-def make_tokens(key: SigningKey, issuer: str, audience: str, first: int, count: int,
-                workers: int = 2, ttl_s: int = 6 * 3600) -> list[str]:
-    """Identity tokens for synthetic citizens first..first+count-1, signed in `workers` processes."""
-    if count < 2000 or workers <= 1:
-        return _tokens(key.seed_bytes(), issuer, audience, first, count, ttl_s)
-    step = -(-count // (workers * 4))
-    starts = list(range(first, first + count, step))
-    with ProcessPoolExecutor(workers) as pool:
-        parts = pool.map(_tokens, [key.seed_bytes()] * len(starts), [issuer] * len(starts),
-                         [audience] * len(starts), starts,
-                         [min(step, first + count - s) for s in starts], [ttl_s] * len(starts))
-        return [token for part in parts for token in part]
 
 
 @dataclass(frozen=True)

@@ -56,19 +56,20 @@ CODES: dict[str, ProblemCode] = {
                                  "after Retry-After", "storage"),
     "not_ready": _c(503, "the process cannot reach PostgreSQL or Redis (readiness probe)"),
     "internal_error": _c(500, "the server failed; the request id identifies the log entry"),
-    # Citizens' identity tokens.
+    # Identity tokens: citizens', and operators' where they sign in with the identity provider.
     "unauthenticated": _c(401, "no credentials were presented", "staff"),
     "bad_authorization_header": _c(401, "the Authorization header is not 'Bearer <token>'", "identity", "staff"),
     "identity_token_required": _c(401, "this operation needs a citizen's identity token", "identity"),
-    "token_malformed": _c(401, "the identity token is not a well-formed JWT", "identity"),
-    "token_algorithm": _c(401, "the identity token is signed with an algorithm that is not allowed", "identity"),
-    "token_unknown_key": _c(401, "the identity token names a signing key we do not trust", "identity"),
-    "token_signature_invalid": _c(401, "the identity token's signature does not verify", "identity"),
-    "token_issuer": _c(401, "the identity token was issued by another provider", "identity"),
-    "token_audience": _c(401, "the identity token is meant for another service", "identity"),
-    "token_expired": _c(401, "the identity token has expired", "identity"),
-    "token_not_yet_valid": _c(401, "the identity token is not valid yet", "identity"),
-    "token_claims_missing": _c(401, "the identity token lacks a claim we need", "identity"),
+    "token_malformed": _c(401, "the identity token is not a well-formed JWT", "identity", "staff"),
+    "token_algorithm": _c(401, "the identity token is signed with an algorithm that is not allowed", "identity", "staff"),
+    "token_unknown_key": _c(401, "the identity token names a signing key we do not trust", "identity", "staff"),
+    "token_signature_invalid": _c(401, "the identity token's signature does not verify", "identity", "staff"),
+    "token_issuer": _c(401, "the identity token was issued by another provider", "identity", "staff"),
+    "token_audience": _c(401, "the identity token is meant for another service", "identity", "staff"),
+    "token_expired": _c(401, "the identity token has expired", "identity", "staff"),
+    "token_not_yet_valid": _c(401, "the identity token is not valid yet", "identity", "staff"),
+    "token_lifetime": _c(401, "the identity token lives longer than the provider's tokens may", "identity", "staff"),
+    "token_claims_missing": _c(401, "the identity token lacks a claim we need", "identity", "staff"),
     "invalid_resident_id": _c(401, "the identity token's resident ID is not a valid ID number", "identity"),
     # Operator and auditor tokens.
     "invalid_admin_token": _c(401, "the operator or auditor token is unknown", "staff"),
@@ -204,8 +205,6 @@ CODES: dict[str, ProblemCode] = {
     "break_already_resolved": _c(409, "the break is resolved already"),
     "invalid_resolution": _c(400, "not a resolution this break allows"),
     # The sandbox identity provider (development only).
-    "invalid_count": _c(400, "the sandbox identity provider mints between 1 and its limit of tokens at a time"),
-    "invalid_ttl": _c(400, "the sandbox token lifetime is not between 60 s and 7 days"),
 }
 
 

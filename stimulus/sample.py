@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stimulus.sandbox_idp import SANDBOX_CITY, SANDBOX_DISTRICTS
+SAMPLE_CITY = "4301"  # Changsha's prefecture code
+SAMPLE_DISTRICTS = ("430102", "430103", "430104", "430105", "430111", "430112")
 
 
 def sample_campaign(campaign_id: str, winners: int = 3000, *, opens_at: datetime | None = None,
@@ -21,7 +22,7 @@ def sample_campaign(campaign_id: str, winners: int = 3000, *, opens_at: datetime
     claim_deadline = closes_at + timedelta(seconds=claim_s)
     small = winners * 2 // 3
     large = winners - small
-    n = len(SANDBOX_DISTRICTS)
+    n = len(SAMPLE_DISTRICTS)
     quotas = [winners // n + (1 if i < winners % n else 0) for i in range(n)]
     tiers: list[dict[str, Any]] = [{"tier": "A", "amount_fen": 20_000, "count": large},
              {"tier": "B", "amount_fen": 10_000, "count": small}]
@@ -32,13 +33,13 @@ def sample_campaign(campaign_id: str, winners: int = 3000, *, opens_at: datetime
         "budget_fen": budget,
         "tiers": tiers,
         "strata": [{"stratum": d, "quota": q, "name": f"district {d}"}
-                   for d, q in zip(SANDBOX_DISTRICTS, quotas, strict=True)],
+                   for d, q in zip(SAMPLE_DISTRICTS, quotas, strict=True)],
         "registration_opens_at": opens_at.isoformat(),
         "registration_closes_at": closes_at.isoformat(),
         "claim_deadline": claim_deadline.isoformat(),
         "spending_deadline": (claim_deadline + timedelta(seconds=spending_s)).isoformat(),
         "beacon": beacon or {"kind": "sandbox"},
         "participants": participants or [],
-        "eligibility": {"city": SANDBOX_CITY, "require_mainland_phone": True,
-                        "social_insurance_city": SANDBOX_CITY, "min_age": 18},
+        "eligibility": {"city": SAMPLE_CITY, "require_mainland_phone": True,
+                        "social_insurance_city": SAMPLE_CITY, "min_age": 18},
     }

@@ -10,11 +10,18 @@ from litestar import Request
 from litestar.datastructures import State
 from redis.asyncio import Redis
 
-from stimulus.auth import PRINCIPAL_STATE, Principal, bearer_token, principal_from_token
+from stimulus.auth import (
+    PRINCIPAL_STATE,
+    TOKEN_PREFIX,
+    Principal,
+    bearer_token,
+    principal_from_token,
+)
 from stimulus.errors import Unauthenticated
 from stimulus.forwarded import trusted_proxies
 from stimulus.idempotency import IdempotencyStore
 from stimulus.identity import Citizen, TokenVerifier
+from stimulus.operator_signin import OperatorSignIn
 from stimulus.ratelimit import RateLimiter
 from stimulus.settings import Settings
 
@@ -27,8 +34,16 @@ class Services:
     verifier: TokenVerifier
     limiter: RateLimiter
     idempotency: IdempotencyStore
+    operator_signin: OperatorSignIn | None = None
     # Domain packages keep their own long-lived objects here (batchers, provider clients).
     extras: dict[str, Any] = field(default_factory=dict)
+
+    async def principal(self, token: str | None) -> Principal:
+        """The operator or auditor a bearer token names: an `stm_` token, or where operators sign
+        in through the identity provider, its ID token."""
+        if token is not None and self.operator_signin is not None and not token.startswith(TOKEN_PREFIX):
+            return await self.operator_signin.principal(token)
+        return await principal_from_token(self.pool, token)
 
 
 def get_services(state: State) -> Services:
@@ -40,14 +55,14 @@ async def get_principal(request: Request[Any, Any, Any], services: Services) -> 
     known = request.state.get(PRINCIPAL_STATE)  # the guard (auth.authorize_staff) looked it up
     if isinstance(known, Principal):
         return known
-    return await principal_from_token(services.pool, bearer_token(request))
+    return await services.principal(bearer_token(request))
 
 
-def get_citizen(request: Request[Any, Any, Any], services: Services) -> Citizen:
+async def get_citizen(request: Request[Any, Any, Any], services: Services) -> Citizen:
     token = bearer_token(request)
     if token is None:
         raise Unauthenticated("an identity token is required", code="identity_token_required")
-    return services.verifier.verify(token)
+    return await services.verifier.verify(token)
 
 
 def client_address(request: Request[Any, Any, Any], settings: Settings) -> str:

@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stimulus.oidc import allowed_algorithms
 from stimulus.signing import SigningKey, load_or_create_signing_key
 
 DB_POOLERS = ("none", "pgbouncer")
@@ -190,10 +191,21 @@ class Settings:
     environment: str  # "production" or "development"
     pepper: Secret
     service_key: SigningKey
-    idp_key: SigningKey | None  # the sandbox identity provider's: development only
-    idp_public_keys: dict[str, bytes]
+    # The city's OpenID Connect provider (in development: the sandbox one at idp_port).
     idp_issuer: str
     idp_audience: str
+    idp_discovery_url: str
+    idp_algorithms: tuple[str, ...]
+    idp_clock_skew_s: int
+    idp_max_token_lifetime_s: int
+    idp_jwks_refetch_floor_s: int
+    idp_jwks_max_age_s: int
+    idp_port: int
+    sandbox_idp_dir: Path
+    # Operators sign in with the provider's ID tokens too when an audience is configured.
+    operator_oidc_audience: str | None
+    operator_role_claim: str
+    operator_name_claim: str
     db_pool_min: int
     db_pool_max: int
     db_command_timeout_s: int
@@ -288,6 +300,11 @@ def _pooler(raw: str) -> str:
     return pooler
 
 
+def sandbox_issuer(port: int) -> str:
+    """The issuer of the sandbox identity provider serving on `port` of this machine."""
+    return f"http://127.0.0.1:{port}"
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Build the settings from `env` (default: the process environment).
 
@@ -308,7 +325,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     service_seed = read.hex_bytes("STIMULUS_SERVICE_KEY", read.value("STIMULUS_SERVICE_KEY"),
                                   size=ED25519_KEY_BYTES)
     bank_api_key = read.value("STIMULUS_BANK_API_KEY")
-    idp_public_keys = read.keys("STIMULUS_IDP_PUBLIC_KEYS", "KEY_ID")
+    try:
+        idp_algorithms = allowed_algorithms([a.strip() for a in env.get(
+            "STIMULUS_IDP_ALGORITHMS", "EdDSA,ES256,RS256").split(",") if a.strip()])
+    except ValueError as exc:
+        read.problems.append(f"STIMULUS_IDP_ALGORITHMS: {exc}")
+        idp_algorithms = ()
+    idp_port = _env_int(env, "STIMULUS_IDP_PORT", 8200)
     bank_public_keys = read.keys("STIMULUS_BANK_PUBLIC_KEYS", "BANK_CODE")
     bank_codes, bank_urls = _banks(env.get("STIMULUS_BANKS", "ICBC,CCB,BOC"))
     redis_sentinels, redis_sentinel_master, sentinel_label = _sentinels(read, env)
@@ -324,6 +347,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             missing.append("STIMULUS_SERVICE_KEY or STIMULUS_SERVICE_KEY_FILE: the service's Ed25519 "
                            "signing key (a 32-byte seed as hex, the same on every node)")
         missing.extend(_identity_provider_problems(env))
+        discovery = env.get("STIMULUS_IDP_DISCOVERY_URL")
+        if discovery and not discovery.startswith(("https://", "http://127.0.0.1:", "http://localhost:")):
+            missing.append("STIMULUS_IDP_DISCOVERY_URL: must be an https:// URL "
+                           "(or http:// to a proxy on this machine's loopback)")
         if not env.get("STIMULUS_BANKS"):
             missing.append("STIMULUS_BANKS: the operator banks' codes, each CODE=URL")
         for code in bank_codes if env.get("STIMULUS_BANKS") else ():
@@ -341,18 +368,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         assert pepper_bytes is not None and service_seed is not None and bank_api_key is not None
         pepper = Secret(pepper_bytes)
         service_key = SigningKey.from_seed(service_seed)
-        idp_key = None
     else:
         pepper = (Secret(pepper_bytes) if pepper_bytes is not None
                   else _load_or_create_secret(secrets_dir / "pepper.hex"))
         service_key = (SigningKey.from_seed(service_seed) if service_seed is not None
                        else load_or_create_signing_key(secrets_dir / "service_ed25519.hex"))
-        idp_key = load_or_create_signing_key(
-            secrets_dir / "sandbox_idp_ed25519.hex", env.get("STIMULUS_SANDBOX_IDP_KEY")
-        )
-        idp_public_keys.setdefault(idp_key.key_id, idp_key.public_bytes)
         bank_api_key = bank_api_key or DEVELOPMENT_BANK_API_KEY
-        idp_issuer, idp_audience = idp_issuer or "sandbox-idp", idp_audience or "stimulus"
+        # The sandbox provider that stimulus up starts is the issuer unless one is named.
+        idp_issuer, idp_audience = idp_issuer or sandbox_issuer(idp_port), idp_audience or "stimulus"
+    idp_issuer = (idp_issuer or "").rstrip("/")
     exempt = frozenset(
         filter(None, (a.strip() for a in env.get("STIMULUS_RATE_LIMIT_EXEMPT", "").split(",")))
     )
@@ -366,10 +390,20 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         environment=environment,
         pepper=pepper,
         service_key=service_key,
-        idp_key=idp_key,
-        idp_public_keys=idp_public_keys,
-        idp_issuer=idp_issuer or "",
+        idp_issuer=idp_issuer,
         idp_audience=idp_audience or "",
+        idp_discovery_url=env.get("STIMULUS_IDP_DISCOVERY_URL")
+        or f"{idp_issuer}/.well-known/openid-configuration",
+        idp_algorithms=idp_algorithms,
+        idp_clock_skew_s=_env_int(env, "STIMULUS_IDP_CLOCK_SKEW_S", 60),
+        idp_max_token_lifetime_s=_env_int(env, "STIMULUS_IDP_MAX_TOKEN_LIFETIME_S", 24 * 3600),
+        idp_jwks_refetch_floor_s=_env_int(env, "STIMULUS_IDP_JWKS_REFETCH_FLOOR_S", 30),
+        idp_jwks_max_age_s=_env_int(env, "STIMULUS_IDP_JWKS_MAX_AGE_S", 300),
+        idp_port=idp_port,
+        sandbox_idp_dir=Path(env.get("STIMULUS_SANDBOX_IDP_DIR") or state_dir / "sandbox-idp").resolve(),
+        operator_oidc_audience=env.get("STIMULUS_OPERATOR_OIDC_AUDIENCE") or None,
+        operator_role_claim=env.get("STIMULUS_OPERATOR_ROLE_CLAIM", "stimulus_role"),
+        operator_name_claim=env.get("STIMULUS_OPERATOR_NAME_CLAIM", "preferred_username"),
         db_pool_min=_env_int(env, "STIMULUS_DB_POOL_MIN", 2),
         db_pool_max=_env_int(env, "STIMULUS_DB_POOL_MAX", 16),
         db_command_timeout_s=_env_int(env, "STIMULUS_DB_COMMAND_TIMEOUT_S", 30),
@@ -412,12 +446,16 @@ def _given(env: dict[str, str], name: str) -> bool:
 def _identity_provider_problems(env: dict[str, str]) -> list[str]:
     """What production needs to verify citizens' identity tokens.
 
-    The issuer and audience every token is checked against; where the provider's keys come from
-    (pinned STIMULUS_IDP_PUBLIC_KEYS, or its discovery document) is checked beside them here.
+    The issuer and audience every token is checked against; the provider's keys come from its
+    discovery document (by default under the issuer), so the issuer must be an https:// URL.
     """
     missing = []
-    if not env.get("STIMULUS_IDP_ISSUER"):
-        missing.append("STIMULUS_IDP_ISSUER: the identity provider's issuer (the tokens' iss)")
+    issuer = env.get("STIMULUS_IDP_ISSUER")
+    if not issuer:
+        missing.append("STIMULUS_IDP_ISSUER: the identity provider's issuer (the tokens' iss, an "
+                       "https:// URL whose /.well-known/openid-configuration names its keys)")
+    elif not issuer.startswith("https://"):
+        missing.append(f"STIMULUS_IDP_ISSUER: {issuer!r} is not an https:// URL")
     if not env.get("STIMULUS_IDP_AUDIENCE"):
         missing.append("STIMULUS_IDP_AUDIENCE: the audience our tokens are issued for (their aud)")
     return missing

@@ -13,10 +13,11 @@ import importlib.util
 import logging
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from stimulus.embedded import EmbeddedPostgres, free_port
-from stimulus.settings import Settings
+from stimulus.settings import Settings, sandbox_issuer
 from stimulus.stack import (
     ChildProcess,
     RunningStack,
@@ -48,6 +49,7 @@ class Supervisor:
         self.restarts: dict[str, int] = {}
         self.bank_url: str | None = None
         self.drand_relay_url: str | None = None
+        self.idp_issuer: str | None = None
 
     def _logs(self) -> Any:
         path = self.settings.state_dir / "logs"
@@ -81,6 +83,10 @@ class Supervisor:
             self.bank_url = settings.bank_url
         if settings.sandbox and importlib.util.find_spec("sandbox.drand_relay") is not None:
             extra["STIMULUS_DRAND_RELAYS"] = self._start_drand_relay(settings)
+        extra.update(self._start_sandbox_idp(settings))
+        self.stack.settings = settings = replace(
+            settings, idp_issuer=extra.get("STIMULUS_IDP_ISSUER", settings.idp_issuer),
+            idp_discovery_url=extra.get("STIMULUS_IDP_DISCOVERY_URL", settings.idp_discovery_url))
         metrics_dir = prepare_metrics_dir(settings)
         env = child_env(settings, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **extra})
         api = self._spawn("api", api_command(settings, self.api_port, self.api_workers), env)
@@ -95,6 +101,21 @@ class Supervisor:
         self.drand_relay_url = f"http://127.0.0.1:{port}"
         wait_http_ok(self.drand_relay_url + "/health", process=relay.process)
         return ",".join([self.drand_relay_url, *settings.drand_relays])
+    def _start_sandbox_idp(self, settings: Settings) -> dict[str, str]:
+        """In development, with no provider named, the sandbox one: its issuer for the children."""
+        if (not settings.sandbox or settings.idp_issuer != sandbox_issuer(settings.idp_port)
+                or importlib.util.find_spec("sandbox.idp") is None):
+            return {}
+        from sandbox.idp import command
+
+        port = settings.idp_port or free_port()
+        issuer = sandbox_issuer(port)
+        idp = self._spawn("sandbox-idp", command("127.0.0.1", port, settings.sandbox_idp_dir, issuer),
+                          child_env(settings))
+        wait_http_ok(issuer + "/health", process=idp.process)
+        self.idp_issuer = issuer
+        return {"STIMULUS_IDP_ISSUER": issuer,
+                "STIMULUS_IDP_DISCOVERY_URL": f"{issuer}/.well-known/openid-configuration"}
 
     def describe(self) -> list[str]:
         assert self.stack is not None
@@ -113,6 +134,8 @@ class Supervisor:
             lines.append(f"sandbox bank   {self.bank_url}")
         if self.drand_relay_url:
             lines.append(f"drand relay    {self.drand_relay_url}  (sandbox chain and recorded quicknet rounds)")
+        if self.idp_issuer:
+            lines.append(f"sandbox IdP    {self.idp_issuer}  (tokens: stimulus idp token)")
         lines.append(f"logs           {self.settings.state_dir / 'logs'}")
         return lines
 

@@ -6,6 +6,7 @@ Set DATABASE_URL / REDIS_URL to run against existing servers instead of embedded
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -16,12 +17,19 @@ import httpx
 import pytest
 import redis.asyncio as redis_asyncio
 
+from sandbox.idp import running_provider
 from stimulus.embedded import free_port
 from stimulus.settings import Settings, load_settings
 from stimulus.stack import RunningStack, migrate_sync, running_api, running_drand_relay, start_stack
 
+# One sandbox identity provider serves the session (started by the `sandbox_idp` fixture); every
+# API a test starts with TEST_ENV trusts it, and fixtures sign citizens' tokens with its key file.
+SANDBOX_IDP_DIR = Path(tempfile.mkdtemp(prefix="stimulus-test-idp-"))
+
 TEST_ENV = {
     "STIMULUS_ENV": "development",
+    "STIMULUS_IDP_PORT": str(free_port()),
+    "STIMULUS_SANDBOX_IDP_DIR": str(SANDBOX_IDP_DIR),
     "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN": "60",
     "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0",
     "STIMULUS_WORKERS": "1",
@@ -54,7 +62,7 @@ def state_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def stack(state_dir: Path) -> Iterator[Stack]:
+def stack(state_dir: Path, sandbox_idp: str) -> Iterator[Stack]:
     env = {**os.environ, **TEST_ENV, "STIMULUS_STATE_DIR": str(state_dir)}
     settings = load_settings(env)
     running = start_stack(settings, need_redis=True)
@@ -78,7 +86,17 @@ def drand_relay_url(stack: Stack) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def api_url(stack: Stack, metrics_port: int, drand_relay_url: str) -> Iterator[str]:
+def sandbox_idp() -> Iterator[str]:
+    """The session's sandbox identity provider; yields its issuer URL."""
+    try:
+        with running_provider(SANDBOX_IDP_DIR, int(TEST_ENV["STIMULUS_IDP_PORT"])) as issuer:
+            yield issuer
+    finally:
+        shutil.rmtree(SANDBOX_IDP_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def api_url(stack: Stack, metrics_port: int, drand_relay_url: str, sandbox_idp: str) -> Iterator[str]:
     env = {**TEST_ENV, "STIMULUS_METRICS_PORT": str(metrics_port), "STIMULUS_DRAND_RELAYS": drand_relay_url}
     with running_api(stack.settings, workers=1, extra_env=env) as base:
         yield base

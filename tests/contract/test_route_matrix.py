@@ -51,7 +51,6 @@ ACCESS: dict[str, str] = {
     "GET /schema/swagger": "public",
     "GET /schema/oauth2-redirect.html": "public",
     "GET /schema/{path:str}": "public",
-    "POST /sandbox/idp/tokens": "public",  # development only: not mounted in production
     # The public record of a campaign and its draw; ceremony participants sign their bodies.
     "GET /v1/campaigns": "public",
     "GET /v1/campaigns/{campaign_id:str}": "public",

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from stimulus.identity import issue_token
+from sandbox.citizens import claims_for, synthetic_citizen
+from sandbox.idp_keys import Signer
 from stimulus.sample import sample_campaign
-from stimulus.sandbox_idp import synthetic_citizen, token_for
 from stimulus.settings import Settings
 
 _ids = itertools.count(1)
@@ -36,18 +38,19 @@ async def open_campaign(http: httpx.AsyncClient, operator_token: str, winners: i
     return campaign_id
 
 
-def citizen_token(settings: Settings, number: int, **claims: Any) -> str:
-    citizen = synthetic_citizen(number)
-    if not claims:
-        return token_for(settings.idp_key, citizen, issuer=settings.idp_issuer,
-                         audience=settings.idp_audience)
-    fields: dict[str, Any] = {
-        "subject": citizen.resident_id, "phone": citizen.phone, "district": citizen.district,
-        "city": citizen.city, "social_insurance_city": citizen.social_insurance_city,
-        "issuer": settings.idp_issuer, "audience": settings.idp_audience,
-    }
-    fields.update(claims)
-    return issue_token(settings.idp_key, **fields)
+@functools.cache
+def _signer(data_dir: Path, issuer: str) -> Signer:
+    # The session's provider never rotates its key (tests that rotate run their own provider).
+    return Signer.from_data_dir(data_dir, issuer)
+
+
+def citizen_token(settings: Settings, number: int, *, now: int | None = None, ttl_s: int = 3600,
+                  **claims: Any) -> str:
+    """An ID token from the session's sandbox provider for synthetic citizen `number`; `claims`
+    (JWT claim names: sub, phone, district, ...) replace the citizen's own."""
+    signer = _signer(settings.sandbox_idp_dir, settings.idp_issuer)
+    return signer.sign({**claims_for(synthetic_citizen(number)), **claims},
+                       audience=settings.idp_audience, ttl_s=ttl_s, now=now)
 
 
 def window(opens_in_s: float, closes_in_s: float) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class Private:
 
 
 @pytest.fixture(scope="module")
-def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
+def private(tmp_path_factory: pytest.TempPathFactory, sandbox_idp: str) -> Iterator[Private]:
     state: Path = tmp_path_factory.mktemp("outages")
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
     running = start_stack(load_settings({**env, **TEST_ENV, "STIMULUS_STATE_DIR": str(state)}), need_redis=True)

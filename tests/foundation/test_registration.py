@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 
 from lottery.leaf import decode_leaf
 from lottery.registration import verify_receipt
-from stimulus.identity import issue_token
-from stimulus.signing import SigningKey
+from sandbox.citizens import synthetic_citizen
+from sandbox.idp_keys import KeyStore, Signer
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, open_campaign, window
 
@@ -29,8 +31,6 @@ async def test_register_returns_signed_receipt_and_stores_only_hmac(
     assert (leaf_campaign, ticket) == (campaign_id, receipt["ticket"])
     row = await db.fetchrow("SELECT * FROM registrations WHERE campaign_id = $1", campaign_id)
     assert row is not None and row["ticket"] == ticket and row["pseudonym"] == pseudonym
-    from stimulus.sandbox_idp import synthetic_citizen
-
     resident = synthetic_citizen(1).resident_id
     dumped = json.dumps({k: (v.hex() if isinstance(v, bytes) else str(v)) for k, v in dict(row).items()})
     assert resident not in dumped and synthetic_citizen(1).phone not in dumped
@@ -81,15 +81,13 @@ async def test_many_citizens_each_get_one_ticket(
 
 
 async def test_forged_expired_and_malformed_tokens_are_refused(
-        http: httpx.AsyncClient, stack: Stack, operator_token: str, db: asyncpg.Connection) -> None:
+        http: httpx.AsyncClient, stack: Stack, operator_token: str, db: asyncpg.Connection,
+        tmp_path: Path) -> None:
     campaign_id = await open_campaign(http, operator_token)
     url = f"/v1/campaigns/{campaign_id}/registrations"
     settings = stack.settings
-    forger = SigningKey.generate()
-    from stimulus.sandbox_idp import synthetic_citizen, token_for
-
-    forged_unknown = token_for(forger, synthetic_citizen(5), issuer=settings.idp_issuer,
-                               audience=settings.idp_audience)
+    forger = Signer(KeyStore(tmp_path).ensure("EdDSA"), settings.idp_issuer)
+    forged_unknown = forger.citizen_token(synthetic_citizen(5), audience=settings.idp_audience)
     good = citizen_token(settings, 5)
     head, payload, _ = good.split(".")
     _, _, other_sig = citizen_token(settings, 6).split(".")
@@ -107,9 +105,7 @@ async def test_forged_expired_and_malformed_tokens_are_refused(
         assert response.json()["code"] == code
     missing = await http.post(url)
     assert missing.status_code == 401 and missing.json()["code"] == "identity_token_required"
-    bad_id = issue_token(settings.idp_key, subject="110101199003077777", phone="13800000000",
-                         district="430102", city="4301", social_insurance_city="4301",
-                         issuer=settings.idp_issuer, audience=settings.idp_audience)
+    bad_id = citizen_token(settings, 5, sub="110101199003077777")
     response = await http.post(url, headers=auth(bad_id))
     assert response.status_code == 401 and response.json()["code"] == "invalid_resident_id"
     count = await db.fetchval("SELECT count(*) FROM registrations WHERE campaign_id = $1", campaign_id)
@@ -181,17 +177,17 @@ async def test_eligibility_refusals_have_codes_and_are_counted(
     campaign_id = await open_campaign(http, operator_token)
     url = f"/v1/campaigns/{campaign_id}/registrations"
     settings = stack.settings
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "ineligible_location": {"city": "1101"},
         "ineligible_phone": {"phone": "+85291234567"},
-        "ineligible_social_insurance": {"social_insurance_city": "4401"},
-        "ineligible_too_young": {"subject": "430102201501010012"},
+        "ineligible_social_insurance": {"si_city": "4401"},
+        "ineligible_too_young": {"sub": "430102201501010012"},
         "ineligible_district": {"district": "430199"},
     }
     from stimulus.resident_id import check_char
 
     young = "43010220150101001"
-    cases["ineligible_too_young"] = {"subject": young + check_char(young)}
+    cases["ineligible_too_young"] = {"sub": young + check_char(young)}
     for code, claims in cases.items():
         response = await http.post(url, headers=auth(citizen_token(settings, 20, **claims)))
         assert response.status_code == 403, (code, response.text)

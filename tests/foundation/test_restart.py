@@ -16,7 +16,7 @@ from tests.conftest import TEST_ENV
 from tests.foundation.helpers import citizen_token
 
 
-def test_restart_keeps_registrations_and_secrets() -> None:
+def test_restart_keeps_registrations_and_secrets(sandbox_idp: str) -> None:
     if os.environ.get("DATABASE_URL"):
         return  # restarting is about the embedded servers
     with tempfile.TemporaryDirectory(prefix="stimulus-restart-") as tmp:

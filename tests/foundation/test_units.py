@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import time
 from datetime import date
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
+from joserfc.jwk import OKPKey
 
+from sandbox.citizens import synthetic_citizen
+from sandbox.idp_keys import KeyStore, Signer
 from stimulus import ledger, resident_id
 from stimulus.errors import RateLimited, Unauthenticated
-from stimulus.identity import TokenVerifier, issue_token
+from stimulus.identity import TokenVerifier
+from stimulus.oidc import IdTokenVerifier, ProviderKeys
 from stimulus.ratelimit import Limit, RateLimiter
-from stimulus.signing import SigningKey
 
 
 def test_known_resident_id_check_character() -> None:
@@ -37,18 +41,22 @@ def test_made_ids_validate_and_single_digit_changes_fail(sequence: int, born: da
             resident_id.normalize(changed)
 
 
-def test_token_verdicts_are_cached_and_expiry_still_applies() -> None:
-    key = SigningKey.generate()
-    verifier = TokenVerifier({key.key_id: key.public_bytes}, "iss", "aud", b"pepper")
+def test_token_verdicts_are_cached_and_expiry_still_applies(tmp_path: Path) -> None:
+    stored = KeyStore(tmp_path).ensure("EdDSA")
+    keys = ProviderKeys("http://idp.invalid/.well-known/openid-configuration", "iss")
+    keys.keys = {stored.kid: OKPKey.import_key(stored.public_jwk())}
+    verifier = TokenVerifier(IdTokenVerifier(keys, audience="aud", algorithms=["EdDSA"], clock_skew_s=60,
+                                             max_lifetime_s=3600), b"pepper", clock_skew_s=60)
     now = int(time.time())
-    token = issue_token(key, subject="11010519491231002X", phone="13800000000", district="430102",
-                        city="4301", social_insurance_city="4301", issuer="iss", audience="aud",
-                        ttl_s=120, now=now)
-    first = verifier.verify(token, now=now)
-    assert verifier.verify(token, now=now + 1) is first
+    token = Signer(stored, "iss").citizen_token(synthetic_citizen(1), audience="aud", ttl_s=120, now=now)
+    first = verifier.verify_known(token, now=now)
+    assert verifier.verify_known(token, now=now + 1) is first
     with pytest.raises(Unauthenticated) as info:
-        verifier.verify(token, now=now + 1000)
+        verifier.verify_known(token, now=now + 1000)
     assert info.value.code == "token_expired"
+    keys.withdrawals += 1  # a key left the JWKS: every cached verdict is checked again
+    again = verifier.verify_known(token, now=now + 1)
+    assert again == first and again is not first
 
 
 def test_unbalanced_postings_are_refused() -> None:
@@ -82,3 +90,11 @@ async def test_token_bucket_refuses_only_when_any_bucket_is_empty(redis: redis_a
     assert info.value.headers["Retry-After"] == "1"
     # The refusal took nothing from bucket b; a second later bucket a has one token again.
     await limiter.check([a, b], now + 1000)
+
+
+@given(st.binary(min_size=1, max_size=64), st.text(max_size=40))
+def test_pre_keyed_hash_is_the_resident_id_keyed_hash(pepper: bytes, text: str) -> None:
+    keys = ProviderKeys("http://idp.invalid/.well-known/openid-configuration", "iss")
+    verifier = TokenVerifier(IdTokenVerifier(keys, audience="aud", algorithms=["EdDSA"], clock_skew_s=60,
+                                             max_lifetime_s=3600), pepper, clock_skew_s=60)
+    assert verifier._keyed_hash(text) == resident_id.keyed_hash(pepper, text)

@@ -43,7 +43,9 @@ def _left_running(process: subprocess.Popen[str], state: Path) -> str:
 
 def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STIMULUS_BANK_URL")}
-    env.update(TEST_ENV, STIMULUS_STATE_DIR=str(tmp_path), STIMULUS_BANKS="ICBC,ABC", COLUMNS="200")
+    env.update(TEST_ENV, STIMULUS_STATE_DIR=str(tmp_path), STIMULUS_BANKS="ICBC,ABC", COLUMNS="200",
+               STIMULUS_IDP_PORT=str(free_port()))
+    env.pop("STIMULUS_SANDBOX_IDP_DIR")
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "stimulus.cli", "up", "--port", str(port)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -53,6 +55,11 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         bank = re.search(r"sandbox bank\s+(http://\S+)", output)
         assert bank is not None, output
         assert httpx.get(f"{bank.group(1)}/health", timeout=10).json()["banks"] == ["ICBC", "ABC"]
+        idp = re.search(r"sandbox IdP\s+(http://\S+)", output)
+        assert idp is not None, output
+        discovery = httpx.get(f"{idp.group(1)}/.well-known/openid-configuration", timeout=10).json()
+        assert discovery["issuer"] == idp.group(1)
+        assert httpx.post(f"http://127.0.0.1:{port}/sandbox/idp/tokens", json={}, timeout=10).status_code == 404
         children = psutil.Process(process.pid).children(recursive=True)
         commands = [" ".join(c.cmdline()) for c in children]
         for worker in WORKERS:

@@ -27,7 +27,7 @@ from typing import Any
 
 from lottery import rehearsal
 from sandbox.drand_chain import sign_round
-from stimulus.sandbox_idp import SANDBOX_DISTRICTS
+from stimulus.sample import SAMPLE_DISTRICTS
 from tests.web.bundle_server import Published, serving
 from tests.web.conftest import CHROMIUM_ARGS, _installed
 
@@ -52,8 +52,8 @@ HASH_PROBE = """async () => {
 
 def build(directory: Path, registrants: int, beacon: str, algorithm: str) -> Published:
     winners = max(6, registrants // 20)  # stimulus.demo_draw.winner_count
-    n = len(SANDBOX_DISTRICTS)
-    quotas = {d: winners // n + (1 if i < winners % n else 0) for i, d in enumerate(SANDBOX_DISTRICTS)}
+    n = len(SAMPLE_DISTRICTS)
+    quotas = {d: winners // n + (1 if i < winners % n else 0) for i, d in enumerate(SAMPLE_DISTRICTS)}
     small = winners * 2 // 3
     tiers = [{"tier": "A", "amount_fen": 20_000, "count": winners - small},
              {"tier": "B", "amount_fen": 10_000, "count": small}]
