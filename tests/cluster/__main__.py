@@ -1,8 +1,8 @@
 """`python -m tests.cluster [--registrants N]`: a whole campaign through the cluster, under faults.
 
 Registrations go through haproxy while an API node is SIGKILLed and PgBouncer restarted; some
-citizens try both nodes at once; the commitment and the draw are approved through the API; the
-winners claim, and the issuance workers credit the banks while the dispatcher leader and an
+citizens try both nodes at once; the commitment and the draw are approved through the API and
+run as jobs, and the jobs worker running the draw is SIGKILLed; the winners claim, and the issuance workers credit the banks while the dispatcher leader and an
 issuance worker are SIGKILLed. The end is judged by the project's own checks: loadtests/truth.py
 (acknowledged == stored, issued == credited, no double credit, the ledger audit, the audit log's
 chain), `stimulus audit log`, and `stimulus-verify` on the published bundle and registrant list.
@@ -28,6 +28,7 @@ import httpx
 from loadtests import truth
 from loadtests.prepare import CITIZEN_BASE, Preparer
 from stimulus import auth
+from stimulus.signing import SigningKey
 from tests.cluster import faults
 from tests.cluster.faults import Fault, Traffic
 from tests.cluster.nodes import Cluster
@@ -125,6 +126,14 @@ async def both_nodes_at_once(cluster: Cluster, cid: str, tokens: list[str]) -> t
             else:
                 tickets.append(int(first.json()["ticket"]))
     return wrong, tickets
+
+
+async def draw(cluster: Cluster, preparer: Preparer, cid: str, key: SigningKey, secret: bytes,
+               traffic: Traffic) -> tuple[dict[str, Any], set[int], Fault]:
+    """The commitment and the draw, approved through the API; the jobs worker running the draw is killed."""
+    (committed, winners), fault = await asyncio.gather(asyncio.to_thread(preparer.draw, cid, key, secret),
+                                                       faults.kill_jobs_worker_mid_draw(cluster, traffic))
+    return committed, winners, fault
 
 
 async def claim(cluster: Cluster, cid: str, tokens: list[str], numbers: list[int], banks: tuple[str, ...],
@@ -227,9 +236,10 @@ def run(registrants: int, root: Path) -> bool:
             f"({registrants / elapsed:,.0f}/s), {sum(1 for _, ok in traffic.events if not ok):,} requests failed")
         wrong, doubled_tickets = asyncio.run(both_nodes_at_once(cluster, cid, doubled_tokens))
         started = time.monotonic()
-        committed, winners = preparer.draw(cid, key, secret)
+        committed, winners, fault = asyncio.run(draw(cluster, preparer, cid, key, secret, traffic))
+        found.append(fault)
         say(f"commitment of {committed['tree_size']:,} leaves and the draw of {len(winners):,} winners "
-            f"(approved through the API, in the request) in {time.monotonic() - started:.0f} s")
+            f"(approved through the API, run as jobs) in {time.monotonic() - started:.0f} s")
         ticket_of = dict(zip(numbers + doubled, tickets + doubled_tickets, strict=True))
         token_of = dict(zip(numbers + doubled, tokens + doubled_tokens, strict=True))
         winning = [n for n in numbers + doubled if ticket_of[n] in winners]

@@ -117,6 +117,38 @@ async def kill_dispatcher_leader(cluster: Cluster, traffic: Traffic) -> Fault:
                  "recovered = another dispatcher holds the lease")
 
 
+async def kill_jobs_worker_mid_draw(cluster: Cluster, traffic: Traffic) -> Fault:
+    """SIGKILL the jobs worker running the draw; the other takes the job over once its lease expires,
+    and the draw happens once."""
+    conn = await asyncpg.connect(cluster.direct_url)
+    try:
+        while True:
+            row = await conn.fetchrow("SELECT id, lease_holder, state FROM jobs WHERE kind = 'draw.run' "
+                                      "ORDER BY id DESC LIMIT 1")
+            if row is not None and row["state"] in ("succeeded", "failed"):
+                return Fault("jobs worker running the draw: not caught", time.monotonic(), 0.0,
+                             f"the draw job ended {row['state']} before it was seen running")
+            if row is not None and row["state"] == "running" and row["lease_holder"]:
+                break
+            await asyncio.sleep(0.02)
+        job_id, holder = row["id"], row["lease_holder"]
+        pid = int(holder.split(":")[1])
+        worker = next(n for n in cluster.jobs if n.pid == pid)
+        started = time.monotonic()
+        worker.kill()
+
+        async def finished() -> bool:
+            return bool(await conn.fetchval("SELECT state = 'succeeded' FROM jobs WHERE id = $1", job_id))
+
+        recovered = await _until(finished, ISSUANCE_LIMIT_S)
+        attempts = await conn.fetchval("SELECT attempts FROM jobs WHERE id = $1", job_id)
+    finally:
+        await conn.close()
+    await asyncio.to_thread(worker.start)
+    return Fault(f"jobs worker {worker.name} SIGKILLed mid-draw (job #{job_id})", started, recovered,
+                 f"recovered = the draw job succeeded, attempt {attempts}")
+
+
 async def _issued(database_url: str, campaign_id: str) -> tuple[int, int]:
     conn = await asyncpg.connect(database_url)
     try:

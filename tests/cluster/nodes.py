@@ -4,7 +4,8 @@ PostgreSQL is the embedded server the test session uses, reached through a real 
 transaction mode (tests/pooler's fixture code). Every API node and worker is given the same
 secret files, as nodes of one deployment would be; the API nodes listen on 127.0.0.2, 127.0.0.3...
 behind haproxy (Debian's package, installed here as root with a time limit), whose address is
-the only one they trust for X-Forwarded-For.
+the only one they trust for X-Forwarded-For. Redis is one server: Sentinel is configured by
+settings, but there is no fixture yet that runs a primary, a replica and sentinels.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ INSTALL_TIMEOUT_S = 600
 PROXY_ADDRESS = "127.0.0.9"     # haproxy's source address towards the nodes: the one trusted proxy
 PROXY_LISTEN = "127.0.0.10"
 NODE_ADDRESSES = ("127.0.0.2", "127.0.0.3")
+# Shorter than the default 30 s so that a killed jobs worker's draw is taken over within the run.
+JOB_LEASE_S = 10.0
 HAPROXY_CONFIG = """\
 global
     maxconn 4096
@@ -120,6 +123,7 @@ class Cluster:
     apis: list[Node] = field(default_factory=list)
     issuers: list[Node] = field(default_factory=list)
     dispatchers: list[Node] = field(default_factory=list)
+    jobs: list[Node] = field(default_factory=list)
     base_url: str = ""
     env: dict[str, str] = field(default_factory=dict)   # what every node is started with
     bank_url: str = ""
@@ -166,7 +170,7 @@ class Cluster:
                     "STIMULUS_SERVICE_KEY_FILE": str(secret_dir / "service_key"),
                     "STIMULUS_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32", "STIMULUS_BANK_URL": self.bank_url,
                     "STIMULUS_DRAND_RELAYS": f"http://127.0.0.1:{relay_port}",
-                    "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN": "60"}
+                    "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN": "60", "STIMULUS_JOB_LEASE_S": str(JOB_LEASE_S)}
         self.env = node_env
         self.settings = replace(load_settings(node_env), database_url=direct.database_url)
         for index, address in enumerate(NODE_ADDRESSES):
@@ -184,13 +188,14 @@ class Cluster:
             node.start()
         worker = [sys.executable, "-m", "stimulus.cli", "worker"]
         for index in range(2):
-            for role, group in (("issuance", self.issuers), ("issuance-dispatcher", self.dispatchers)):
+            for role, group in (("issuance", self.issuers), ("issuance-dispatcher", self.dispatchers),
+                                ("jobs", self.jobs)):
                 metrics = self.root / f"metrics-{role}-{index}"
                 metrics.mkdir(exist_ok=True)
                 group.append(Node(f"{role}-{index}", [*worker, role],
                                   {**node_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics),
                                    "STIMULUS_METRICS_PORT": str(free_port())}, logs / f"{role}-{index}.log"))
-        for node in (*self.issuers, *self.dispatchers):
+        for node in (*self.issuers, *self.dispatchers, *self.jobs):
             node.start()
 
         proxy_port = free_port()
@@ -205,7 +210,8 @@ class Cluster:
         self.base_url = f"http://{PROXY_LISTEN}:{proxy_port}"
         wait_http_ok(self.base_url + "/ready", timeout_s=30, process=self.haproxy)
         say(f"haproxy {self.base_url} -> {', '.join(n.url or '' for n in self.apis)}; "
-            f"{len(self.issuers)} issuance workers, {len(self.dispatchers)} dispatchers")
+            f"{len(self.issuers)} issuance workers, {len(self.dispatchers)} dispatchers, {len(self.jobs)} jobs "
+            f"workers (job lease {JOB_LEASE_S:.0f} s)")
 
     @property
     def direct_url(self) -> str:
@@ -214,7 +220,7 @@ class Cluster:
         return self.running.settings.database_url
 
     def stop(self) -> None:
-        for node in (*self.dispatchers, *self.issuers, *self.apis):
+        for node in (*self.jobs, *self.dispatchers, *self.issuers, *self.apis):
             node.stop()
         if self.haproxy is not None and self.haproxy.poll() is None:
             self.haproxy.terminate()
