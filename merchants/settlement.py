@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -47,7 +48,6 @@ from wallet_adapter.bank_protocol import (
     SettlementRecord,
     SettlementTrailer,
     settlement_csv,
-    settlement_date_of,
 )
 
 CSV_HEADER = SETTLEMENT_CSV_HEADER
@@ -122,9 +122,26 @@ def _refuse(code: str, detail: str, **extra: Any) -> InvalidInput:
     return InvalidInput(detail, code=code, **extra)
 
 
+# One line as the row it is stored as, in _COLUMNS order: tuples, not objects, because a file
+# has a million of them and each goes straight into COPY.
+Record = tuple[int, str, str, str, int, datetime, LineKind, str | None, ReturnedTo | None]
+
+
+@dataclass
+class _Day:
+    """What every line is checked against, worked out once per file rather than once per line."""
+    day: date
+    starts: datetime
+    ends: datetime
+
+    @classmethod
+    def of(cls, day: date) -> _Day:
+        return cls(day, end_of_day(day - timedelta(days=1)), end_of_day(day))
+
+
 def _check_line(line_no: int, spend_id: str, reference: str, merchant_id: str, amount_fen: int,
-                settled_at: datetime, day: date, kind: str = "spend", refund_of: str | None = None,
-                returned_to: str | None = None) -> Line:
+                settled_at: datetime, day: _Day, kind: str = "spend", refund_of: str | None = None,
+                returned_to: str | None = None) -> Record:
     line_kind = _KINDS.get(kind)
     if line_kind is None:
         raise ValueError(f"kind {kind!r} is neither spend nor refund")
@@ -149,14 +166,67 @@ def _check_line(line_no: int, spend_id: str, reference: str, merchant_id: str, a
         raise ValueError(f"amount_fen {amount_fen} is not a positive amount")
     if settled_at.tzinfo is None:
         raise ValueError("settled_at has no time zone")
-    if settlement_date_of(settled_at) != day:
-        raise ValueError(f"settled_at {settled_at.isoformat()} is not on the file's day {day}")
-    return Line(line_no, spend_id, reference, merchant_id, amount_fen, settled_at.astimezone(UTC), line_kind, refund_of,
-                to)
+    # Comparing aware moments needs no conversion: the day's bounds were converted once.
+    if not day.starts <= settled_at < day.ends:
+        raise ValueError(f"settled_at {settled_at.isoformat()} is not on the file's day {day.day}")
+    return (line_no, spend_id, reference, merchant_id, amount_fen, settled_at, line_kind, refund_of, to)
 
 
-def _finish(fmt: str, raw: bytes, trailer: SettlementTrailer | None, lines: list[Line],
-            rejects: list[Reject], data_lines: int, expect_bank: str | None) -> ParsedFile:
+@dataclass
+class _Body:
+    """A file whose header and trailer are read and checked, its lines still to come.
+
+    `records` yields the good lines once, as they are parsed, so that they can go to COPY while
+    the rest are still being read; what the lines add up to is known when it is exhausted, and
+    `finish` then refuses the file whose trailer disagrees with them."""
+    format: str
+    sha256: bytes
+    trailer: SettlementTrailer
+    rows: list[str]
+    first_line_no: int
+    rejects: list[Reject] = field(default_factory=list)
+    data_lines: int = 0
+    total_fen: int = 0
+    last_settled: datetime | None = None
+
+    def records(self) -> Iterator[Record]:
+        check = _ndjson_record if self.format == "ndjson" else _csv_checker(self.rows[0])
+        day = _Day.of(self.trailer.settlement_date)
+        rejects = self.rejects
+        total = 0
+        last: datetime | None = None
+        line_no = self.first_line_no - 1
+        for line_no, row in enumerate(self.rows[self.first_line_no - 1:-1], start=self.first_line_no):
+            try:
+                record = check(line_no, row, day)
+            except (csv.Error, StopIteration, msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                rejects.append(Reject(line_no, row, str(exc) or type(exc).__name__))
+                continue
+            total += record[4]
+            if last is None or record[5] > last:
+                last = record[5]
+            yield record
+        self.data_lines = line_no - self.first_line_no + 1
+        self.total_fen = total
+        self.last_settled = last
+
+    def finish(self) -> None:
+        trailer = self.trailer
+        if trailer.line_count != self.data_lines:
+            raise _refuse("settlement_count_mismatch", f"the trailer counts {trailer.line_count} lines, the file has "
+                          f"{self.data_lines}: lines were lost or added")
+        if not self.rejects and self.total_fen != trailer.total_fen:
+            raise _refuse("settlement_total_mismatch", f"the lines add up to {self.total_fen} fen, the trailer says "
+                          f"{trailer.total_fen}")
+
+    def parsed(self, lines: list[Line]) -> ParsedFile:
+        t = self.trailer
+        return ParsedFile(self.format, self.sha256, t.bank_code, t.settlement_date, t.complete, t.line_count,
+                          t.total_fen, lines, self.rejects)
+
+
+def _body(fmt: str, raw: bytes, trailer: SettlementTrailer | None, rows: list[str], first_line_no: int,
+          expect_bank: str | None) -> _Body:
     if trailer is None:
         raise _refuse("settlement_truncated", "the file has no trailer as its last line: it is truncated or "
                       "not a settlement file")
@@ -164,15 +234,7 @@ def _finish(fmt: str, raw: bytes, trailer: SettlementTrailer | None, lines: list
         raise _refuse("settlement_bad_trailer", f"the trailer names no bank code ({trailer.bank_code!r})")
     if expect_bank is not None and trailer.bank_code != expect_bank:
         raise _refuse("settlement_wrong_bank", f"the file is {trailer.bank_code}'s, not {expect_bank}'s")
-    if trailer.line_count != data_lines:
-        raise _refuse("settlement_count_mismatch", f"the trailer counts {trailer.line_count} lines, the file has "
-                      f"{data_lines}: lines were lost or added")
-    total = sum(line.amount_fen for line in lines)
-    if not rejects and total != trailer.total_fen:
-        raise _refuse("settlement_total_mismatch", f"the lines add up to {total} fen, the trailer says "
-                      f"{trailer.total_fen}")
-    return ParsedFile(fmt, hashlib.sha256(raw).digest(), trailer.bank_code, trailer.settlement_date,
-                      trailer.complete, trailer.line_count, trailer.total_fen, lines, rejects)
+    return _Body(fmt, hashlib.sha256(raw).digest(), trailer, rows, first_line_no)
 
 
 def _text_lines(raw: bytes) -> list[str]:
@@ -183,10 +245,20 @@ def _text_lines(raw: bytes) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    if "\r" in text:
+        return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
 
 
-def parse_ndjson(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
+def _ndjson_record(line_no: int, row: str, day: _Day) -> Record:
+    record = _NDJSON.decode(row)
+    if not isinstance(record, SettlementLine):
+        raise ValueError("a second trailer before the end of the file")
+    return _check_line(line_no, record.spend_id, record.idempotency_key, record.merchant_id, record.amount_fen,
+                       record.settled_at, day, record.kind, record.refund_of, record.returned_to)
+
+
+def _open_ndjson(raw: bytes, expect_bank: str | None) -> _Body:
     rows = _text_lines(raw)
     if not rows:
         raise _refuse("settlement_empty", "the file is empty")
@@ -195,20 +267,8 @@ def parse_ndjson(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
     except (msgspec.DecodeError, msgspec.ValidationError):
         trailer = None
     if not isinstance(trailer, SettlementTrailer):
-        return _finish("ndjson", raw, None, [], [], 0, expect_bank)
-    lines: list[Line] = []
-    rejects: list[Reject] = []
-    for line_no, row in enumerate(rows[:-1], start=1):
-        try:
-            record = _NDJSON.decode(row)
-            if not isinstance(record, SettlementLine):
-                raise ValueError("a second trailer before the end of the file")
-            lines.append(_check_line(line_no, record.spend_id, record.idempotency_key, record.merchant_id,
-                                     record.amount_fen, record.settled_at, trailer.settlement_date, record.kind,
-                                     record.refund_of, record.returned_to))
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            rejects.append(Reject(line_no, row, str(exc) or type(exc).__name__))
-    return _finish("ndjson", raw, trailer, lines, rejects, len(rows) - 1, expect_bank)
+        trailer = None
+    return _body("ndjson", raw, trailer, rows, 1, expect_bank)
 
 
 def _csv_trailer(fields: list[str]) -> SettlementTrailer:
@@ -228,7 +288,26 @@ def _csv_record(row: str) -> list[str]:
     return next(csv.reader([row], strict=True))
 
 
-def parse_csv(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
+def _csv_checker(header_row: str) -> Callable[[int, str, _Day], Record]:
+    columns = len(_csv_record(header_row))
+
+    def check(line_no: int, row: str, day: _Day) -> Record:
+        fields = _csv_record(row)
+        if len(fields) != columns:
+            raise ValueError(f"{len(fields)} fields, expected {columns}")
+        if columns == 5:
+            spend_id, reference, merchant_id, amount, settled = fields
+            kind, refund_of, returned_to = "spend", "", ""
+        else:
+            spend_id, reference, merchant_id, amount, settled, kind, refund_of, returned_to = fields
+        if not _DIGITS.match(amount):
+            raise ValueError(f"amount_fen {amount!r} is not a whole number of fen")
+        return _check_line(line_no, spend_id, reference, merchant_id, int(amount), datetime.fromisoformat(settled),
+                           day, kind, refund_of or None, returned_to or None)
+    return check
+
+
+def _open_csv(raw: bytes, expect_bank: str | None) -> _Body:
     rows = _text_lines(raw)
     if not rows:
         raise _refuse("settlement_empty", "the file is empty")
@@ -239,37 +318,40 @@ def parse_csv(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
     if tuple(header) not in (CSV_HEADER, CSV_HEADER_WITH_REFUNDS):
         raise _refuse("settlement_bad_header", f"line 1 must be the header {','.join(CSV_HEADER)}, or "
                       f"{','.join(CSV_HEADER_WITH_REFUNDS)} when the day has refunds")
-    columns = len(header)
     try:
         trailer: SettlementTrailer | None = _csv_trailer(_csv_record(rows[-1])) if len(rows) > 1 else None
     except (csv.Error, StopIteration, ValueError):
         trailer = None
-    if trailer is None:
-        return _finish("csv", raw, None, [], [], 0, expect_bank)
-    lines: list[Line] = []
-    rejects: list[Reject] = []
-    for line_no, row in enumerate(rows[1:-1], start=2):
-        try:
-            fields = _csv_record(row)
-            if len(fields) != columns:
-                raise ValueError(f"{len(fields)} fields, expected {columns}")
-            spend_id, reference, merchant_id, amount, settled = fields[:5]
-            kind, refund_of, returned_to = fields[5:] if columns > 5 else ("spend", "", "")
-            if not _DIGITS.match(amount):
-                raise ValueError(f"amount_fen {amount!r} is not a whole number of fen")
-            lines.append(_check_line(line_no, spend_id, reference, merchant_id, int(amount),
-                                     datetime.fromisoformat(settled), trailer.settlement_date, kind,
-                                     refund_of or None, returned_to or None))
-        except (csv.Error, StopIteration, ValueError) as exc:
-            rejects.append(Reject(line_no, row, str(exc) or type(exc).__name__))
-    return _finish("csv", raw, trailer, lines, rejects, len(rows) - 2, expect_bank)
+    return _body("csv", raw, trailer, rows, 2, expect_bank)
+
+
+def _open(raw: bytes, expect_bank: str | None) -> _Body:
+    """Either format, told apart by the first byte: NDJSON records are JSON objects."""
+    if raw.lstrip()[:1] == b"{":
+        return _open_ndjson(raw, expect_bank)
+    return _open_csv(raw, expect_bank)
+
+
+def _parsed(body: _Body) -> ParsedFile:
+    lines = [Line(n, spend_id, reference, merchant_id, amount_fen, settled_at.astimezone(UTC), kind,
+                  refund_of, returned_to)
+             for n, spend_id, reference, merchant_id, amount_fen, settled_at, kind, refund_of, returned_to
+             in body.records()]
+    body.finish()
+    return body.parsed(lines)
+
+
+def parse_ndjson(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
+    return _parsed(_open_ndjson(raw, expect_bank))
+
+
+def parse_csv(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
+    return _parsed(_open_csv(raw, expect_bank))
 
 
 def parse(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
     """Either format, told apart by the first byte: NDJSON records are JSON objects."""
-    if raw.lstrip()[:1] == b"{":
-        return parse_ndjson(raw, expect_bank)
-    return parse_csv(raw, expect_bank)
+    return _parsed(_open(raw, expect_bank))
 
 
 def file_to_ndjson(settlement: SettlementFile) -> bytes:
@@ -289,17 +371,6 @@ def to_csv(parsed: ParsedFile) -> bytes:
          for x in parsed.lines],
         SettlementTrailer(bank_code=parsed.bank_code, settlement_date=parsed.settlement_date,
                           complete=parsed.complete, line_count=parsed.line_count, total_fen=parsed.total_fen))
-
-
-def coverage(parsed: ParsedFile, fetched_at: datetime | None) -> datetime:
-    """Until when the file vouches for the bank's spends (see migration 0303)."""
-    day_end = end_of_day(parsed.settlement_date)
-    if parsed.complete:
-        return day_end
-    if fetched_at is not None:
-        return min(fetched_at, day_end)
-    last = max((line.settled_at for line in parsed.lines), default=None)
-    return last if last is not None else end_of_day(parsed.settlement_date - timedelta(days=1))
 
 
 _COLUMNS = ["line_no", "spend_id", "payment_reference", "merchant_id", "amount_fen", "settled_at", "kind", "refund_of",
@@ -327,58 +398,101 @@ SELECT count(*) FROM fresh
 """
 
 
+def _coverage(complete: bool, day: date, fetched_at: datetime | None, last_settled: datetime | None) -> datetime:
+    day_end = end_of_day(day)
+    if complete:
+        return day_end
+    if fetched_at is not None:
+        return min(fetched_at, day_end)
+    return last_settled.astimezone(UTC) if last_settled is not None else end_of_day(day - timedelta(days=1))
+
+
+def coverage(parsed: ParsedFile, fetched_at: datetime | None) -> datetime:
+    """Until when the file vouches for the bank's spends (see migration 0303)."""
+    last = max((line.settled_at for line in parsed.lines), default=None)
+    return _coverage(parsed.complete, parsed.settlement_date, fetched_at, last)
+
+
+async def import_file(conn: asyncpg.Connection, raw: bytes, *, source: str, actor: str,
+                      expect_bank: str | None = None, expect_day: date | None = None,
+                      fetched_at: datetime | None = None, file_format: str | None = None) -> ImportResult:
+    """Parse and store a file in one pass: its good lines go to COPY as they are parsed, so
+    PostgreSQL stores one batch while the next is read. Nothing is kept unless the whole file
+    is (one transaction), and a file already imported is recognised by its SHA-256 before a
+    line is parsed. `file_format` ("csv" or "ndjson") insists on one; by default either is taken."""
+    opener = {"csv": _open_csv, "ndjson": _open_ndjson}.get(file_format or "", _open)
+    body = opener(raw, expect_bank)
+    if expect_day is not None and body.trailer.settlement_date != expect_day:
+        raise InvalidInput(f"asked {body.trailer.bank_code} for {expect_day}, got {body.trailer.settlement_date}",
+                           code="settlement_wrong_day")
+    return await _store(conn, body, body.records(), source=source, actor=actor, fetched_at=fetched_at)
+
+
 async def store(conn: asyncpg.Connection, parsed: ParsedFile, *, source: str, actor: str,
                 fetched_at: datetime | None = None) -> ImportResult:
     """Store a parsed file once: its good lines, its rejected lines, and an audit log entry."""
-    covers = coverage(parsed, fetched_at)
+    trailer = SettlementTrailer(bank_code=parsed.bank_code, settlement_date=parsed.settlement_date,
+                                complete=parsed.complete, line_count=parsed.line_count, total_fen=parsed.total_fen)
+    body = _Body(parsed.format, parsed.sha256, trailer, [], 0, parsed.rejects, parsed.line_count,
+                 sum(x.amount_fen for x in parsed.lines), max((x.settled_at for x in parsed.lines), default=None))
+    records = [(x.line_no, x.spend_id, x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at, x.kind,
+                x.refund_of, x.returned_to) for x in parsed.lines]
+    return await _store(conn, body, iter(records), source=source, actor=actor, fetched_at=fetched_at)
+
+
+async def _store(conn: asyncpg.Connection, body: _Body, records: Iterator[Record], *, source: str, actor: str,
+                 fetched_at: datetime | None) -> ImportResult:
+    t = body.trailer
     async with conn.transaction():
+        # The file row first, so that a file imported twice is known before its lines are read;
+        # what only the lines tell (rejects, an incomplete day's coverage) is filled in after.
         file_id = await conn.fetchval(
             """INSERT INTO settlement_files (bank_code, settlement_date, sha256, format, source, complete,
                                              line_count, total_fen, rejected_count, imported_by, covers_until)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10)
                ON CONFLICT (bank_code, sha256) DO NOTHING RETURNING id""",
-            parsed.bank_code, parsed.settlement_date, parsed.sha256, parsed.format, source, parsed.complete,
-            parsed.line_count, parsed.total_fen, len(parsed.rejects), actor, covers)
+            t.bank_code, t.settlement_date, body.sha256, body.format, source, t.complete, t.line_count, t.total_fen,
+            actor, _coverage(t.complete, t.settlement_date, fetched_at, None))
         if file_id is None:
             row = await conn.fetchrow(
                 """SELECT f.id, f.rejected_count, f.repeated_count, f.covers_until,
                           (SELECT count(*) FROM settlement_lines l WHERE l.file_id = f.id) AS stored
                    FROM settlement_files f WHERE bank_code = $1 AND sha256 = $2""",
-                parsed.bank_code, parsed.sha256)
-            return ImportResult(row["id"], False, parsed.bank_code, parsed.settlement_date, parsed.complete,
-                                parsed.format, parsed.sha256.hex(), int(row["stored"]), int(row["repeated_count"]),
+                t.bank_code, body.sha256)
+            return ImportResult(row["id"], False, t.bank_code, t.settlement_date, t.complete, body.format,
+                                body.sha256.hex(), int(row["stored"]), int(row["repeated_count"]),
                                 int(row["rejected_count"]), row["covers_until"])
         earlier = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM settlement_files WHERE bank_code = $1 AND settlement_date = $2 AND id <> $3)",
-            parsed.bank_code, parsed.settlement_date, file_id)
+            t.bank_code, t.settlement_date, file_id)
         if earlier:
             await conn.execute(_STAGE)
-            await conn.copy_records_to_table(
-                "settlement_stage", columns=_COLUMNS,
-                records=[(x.line_no, x.spend_id, x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at,
-                          x.kind, x.refund_of, x.returned_to) for x in parsed.lines])
-            stored = int(await conn.fetchval(_INSERT_NEW, file_id, parsed.bank_code, parsed.settlement_date))
+            await conn.copy_records_to_table("settlement_stage", columns=_COLUMNS, records=records)
+            body.finish()
+            stored = int(await conn.fetchval(_INSERT_NEW, file_id, t.bank_code, t.settlement_date))
         else:  # the day's first file: nothing to repeat, so its lines go straight in
+            head = (file_id, t.bank_code, t.settlement_date)
             await conn.copy_records_to_table(
                 "settlement_lines", columns=["file_id", "bank_code", "settlement_date", *_COLUMNS],
-                records=[(file_id, parsed.bank_code, parsed.settlement_date, x.line_no, x.spend_id,
-                          x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at, x.kind, x.refund_of,
-                          x.returned_to) for x in parsed.lines])
-            stored = len(parsed.lines)
-        repeated = len(parsed.lines) - stored
-        if repeated:
-            await conn.execute("UPDATE settlement_files SET repeated_count = $2 WHERE id = $1", file_id, repeated)
-        if parsed.rejects:
+                records=(head + r for r in records))
+            body.finish()
+            stored = t.line_count - len(body.rejects)
+        repeated = t.line_count - len(body.rejects) - stored
+        covers = _coverage(t.complete, t.settlement_date, fetched_at, body.last_settled)
+        await conn.execute(
+            "UPDATE settlement_files SET repeated_count = $2, rejected_count = $3, covers_until = $4 WHERE id = $1",
+            file_id, repeated, len(body.rejects), covers)
+        if body.rejects:
             await conn.copy_records_to_table(
                 "settlement_rejects", columns=["file_id", "line_no", "raw", "error"],
-                records=[(file_id, r.line_no, r.raw, r.error) for r in parsed.rejects])
+                records=[(file_id, r.line_no, r.raw, r.error) for r in body.rejects])
         await audit_log.append(conn, actor=actor, action="settlement.import", subject=f"settlement:{file_id}",
-                               details={"bank_code": parsed.bank_code, "day": parsed.settlement_date.isoformat(),
-                                        "sha256": parsed.sha256.hex(), "source": source,
-                                        "complete": parsed.complete, "lines": stored, "repeated": repeated,
-                                        "rejected": len(parsed.rejects)})
-    return ImportResult(file_id, True, parsed.bank_code, parsed.settlement_date, parsed.complete, parsed.format,
-                        parsed.sha256.hex(), stored, repeated, len(parsed.rejects), covers, parsed.rejects)
+                               details={"bank_code": t.bank_code, "day": t.settlement_date.isoformat(),
+                                        "sha256": body.sha256.hex(), "source": source,
+                                        "complete": t.complete, "lines": stored, "repeated": repeated,
+                                        "rejected": len(body.rejects)})
+    return ImportResult(file_id, True, t.bank_code, t.settlement_date, t.complete, body.format, body.sha256.hex(),
+                        stored, repeated, len(body.rejects), covers, body.rejects)
 
 
 async def rejects_of(conn: asyncpg.Connection, file_id: int) -> list[Reject]:

@@ -9,7 +9,6 @@ import asyncpg
 
 from merchants import settlement
 from merchants.settlement import ImportResult
-from stimulus.errors import InvalidInput
 from stimulus.settings import Settings
 from wallet_adapter.bank_protocol import settlement_date_of
 from wallet_adapter.banks import BankRegistry, issuance_client_options
@@ -25,14 +24,11 @@ async def fetch_day(conn: asyncpg.Connection, client: BankClient, day: date, act
     the bytes the bank sent; NDJSON is checked against its trailer by the client first."""
     asked_at = datetime.now(UTC)
     if file_format == "csv":
-        parsed = settlement.parse_csv(await client.settlement_csv(day), expect_bank=client.bank_code)
+        raw = await client.settlement_csv(day)
     else:
-        fetched = await client.settlement(day)
-        parsed = settlement.parse_ndjson(settlement.file_to_ndjson(fetched), expect_bank=client.bank_code)
-    if parsed.settlement_date != day:
-        raise InvalidInput(f"asked {client.bank_code} for {day}, got {parsed.settlement_date}",
-                                      code="settlement_wrong_day")
-    return await settlement.store(conn, parsed, source="fetched", actor=actor, fetched_at=asked_at)
+        raw = settlement.file_to_ndjson(await client.settlement(day))
+    return await settlement.import_file(conn, raw, source="fetched", actor=actor, expect_bank=client.bank_code,
+                                        expect_day=day, fetched_at=asked_at, file_format=file_format)
 
 
 def recent_days(dates: tuple[datetime, ...] = ()) -> list[date]:
