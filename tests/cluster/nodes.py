@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sandbox.idp import command as idp_command
 from stimulus.embedded import free_port
-from stimulus.settings import Settings, load_settings
+from stimulus.settings import Settings, load_settings, sandbox_issuer
 from stimulus.signing import SigningKey
 from stimulus.stack import (
     ChildProcess,
@@ -149,14 +150,18 @@ class Cluster:
 
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        bank_port, relay_port = free_port(), free_port()
+        bank_port, relay_port, idp_port = free_port(), free_port(), free_port()
+        issuer = sandbox_issuer(idp_port)
+        idp = spawn("sandbox-idp", idp_command("127.0.0.1", idp_port, self.running.settings.sandbox_idp_dir, issuer),
+                    env, logs / "sandbox-idp.log")
         self.bank_url = f"http://127.0.0.1:{bank_port}"
         bank = spawn("sandbox-bank", [sys.executable, "-m", "sandbox.bank", "--host", "127.0.0.1",
                                       "--port", str(bank_port), "--data-dir", str(self.root / "bank"),
                                       "--banks", ",".join(direct.bank_codes)], env, logs / "bank.log")
         relay = spawn("drand-relay", [sys.executable, "-m", "sandbox.drand_relay", "--host", "127.0.0.1",
                                       "--port", str(relay_port)], env, logs / "drand-relay.log")
-        self.others += [bank, relay]
+        self.others += [bank, relay, idp]
+        wait_http_ok(issuer + "/health", process=idp.process)
         wait_http_ok(self.bank_url + "/health", process=bank.process)
         wait_http_ok(f"http://127.0.0.1:{relay_port}/health", process=relay.process)
 
@@ -170,6 +175,8 @@ class Cluster:
                     "STIMULUS_SERVICE_KEY_FILE": str(secret_dir / "service_key"),
                     "STIMULUS_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32", "STIMULUS_BANK_URL": self.bank_url,
                     "STIMULUS_DRAND_RELAYS": f"http://127.0.0.1:{relay_port}",
+                    "STIMULUS_IDP_PORT": str(idp_port), "STIMULUS_IDP_ISSUER": issuer,
+                    "STIMULUS_IDP_DISCOVERY_URL": f"{issuer}/.well-known/openid-configuration",
                     "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN": "60", "STIMULUS_JOB_LEASE_S": str(JOB_LEASE_S)}
         self.env = node_env
         self.settings = replace(load_settings(node_env), database_url=direct.database_url)
