@@ -355,8 +355,17 @@ def bench_register(registrations: int, connections: int, workers: int) -> None:
 
 
 @main.group()
-def worker() -> None:
-    """Background workers (`stimulus up` runs them; start more for scale-out)."""
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Background workers (`stimulus up` runs them; start more for scale-out). With
+    STIMULUS_WORKER_HTTP_PORT set, each answers /health, /ready and /metrics on that port."""
+    settings = load_settings()
+    if settings.worker_http_port and ctx.invoked_subcommand:
+        from stimulus import worker_listener
+
+        dsn = settings.database_url
+        ready = (worker_listener.database_answers(dsn, settings.db_pooler) if dsn else lambda: False)
+        worker_listener.start(ctx.invoked_subcommand, settings.metrics_host, settings.worker_http_port, ready)
 
 
 def _mount_domain_commands() -> None:

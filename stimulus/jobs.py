@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from prometheus_client import Counter, Histogram
 
 from stimulus import audit_log
 from stimulus.errors import DomainError, NotFound, WrongState
@@ -36,6 +37,10 @@ log = logging.getLogger("stimulus.jobs")
 STATES = ("queued", "running", "succeeded", "failed")
 RETRY_AFTER_S = 5.0
 PROGRESS_EVERY_S = 0.5
+
+JOBS_ENDED = Counter("stimulus_jobs_ended_total", "Job attempts that ended at a worker", ["kind", "outcome"])
+JOB_SECONDS = Histogram("stimulus_job_seconds", "How long a job attempt ran at a worker", ["kind"],
+                        buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -177,9 +182,14 @@ class JobRunner:
             return None
         log.info("job %d (%s): attempt %d", job.id, job.kind, job.attempts)
         keeper = asyncio.create_task(self._keep(job), name=f"job-lease:{job.id}")
+        started = time.monotonic()
         try:
-            return await self._run(job)
+            ended = await self._run(job)
+            outcome = ended.state if ended.lease_holder == self.holder else "taken_over"
+            JOBS_ENDED.labels(job.kind, outcome).inc()
+            return ended
         finally:
+            JOB_SECONDS.labels(job.kind).observe(time.monotonic() - started)
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper

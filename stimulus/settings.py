@@ -239,6 +239,8 @@ class Settings:
     # Prometheus metrics on a listener of their own, never on the API's port (0: none).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
+    # Each worker's own /health, /ready and /metrics listener, on metrics_host (0: none).
+    worker_http_port: int = 0
     # Redis through Sentinel: the sentinels' addresses and the name of the primary they watch
     # (then `redis_url` only names them, for display), and the passwords of Redis and of the
     # sentinels when they ask for one.
@@ -430,6 +432,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         extra={k: v for k, v in env.items() if k.startswith("STIMULUS_X_")},
         metrics_host=env.get("STIMULUS_METRICS_HOST") or env.get("STIMULUS_HOST", "127.0.0.1"),
         metrics_port=_env_int(env, "STIMULUS_METRICS_PORT", 9464),
+        worker_http_port=_env_int(env, "STIMULUS_WORKER_HTTP_PORT", 0),
         redis_sentinels=redis_sentinels,
         redis_sentinel_master=redis_sentinel_master,
         redis_password=Secret(redis_password.encode()) if redis_password else None,

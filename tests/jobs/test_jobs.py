@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 
 from lottery import verify
+from stimulus.embedded import free_port
 from stimulus.sample import sample_campaign
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, new_campaign_id
@@ -87,7 +88,9 @@ async def test_approving_answers_at_once_and_the_job_reports_its_progress(
     assert job_id in [j["id"] for j in listed]
     assert await db.fetchval("SELECT count(*) FROM draws WHERE campaign_id = $1", campaign_id) == 0
 
-    worker = start_process("jobs", ["worker", "jobs"], _worker_env(stack, 10), tmp_path)
+    port = free_port()
+    worker = start_process("jobs", ["worker", "jobs"], {**_worker_env(stack, 10), "STIMULUS_WORKER_HTTP_PORT": str(port)},
+                           tmp_path)
     try:
         seen: list[tuple[str, int]] = []
 
@@ -96,6 +99,13 @@ async def test_approving_answers_at_once_and_the_job_reports_its_progress(
                 seen.append((j["state"], j["progress_done"]))
             return j["state"] in ("succeeded", "failed")
         job = await _wait_job(http, operator_token, job_id, ended, 120, worker)
+        # The worker's own listener: alive, ready, and its own metrics with the job it just ran.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
+            assert (await probe.get("/health")).status_code == 200
+            assert (await probe.get("/ready")).status_code == 200
+            metrics = (await probe.get("/metrics")).text
+        assert 'stimulus_jobs_ended_total{kind="draw.run",outcome="succeeded"} 1.0' in metrics, metrics[-2000:]
+        assert "stimulus_http_requests_total{" not in metrics  # the API's series are not this process's
     finally:
         worker.stop()
     assert job["state"] == "succeeded", job
