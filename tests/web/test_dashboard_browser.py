@@ -46,6 +46,10 @@ def test_the_dashboard_follows_a_running_issuance(
     page.wait_for_selector("body[data-updated]", timeout=20_000)
     assert page.text_content("#iss-pending") == str(WINNERS) and page.text_content("#iss-issued") == "0"
     assert page.text_content("#reg-total") == str(WINNERS + 4)
+    # The campaign's three approved actions ran as jobs, each to its last step.
+    jobs = page.locator("#jobs tbody tr[data-state=succeeded]")
+    assert sorted(jobs.nth(i).locator("td").nth(1).inner_text() for i in range(jobs.count())) == [
+        "draw.commit", "draw.run", "issue.start"]
     workers = start_issuance_processes(stack.database_url, stack.redis_url, stack.settings.state_dir, bank.url,
                                        tmp_path)
     try:

@@ -76,6 +76,20 @@ function renderIssuance(progress) {
   $("issuance-rate").textContent = `${progress.rate_per_s.toFixed(1)} packets/s${eta} · ${count(progress.unclaimed)} unclaimed`;
 }
 
+function renderJobs(jobs) {
+  const mine = jobs.filter((j) => j.args.subject === campaign);
+  const body = $("jobs").tBodies[0];
+  if (!mine.length) { body.innerHTML = '<tr><td colspan="7" class="muted">no job for this campaign yet</td></tr>'; return; }
+  body.innerHTML = mine.map((j) => {
+    const total = j.progress_total ?? 0;
+    const bar = total ? `<progress max="${total}" value="${j.progress_done}"></progress> ${j.progress_done}/${total}` : "—";
+    const error = j.error ? `${esc(j.error.code)}: ${esc(j.error.detail)}` : "";
+    return `<tr data-job="${j.id}" data-state="${esc(j.state)}"><td>#${j.id}</td><td>${esc(j.kind)}</td>` +
+      `<td class="${j.state === "failed" ? "bad" : ""}">${esc(j.state)}</td><td>${esc(j.progress_step ?? "")}</td>` +
+      `<td>${bar}</td><td>${j.attempts}</td><td class="bad">${error}</td></tr>`;
+  }).join("");
+}
+
 function renderReport(report) {
   if (!report) return;
   const m = report.money;
@@ -96,10 +110,10 @@ function renderReport(report) {
 async function refresh() {
   const id = encodeURIComponent(campaign);
   try {
-    const [info, timeline, progress, report, commitment] = await Promise.all([
+    const [info, timeline, progress, report, commitment, jobs] = await Promise.all([
       get(`/v1/campaigns/${id}`), get(`/v1/admin/campaigns/${id}/registrations/timeline?bucket=minute`),
       get(`/v1/admin/campaigns/${id}/issuance`, true), get(`/v1/admin/campaigns/${id}/report`, true),
-      get(`/v1/campaigns/${id}/commitment`, true)]);
+      get(`/v1/campaigns/${id}/commitment`, true), get("/v1/admin/jobs")]);
     $("login").hidden = true;
     $("board").hidden = false;
     $("campaign-name").textContent = info.name;
@@ -114,6 +128,7 @@ async function refresh() {
       ["root", commitment ? commitment.root_hex : "—"], ["beacon", `${info.beacon.kind} round ${info.beacon.round ?? "—"}`],
       ["winners (packets)", count(winners)], ["algorithm", info.draw_rules.algorithm]]);
     renderIssuance(progress);
+    renderJobs(jobs);
     renderReport(report);
     updates += 1;
     document.body.dataset.updated = String(updates);
