@@ -1,6 +1,7 @@
 """`python -m tests.cluster [--registrants N]`: a whole campaign through the cluster, under faults.
 
-Registrations go through haproxy while an API node is SIGKILLed and PgBouncer restarted; some
+Registrations go through haproxy while an API node and the Redis primary are SIGKILLed and
+PgBouncer restarted; some
 citizens try both nodes at once; the commitment and the draw are approved through the API and
 run as jobs, and the jobs worker running the draw is SIGKILLed; the winners claim, and the issuance workers credit the banks while the dispatcher leader and an
 issuance worker are SIGKILLed. The end is judged by the project's own checks: loadtests/truth.py
@@ -90,13 +91,18 @@ async def at(progress: list[int], count: int) -> None:
 
 
 async def register(cluster: Cluster, cid: str, tokens: list[str], traffic: Traffic) -> tuple[list[Fault], list[int]]:
-    """Registrations through haproxy, an API node killed at a third, PgBouncer at two thirds."""
+    """Registrations through haproxy: an API node killed at a third, the Redis primary at a half,
+    PgBouncer at two thirds."""
     progress = [0]
     n = len(tokens)
 
     async def kill_node() -> Fault:
         await at(progress, n // 3)
         return await faults.kill_api_node(cluster, traffic)
+
+    async def redis_primary() -> Fault:
+        await at(progress, n // 2)
+        return await faults.kill_redis_primary(cluster, traffic)
 
     async def bounce() -> Fault:
         await at(progress, 2 * n // 3)
@@ -105,7 +111,7 @@ async def register(cluster: Cluster, cid: str, tokens: list[str], traffic: Traff
     path = f"/v1/campaigns/{cid}/registrations"
     answers, *found = await asyncio.gather(
         acknowledged_all(cluster.base_url, path, tokens, [{}] * n, (200, 201), traffic, progress),
-        kill_node(), bounce())
+        kill_node(), redis_primary(), bounce())
     return found, [int(a.json()["ticket"]) for a in answers]
 
 

@@ -82,6 +82,19 @@ async def restart_pgbouncer(cluster: Cluster, traffic: Traffic) -> Fault:
     return Fault("PgBouncer SIGKILLed, restarted after 1 s", started, restarted - started + recovered)
 
 
+async def kill_redis_primary(cluster: Cluster, traffic: Traffic) -> Fault:
+    """SIGKILL the Redis primary; the sentinels promote the replica and the nodes follow them."""
+    assert cluster.redis is not None
+    old = await asyncio.to_thread(cluster.redis.primary_port)
+    started = time.monotonic()
+    await asyncio.to_thread(cluster.redis.kill_primary)
+    await asyncio.to_thread(cluster.redis.wait_for_new_primary, old)
+    promoted = time.monotonic() - started
+    recovered = await _until(lambda: _served_after(traffic, started + promoted))
+    return Fault("Redis primary SIGKILLed (Sentinel fails over)", started, promoted + recovered,
+                 f"replica promoted after {promoted:.1f} s")
+
+
 async def _lease_holder(database_url: str, name: str) -> str | None:
     conn = await asyncpg.connect(database_url)
     try:

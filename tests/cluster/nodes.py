@@ -4,8 +4,8 @@ PostgreSQL is the embedded server the test session uses, reached through a real 
 transaction mode (tests/pooler's fixture code). Every API node and worker is given the same
 secret files, as nodes of one deployment would be; the API nodes listen on 127.0.0.2, 127.0.0.3...
 behind haproxy (Debian's package, installed here as root with a time limit), whose address is
-the only one they trust for X-Forwarded-For. Redis is one server: Sentinel is configured by
-settings, but there is no fixture yet that runs a primary, a replica and sentinels.
+the only one they trust for X-Forwarded-For. Redis is a Sentinel group (tests/redis_ha's: a
+primary, a replica and three sentinels); the nodes are given only the sentinels.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from stimulus.stack import (
     wait_http_ok,
 )
 from tests.pooler.conftest import PgBouncer
+from tests.redis_ha.sentinel_group import SentinelGroup, redis_server_binary
 
 INSTALL_TIMEOUT_S = 600
 PROXY_ADDRESS = "127.0.0.9"     # haproxy's source address towards the nodes: the one trusted proxy
@@ -119,6 +120,7 @@ class Cluster:
     settings: Settings | None = None
     running: RunningStack | None = None
     bouncer: PgBouncer | None = None
+    redis: SentinelGroup | None = None
     haproxy: subprocess.Popen[bytes] | None = None
     others: list[ChildProcess] = field(default_factory=list)
     apis: list[Node] = field(default_factory=list)
@@ -137,12 +139,16 @@ class Cluster:
                "STIMULUS_LOG_LEVEL": "WARNING", "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0"}
         for name in ("DATABASE_URL", "REDIS_URL", "DATABASE_DIRECT_URL", "STIMULUS_DB_POOLER"):
             env.pop(name, None)
-        self.running = start_stack(load_settings(env), need_redis=True)
+        self.running = start_stack(load_settings(env), need_redis=False)
         direct = self.running.settings
-        assert direct.database_url and direct.redis_url
+        assert direct.database_url
         migrate_sync(direct)
-        say(f"PostgreSQL {direct.database_url}; Redis {direct.redis_url} (one server: Redis Sentinel "
-            "has no test fixture on main yet)")
+        redis_binary, origin = redis_server_binary()
+        self.redis = SentinelGroup(redis_binary, self.root / "redis")
+        self.redis.directory.mkdir(parents=True)
+        self.redis.start()
+        say(f"PostgreSQL {direct.database_url}; Redis: primary, replica and 3 sentinels ({origin} "
+            f"{redis_binary}), {self.redis.env['REDIS_SENTINELS']}")
         self.bouncer = PgBouncer(pgbouncer_bin, self.root / "pgbouncer", direct.database_url)
         self.bouncer.configure()
         self.bouncer.start()
@@ -170,7 +176,7 @@ class Cluster:
         (secret_dir / "pepper").write_text(secrets.token_bytes(32).hex() + "\n")
         (secret_dir / "service_key").write_text(SigningKey.generate().seed_bytes().hex() + "\n")
         node_env = {**env, "DATABASE_URL": self.bouncer.url, "DATABASE_DIRECT_URL": direct.database_url,
-                    "STIMULUS_DB_POOLER": "pgbouncer", "REDIS_URL": direct.redis_url,
+                    "STIMULUS_DB_POOLER": "pgbouncer", **self.redis.env,
                     "STIMULUS_PEPPER_FILE": str(secret_dir / "pepper"),
                     "STIMULUS_SERVICE_KEY_FILE": str(secret_dir / "service_key"),
                     "STIMULUS_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32", "STIMULUS_BANK_URL": self.bank_url,
@@ -236,5 +242,7 @@ class Cluster:
             child.stop()
         if self.bouncer is not None:
             self.bouncer.stop()
+        if self.redis is not None:
+            self.redis.stop()
         if self.running is not None:
             self.running.stop()
