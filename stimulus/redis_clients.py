@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as redis_asyncio
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from stimulus.outages import REDIS_TIMEOUT_S
 from stimulus.settings import Settings

@@ -66,6 +66,8 @@ class Node:
 @dataclass
 class SentinelGroup:
     binary: str
+    password: str | None = None  # the primary's and replica's requirepass
+    sentinel_password: str | None = None  # the sentinels' own
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="stimulus-sentinel-")))
     servers: list[Node] = field(default_factory=list)
     sentinels: list[Node] = field(default_factory=list)
@@ -92,6 +94,8 @@ class SentinelGroup:
                     f"daemonize no\nlogfile {self.directory / node.name}.log\n")
             if node is replica:
                 conf += f"replicaof 127.0.0.1 {primary.port}\n"
+            if self.password:
+                conf += f"requirepass {self.password}\nmasterauth {self.password}\n"
             self._spawn(node, conf)
             self.servers.append(node)
         for n in range(3):
@@ -102,7 +106,9 @@ class SentinelGroup:
                 f"sentinel monitor {MASTER} 127.0.0.1 {primary.port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {MASTER} 10000\n"
-                f"sentinel parallel-syncs {MASTER} 1\n"), "--sentinel")
+                f"sentinel parallel-syncs {MASTER} 1\n"
+                + (f"sentinel auth-pass {MASTER} {self.password}\n" if self.password else "")
+                + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else "")), "--sentinel")
             self.sentinels.append(node)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._settled():
@@ -118,12 +124,14 @@ class SentinelGroup:
         """Every sentinel knows the primary, the replica, and the two other sentinels."""
         try:
             for node in self.sentinels:
-                with redis.Redis(port=node.port, socket_timeout=1, decode_responses=True) as client:
+                with redis.Redis(port=node.port, password=self.sentinel_password, socket_timeout=1,
+                                 decode_responses=True) as client:
                     state = client.execute_command("SENTINEL", "MASTER", MASTER)
                     info = dict(zip(state[::2], state[1::2], strict=True)) if isinstance(state, list) else state
                     if int(info["num-slaves"]) < 1 or int(info["num-other-sentinels"]) < 2:
                         return False
-            with redis.Redis(port=self.servers[1].port, socket_timeout=1, decode_responses=True) as replica:
+            with redis.Redis(port=self.servers[1].port, password=self.password, socket_timeout=1,
+                             decode_responses=True) as replica:
                 return bool(replica.info("replication").get("master_link_status") == "up")
         except (redis.RedisError, OSError, KeyError):
             return False
@@ -132,7 +140,7 @@ class SentinelGroup:
         """The primary's port as the sentinels now say (the first that answers)."""
         for node in self.sentinels:
             try:
-                with redis.Redis(port=node.port, socket_timeout=1) as client:
+                with redis.Redis(port=node.port, password=self.sentinel_password, socket_timeout=1) as client:
                     address = client.sentinel_get_master_addr_by_name(MASTER)
                     if address:
                         return int(address[1])
@@ -156,7 +164,8 @@ class SentinelGroup:
         while time.monotonic() < deadline:
             port = self.primary_port()
             if port != old_port:
-                with redis.Redis(port=port, socket_timeout=1, decode_responses=True) as client:
+                with redis.Redis(port=port, password=self.password, socket_timeout=1,
+                                 decode_responses=True) as client:
                     if client.info("replication").get("role") == "master":
                         return port
             time.sleep(0.1)

@@ -1,13 +1,18 @@
 """Redis through Sentinel in the settings: addresses, the primary's name, passwords from the
-environment or from files, and one refusal naming what is malformed."""
+environment or from files, and one refusal naming what is malformed; and the clients built from
+them authenticating to real sentinels and a real primary."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+import redis.exceptions
 
+from stimulus.redis_clients import request_client, worker_client
 from stimulus.settings import ConfigurationError, load_settings
+from tests.redis_ha.sentinel_group import SentinelGroup
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -54,3 +59,24 @@ def test_malformed_sentinel_settings_are_named(tmp_path: Path) -> None:
 def test_one_url_needs_no_sentinel(tmp_path: Path) -> None:
     settings = load_settings(_env(tmp_path, REDIS_URL="redis://127.0.0.1:6379/0"))
     assert settings.redis_sentinels == () and settings.redis_password is None
+
+
+async def test_clients_authenticate_to_the_sentinels_and_the_primary(
+        redis_binary: str, tmp_path: Path) -> None:
+    group = SentinelGroup(redis_binary, password="primary-secret", sentinel_password="sentinel-secret")
+    try:
+        await asyncio.to_thread(group.start)
+        (tmp_path / "sentinel-password").write_text("sentinel-secret\n")
+        env = _env(tmp_path, **group.env, REDIS_PASSWORD="primary-secret",
+                   REDIS_SENTINEL_PASSWORD_FILE=str(tmp_path / "sentinel-password"))
+        settings = load_settings(env)
+        for client in (request_client(settings, 4), worker_client(settings)):
+            async with client:
+                await client.set("sentinel-auth", b"1")
+                assert await client.get("sentinel-auth") == b"1"
+        wrong = load_settings({**env, "REDIS_PASSWORD": "not-it"})
+        async with request_client(wrong, 4) as refused:
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                await refused.ping()
+    finally:
+        await asyncio.to_thread(group.stop)
