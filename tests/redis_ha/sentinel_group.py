@@ -66,9 +66,9 @@ class Node:
 @dataclass
 class SentinelGroup:
     binary: str
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="stimulus-sentinel-")))
     password: str | None = None  # the primary's and replica's requirepass
     sentinel_password: str | None = None  # the sentinels' own
-    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="stimulus-sentinel-")))
     servers: list[Node] = field(default_factory=list)
     sentinels: list[Node] = field(default_factory=list)
 
@@ -86,6 +86,7 @@ class SentinelGroup:
         log.close()
 
     def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         primary, replica = Node("primary", free_port()), Node("replica", free_port())
         for node in (primary, replica):
             data = self.directory / node.name
