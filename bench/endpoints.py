@@ -1,0 +1,330 @@
+"""`make bench`: the four hot endpoints, each against the least work its contract needs.
+
+One embedded stack (PostgreSQL, Redis, the sandbox drand relay) serves two apps side by side,
+both by the same granian command line (`stimulus.stack.api_command`): ours, and the bare
+contract of bench/bare_app.py. For registration, result check, claim and merchant notice the
+benchmark drives ours and the bare app alternately, `--runs` times each, with wrk at 32
+connections and bench/requests.lua feeding requests made ahead of time, so the measured loop
+signs nothing. Every run gets rows of its own: distinct citizens register, distinct winners
+claim, every notice has its own nonce, transaction id and packet. Result checks read the same
+citizens in every run; both apps have verified their tokens once beforehand (an unmeasured
+pass), so each check is a cache hit, as it is for a citizen who registered.
+
+Set-up (not timed): a campaign open for registration, a campaign taken through its ceremony and
+draw by the admin API (loadtests/prepare.py), and a campaign with issued packets and merchants
+written straight to the database (bench/merchant_intake.py).
+
+Printed per endpoint, medians over the runs: requests/s, p50 and p99 latency, the server's CPU
+microseconds per request (user + system over the server's processes, before and after the
+run), and the ratio of our rate to the bare app's (the median of the runs' ratios). The last
+line is the smallest of the four ratios: `ratio = X`. The machine's load average is printed at
+the start and the end, since the figures mean little without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+
+from bench import merchant_intake
+from bench.register import _api_pid
+from loadtests.prepare import BANKS, Preparer
+from stimulus import auth
+from stimulus.embedded import free_port
+from stimulus.loadgen import make_tokens
+from stimulus.settings import Settings, load_settings
+from stimulus.stack import (
+    api_command,
+    child_env,
+    migrate_sync,
+    running_api,
+    running_drand_relay,
+    spawn,
+    start_stack,
+    wait_http_ok,
+)
+
+LUA = Path(__file__).with_name("requests.lua")
+ENDPOINTS = ("registration", "result check", "claim", "merchant notice")
+TARGET_RATIO = 0.7
+TARGET_P99_MS = 50.0
+WRK_THREADS = 2
+INSTALL_TIMEOUT_S = 300.0
+TOKEN_TTL_S = 6 * 3600
+REGISTRATION_BASE = 20_000_000
+
+
+@dataclass(frozen=True)
+class Scale:
+    registrations: int = 4_000
+    results: int = 6_000
+    claims: int = 1_500
+    notices: int = 3_000
+    runs: int = 3
+    connections: int = 32
+    workers: int = 2
+
+
+SMOKE = Scale(registrations=150, results=150, claims=60, notices=150, runs=1, connections=8)
+
+
+@dataclass(frozen=True)
+class Measured:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+    ok: int
+    refused: int
+
+
+@dataclass(frozen=True)
+class Compared:
+    endpoint: str
+    ours: list[Measured]
+    bare: list[Measured]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(o.rate / b.rate for o, b in zip(self.ours, self.bare, strict=True))
+
+
+def ensure_wrk() -> str:
+    """wrk, installed from Debian when missing and we are root (apt-get, with a time limit)."""
+    found = shutil.which("wrk")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for args in (["update", "-qq"], ["install", "-y", "-qq", "wrk"]):
+            subprocess.run(["apt-get", *args], env=env, capture_output=True, timeout=INSTALL_TIMEOUT_S,
+                           check=False)
+        found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("wrk is needed as the low-cost load generator: apt-get install wrk")
+    return found
+
+
+def _server_processes(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def drive(wrk: str, base: str, server_pid: int, lines: list[str], path: Path, connections: int) -> Measured:
+    """One wrk run over `lines` (one request each) against the server at `base`."""
+    path.write_text("".join(line + "\n" for line in lines))
+    procs = _server_processes(server_pid)
+    before = _cpu_seconds(procs)
+    markers = [path.with_name(f"{path.name}.done.{t}") for t in range(WRK_THREADS)]
+    wrk_proc = subprocess.Popen(
+        [wrk, f"-t{WRK_THREADS}", f"-c{connections}", "-d600s", "--timeout", "10s", "-s", str(LUA), base],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "REQUESTS_FILE": str(path), "THREADS": str(WRK_THREADS)})
+    while wrk_proc.poll() is None and not all(m.exists() for m in markers):
+        time.sleep(0.02)
+    wrk_proc.send_signal(signal.SIGINT)
+    out, err = wrk_proc.communicate(timeout=60)
+    spent = _cpu_seconds(procs) - before
+    line = next((ln for ln in out.splitlines() if ln.startswith("{")), None)
+    if line is None:
+        raise SystemExit(f"wrk gave no result:\n{out}\n{err}")
+    result = json.loads(line)
+    ok = int(result["ok"])
+    return Measured(rate=ok / (result["duration_us"] / 1e6), p50_ms=result["p50_us"] / 1000,
+                    p99_ms=result["p99_us"] / 1000, cpu_us=spent * 1e6 / max(ok, 1), ok=ok,
+                    refused=int(result["other"]) + int(result["errors_status"]))
+
+
+def _bearer(method: str, path: str, token: str, body: str = "") -> str:
+    line = f"{method}\t{path}\t{body}\tAuthorization\tBearer {token}"
+    return line + "\tContent-Type\tapplication/json" if body else line
+
+
+@contextmanager
+def bare_server(settings: Settings, extra_env: dict[str, str], workers: int) -> Iterator[tuple[str, int]]:
+    """The bare-contract app, by our API's own command line with only the app swapped."""
+    port = free_port()
+    command = api_command(settings, port, workers)
+    command[-1] = "bench.bare_app:create_app"
+    logs = settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    child = spawn("bare", command, child_env(settings, extra_env), logs / "bare.log")
+    base = f"http://{settings.host}:{port}"
+    try:
+        wait_http_ok(base + "/ready", process=child.process)
+        yield base, child.process.pid
+    finally:
+        child.stop()
+
+
+async def _operator_tokens(database_url: str) -> tuple[str, str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        # Two operators: the draw's maker-checker rule refuses one approving its own request.
+        return (await auth.create_token(conn, "bench-maker", "operator"),
+                await auth.create_token(conn, "bench-checker", "operator"))
+    finally:
+        await conn.close()
+
+
+def run(scale: Scale, say: Any = print) -> list[Compared]:
+    wrk = ensure_wrk()
+    state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-"))
+    env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
+           # every request comes from 127.0.0.1 here, so the per-address limit would measure itself
+           "STIMULUS_RATE_LIMIT_EXEMPT": "127.0.0.1", "STIMULUS_LOG_LEVEL": "WARNING"}
+    settings = load_settings(env)
+    stack = start_stack(settings, need_redis=True)
+    try:
+        settings = stack.settings
+        migrate_sync(settings)
+        with running_drand_relay(settings) as relay:
+            server_env = {k: v for k, v in env.items() if k.startswith("STIMULUS_")}
+            server_env["STIMULUS_DRAND_RELAYS"] = ",".join([relay, *settings.drand_relays])
+            with running_api(settings, workers=scale.workers, extra_env=server_env) as ours, \
+                    bare_server(settings, server_env, scale.workers) as (bare, bare_pid):
+                return _measure(wrk, settings, scale, state_dir, (ours, _api_pid(ours)), (bare, bare_pid), say)
+    finally:
+        stack.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tuple[str, int],
+             bare: tuple[str, int], say: Any) -> list[Compared]:
+    assert settings.database_url and settings.idp_key
+    maker, checker = asyncio.run(_operator_tokens(settings.database_url))
+    preparer = Preparer(ours[0], settings, maker, checker, run_dir, say)
+    sides = (("ours", ours), ("bare", bare))
+    n = 0
+
+    def alternate(endpoint: str, lines_for: Any) -> Compared:
+        nonlocal n
+        measured: dict[str, list[Measured]] = {"ours": [], "bare": []}
+        for run in range(scale.runs):
+            for side, (base, pid) in sides:
+                n += 1
+                result = drive(wrk, base, pid, lines_for(run, side), run_dir / f"requests-{n}.tsv",
+                               scale.connections)
+                measured[side].append(result)
+                say(f"  {endpoint:<16} run {run + 1} {side:<4}  {result.rate:8,.0f}/s  p50 {result.p50_ms:6.1f} ms"
+                    f"  p99 {result.p99_ms:6.1f} ms  {result.cpu_us:7,.0f} us CPU/request"
+                    f"  ({result.ok:,} ok, {result.refused:,} refused)")
+        return Compared(endpoint, measured["ours"], measured["bare"])
+
+    idp_key = settings.idp_key
+
+    def token_block(first: int, count: int) -> list[str]:
+        return make_tokens(idp_key, settings.idp_issuer, settings.idp_audience, first, count,
+                           ttl_s=TOKEN_TTL_S)
+
+    compared: list[Compared] = []
+    say(f"load average at the start: {_load()}")
+
+    # Registration: every run registers citizens never seen before.
+    cid = preparer.campaign_id("registration")
+    preparer.open_campaign(cid, 6)
+    blocks = {(run, side): token_block(REGISTRATION_BASE + (2 * run + s) * scale.registrations, scale.registrations)
+              for run in range(scale.runs) for s, side in enumerate(("ours", "bare"))}
+    compared.append(alternate("registration", lambda run, side: [
+        _bearer("POST", f"/v1/campaigns/{cid}/registrations", t, "{}") for t in blocks[(run, side)]]))
+
+    # Result check and claim: a drawn campaign with a winner for every claim of every run.
+    winners = 2 * scale.runs * scale.claims
+    drawn = preparer.drawn_campaign("results", max(winners + winners // 4, 60), winners)
+    token_of = dict(zip(drawn.numbers, drawn.tokens, strict=True))
+    result_path = f"/v1/campaigns/{drawn.campaign_id}/result"
+    checks = [_bearer("GET", result_path, drawn.tokens[i % len(drawn.tokens)]) for i in range(scale.results)]
+    for side, (base, pid) in sides:  # unmeasured: both apps verify every token once
+        drive(wrk, base, pid, [_bearer("GET", result_path, t) for t in drawn.tokens] * 2,
+              run_dir / f"warm-{side}.tsv", scale.connections)
+    compared.append(alternate("result check", lambda run, side: checks))
+    claimants = drawn.winner_numbers()
+    claim_path = f"/v1/campaigns/{drawn.campaign_id}/claim"
+
+    def claims(run: int, side: str) -> list[str]:
+        start = (2 * run + (side == "bare")) * scale.claims
+        return [_bearer("POST", claim_path, token_of[c], json.dumps(
+                    {"wallet": {"bank_code": BANKS[c % len(BANKS)], "wallet_id": f"w-{c}"}}, separators=(",", ":")))
+                for c in claimants[start:start + scale.claims]]
+
+    compared.append(alternate("claim", claims))
+
+    # Merchant notices: each redeems part of a packet of its own, signed just before its run
+    # (a signature's timestamp is good for 300 s).
+    notice_cid = f"{drawn.campaign_id[:30]}-ntc"
+    keys = asyncio.run(merchant_intake.set_up(settings, notice_cid, 2 * scale.runs * scale.notices,
+                                              max(10, scale.notices // 20)))
+    references = asyncio.run(merchant_intake.packet_references(settings, notice_cid))
+
+    def notices(run: int, side: str) -> list[str]:
+        start = (2 * run + (side == "bare")) * scale.notices
+        signed = merchant_intake.sign_all(ours[0], keys, references[start:start + scale.notices], f"r{run}{side}")
+        return ["\t".join([p.method, p.path, p.body.decode(), *(x for kv in p.headers.items() for x in kv)])
+                for p in signed]
+
+    compared.append(alternate("merchant notice", notices))
+    say(f"load average at the end: {_load()}")
+    return compared
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg()) + f" (1/5/15 min, {os.cpu_count()} cores)"
+
+
+def report(compared: list[Compared]) -> str:
+    lines = ["", f"{'endpoint':<16} {'side':<5} {'requests/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
+                 f"{'CPU us/req':>10} {'ratio':>6}"]
+    for c in compared:
+        for side, runs in (("ours", c.ours), ("bare", c.bare)):
+            lines.append(f"{c.endpoint:<16} {side:<5} {statistics.median(r.rate for r in runs):11,.0f} "
+                         f"{statistics.median(r.p50_ms for r in runs):7.1f} "
+                         f"{statistics.median(r.p99_ms for r in runs):7.1f} "
+                         f"{statistics.median(r.cpu_us for r in runs):10,.0f} "
+                         + (f"{c.ratio:6.2f}" if side == "ours" else ""))
+    lines.append(f"targets: ratio >= {TARGET_RATIO} of the bare contract, p99 <= {TARGET_P99_MS:.0f} ms "
+                 "(medians of the runs)")
+    lines.append(f"ratio = {min(c.ratio for c in compared):.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.endpoints", description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=Scale.runs)
+    parser.add_argument("--smoke", action="store_true", help="a few hundred requests, one run")
+    args = parser.parse_args(argv)
+    scale = SMOKE if args.smoke else Scale(runs=args.runs)
+    started = time.perf_counter()
+    compared = run(scale)
+    print(f"\n{sum(len(c.ours) + len(c.bare) for c in compared)} wrk runs in {time.perf_counter() - started:.0f} s")
+    print(report(compared))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
