@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from lottery import campaigns, parallel, registrant_list
+from lottery import campaigns, parallel, published, registrant_list
 from lottery.leaf import encode_leaf
 from lottery.merkle import HASH_SIZE, MerkleTree, hash_leaves
 from lottery.statements import commitment_statement, timestamp
@@ -89,6 +89,8 @@ async def execute(ctx: ApprovalContext) -> dict[str, Any]:
                                     approval_id)
            VALUES ($1, $2, $3, $4::text::timestamptz, $5, $6, $7, $8)""",
         campaign_id, tree.size, tree.root, committed_at, key.key_id, statement, signature, ctx.approval_id)
+    # The published list is written now, once, in the same transaction: downloads read the file.
+    await published.publish_lists(conn, ctx.settings.state_dir / "work", campaign_id)
     await campaigns.transition(conn, campaign_id, "committed", ctx.checker,
                                {"tree_size": tree.size, "root_hex": root_hex, "maker": ctx.maker})
     return {"tree_size": tree.size, "root_hex": root_hex, "committed_at": committed_at}

@@ -21,7 +21,7 @@ import msgspec
 
 import stimulus
 from lottery import bundle as bundle_module
-from lottery import campaigns, ceremony, parallel
+from lottery import campaigns, ceremony, parallel, published
 from lottery.campaigns import Campaign
 from lottery.selection import DrawOutcome
 from lottery.statements import timestamp
@@ -144,6 +144,7 @@ async def execute(ctx: ApprovalContext, hand_overs: Sequence[HandOver]) -> dict[
         {"strata": draw["strata"], "spillover": draw["spillover"], "fallbacks_taken": bundle["fallbacks_taken"],
          "sandbox": bundle["sandbox"]},
         signed, drawn_at, ctx.maker, ctx.checker)
+    await published.publish_bundle(conn, ctx.settings.state_dir / "work", campaign.id, signed)
     await queue_win_notices(conn, campaign)
     details = {"seed_hex": seed.hex(), "winners": len(outcome.winners),
                "winners_root_hex": outcome.winners_root.hex(), "maker": ctx.maker,

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 from litestar.response import Stream
 
-from lottery import actions, beacon, campaigns, ceremony, commitment, draw, registrant_list, results
+from lottery import actions, beacon, campaigns, ceremony, commitment, draw, published, results
 from lottery.beacon import BeaconSubmission
 from lottery.ceremony import CeremonyStatus, CommitRequest, ParticipantStatus, RevealRequest
 from lottery.commitment import Commitment, InclusionProof
 from lottery.results import DrawResult
-from stimulus import approvals
+from stimulus import approvals, artefact_http, artefacts
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
 from stimulus.contract import OPERATOR, contract
@@ -24,7 +23,6 @@ from stimulus.identity import Citizen
 from stimulus.input_types import Input
 from stimulus.services import Services
 
-STREAM_BATCH = 20_000
 # A drawn campaign's summary never changes (the draw runs once); each process keeps a few, so the
 # result spike's page loads do not decode a bundle listing 300,000 winners every time.
 SUMMARY_CACHE_ENTRIES = 64
@@ -154,10 +152,37 @@ async def own_result(services: Services, citizen: Citizen, campaign_id: str) -> 
 
 @contract("campaign_not_found", "not_drawn:404", answers=[(200, dict[str, Any], "application/json")])
 @get("/v1/campaigns/{campaign_id:str}/bundle", tags=["public"], summary="The signed proof bundle")
-async def get_bundle(services: Services, campaign_id: str) -> Response[bytes]:
-    data = await draw.signed_bundle(services.pool, campaign_id)
-    return Response(data, media_type="application/json", headers={
-        "Content-Disposition": f'attachment; filename="{campaign_id}-bundle.json"'})
+async def get_bundle(services: Services, request: Request[Any, Any, Any], campaign_id: str) -> Response[bytes] | Stream:
+    cache = artefacts.node_cache(services.settings.state_dir)
+    name = published.bundle_name(campaign_id)
+    sha_hex = await cache.resolve(services.pool, name)
+    if sha_hex is None:  # drawn before bundles were stored as files: store it now
+        signed = await draw.signed_bundle(services.pool, campaign_id)
+        await published.backfill_bundle(services.pool, services.settings.state_dir / "work", campaign_id, signed)
+        sha_hex = await cache.resolve(services.pool, name)
+    return await _published(services, request, sha_hex, f"{campaign_id}-bundle.json")
+
+
+async def _published(services: Services, request: Request[Any, Any, Any], sha_hex: str | None,
+                     filename: str) -> Response[bytes] | Stream:
+    artefact = await artefacts.node_cache(services.settings.state_dir).get(services.pool, sha_hex) \
+        if sha_hex is not None else None
+    if artefact is None:
+        raise RuntimeError(f"published artefact {filename} is bound to {sha_hex}, which is not stored")
+    return artefact_http.respond(artefact, request.headers, artefact_http.REVALIDATE,
+                                 {"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@contract("artefact_not_found", answers=[(200, str, "application/octet-stream")])
+@get("/v1/artefacts/{sha256:str}", tags=["public"],
+     summary="A published file (registrant list, signed bundle) by the SHA-256 of its bytes: immutable, "
+             "with ETag and byte ranges")
+async def get_artefact(services: Services, request: Request[Any, Any, Any], sha256: str) -> Response[bytes] | Stream:
+    artefact = await artefacts.node_cache(services.settings.state_dir).get(services.pool, sha256) \
+        if artefacts.SHA256_HEX.fullmatch(sha256) else None
+    if artefact is None:
+        raise NotFound(f"no published artefact has SHA-256 {sha256}", code="artefact_not_found")
+    return artefact_http.respond(artefact, request.headers, artefact_http.IMMUTABLE)
 
 
 def draw_summary(signed: bytes) -> bytes:
@@ -215,32 +240,21 @@ async def ticket_result(services: Services, campaign_id: str, ticket: int) -> Ti
           answers=[(200, str, "application/x-ndjson"), (200, str, "text/csv")])
 @get("/v1/campaigns/{campaign_id:str}/registrants", tags=["public"],
      summary="The committed registrant list (ticket, pseudonym, stratum), streamed as NDJSON or CSV")
-async def get_registrants(services: Services, campaign_id: str, format: str = "ndjson") -> Stream:
-    if format not in ("ndjson", "csv"):
+async def get_registrants(services: Services, request: Request[Any, Any, Any], campaign_id: str,
+                          format: str = "ndjson") -> Response[bytes] | Stream:
+    if format not in published.FORMATS:
         raise InvalidInput("format is ndjson or csv", code="invalid_format")
-    await commitment.fetch_commitment(services.pool, campaign_id)
-    line = registrant_list.ndjson_line if format == "ndjson" else registrant_list.csv_line
-
-    async def rows() -> AsyncIterator[bytes]:
-        if format == "csv":
-            yield (registrant_list.CSV_HEADER + "\n").encode()
-        async with services.pool.acquire() as conn, conn.transaction(readonly=True):
-            chunk: list[str] = []
-            async for r in conn.cursor(
-                    """SELECT ticket, pseudonym, stratum FROM committed_registrants WHERE campaign_id = $1
-                       ORDER BY leaf_index""", campaign_id, prefetch=STREAM_BATCH):
-                chunk.append(line(r[0], r[1], r[2]))
-                if len(chunk) >= STREAM_BATCH:
-                    yield "".join(chunk).encode()
-                    chunk.clear()
-            if chunk:
-                yield "".join(chunk).encode()
-
-    media = "application/x-ndjson" if format == "ndjson" else "text/csv"
-    return Stream(rows(), media_type=media, headers={
-        "Content-Disposition": f'attachment; filename="{campaign_id}-registrants.{format}"'})
+    cache = artefacts.node_cache(services.settings.state_dir)
+    name = published.list_name(campaign_id, format)
+    sha_hex = await cache.resolve(services.pool, name)
+    if sha_hex is None:
+        await commitment.fetch_commitment(services.pool, campaign_id)  # not found / not committed
+        # Committed before lists were stored as files: store them now, once.
+        await published.backfill_lists(services.pool, services.settings.state_dir / "work", campaign_id)
+        sha_hex = await cache.resolve(services.pool, name)
+    return await _published(services, request, sha_hex, f"{campaign_id}-registrants.{format}")
 
 
 ROUTES = [request_commitment, request_draw, record_beacon, fetch_beacon, get_beacon, get_commitment, ticket_proof,
           ceremony_commit, ceremony_reveal, ceremony_state, own_result, get_bundle, get_draw_summary, ticket_result,
-          get_registrants]
+          get_registrants, get_artefact]

@@ -127,6 +127,7 @@ CODES: dict[str, ProblemCode] = {
     "ineligible_too_old": _c(403, "the citizen is older than the campaign allows"),
     # Commitment, ceremony, beacon and draw.
     "not_committed": _c(404, "the registrant list has not been committed yet"),
+    "artefact_not_found": _c(404, "no published file has this SHA-256"),
     "ticket_not_committed": _c(404, "no committed registration has this ticket"),
     "invalid_format": _c(400, "not one of the formats this operation serves"),
     "participant_not_found": _c(404, "no ceremony participant has this id"),

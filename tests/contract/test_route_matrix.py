@@ -61,6 +61,7 @@ ACCESS: dict[str, str] = {
     "GET /v1/campaigns/{campaign_id:str}/bundle": "public",
     "GET /v1/campaigns/{campaign_id:str}/draw": "public",
     "GET /v1/campaigns/{campaign_id:str}/registrants": "public",
+    "GET /v1/artefacts/{sha256:str}": "public",
     "GET /v1/campaigns/{campaign_id:str}/ceremony": "public",
     "POST /v1/campaigns/{campaign_id:str}/ceremony/{participant_id:str}/commitment": "public",
     "POST /v1/campaigns/{campaign_id:str}/ceremony/{participant_id:str}/reveal": "public",
@@ -139,7 +140,7 @@ def concrete(key: str, campaign_id: str, merchant_id: str) -> tuple[str, str]:
         "ticket": "1",
         "approval_id": str(ABSENT_ID), "job_id": str(ABSENT_ID), "file_id": str(ABSENT_ID), "break_id": str(ABSENT_ID),
         "file_path": "style.css" if "public" in template else "app.js",
-        "path": "absent",
+        "path": "absent", "sha256": "0" * 64,
     }
     return method, PARAMETER.sub(lambda m: values[m[1]], template)
 
