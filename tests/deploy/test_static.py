@@ -177,6 +177,8 @@ def test_compose_services_are_wired(compose: dict[str, Any]) -> None:
         for secret in service.get("secrets", []):
             assert secret in compose["secrets"], f"{name} uses unknown secret {secret}"
         for volume in service.get("volumes", []):
+            if ":" not in volume:
+                continue  # an anonymous volume of the container's own
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (DEPLOY / source).is_file(), f"{name} mounts missing {source}"
