@@ -40,10 +40,11 @@ DEMO_BANK_KNOBS = {"latency_ms": 8, "error_rate": 0.01, "commit_timeout_rate": 0
 def deadlines_for(citizens: int) -> tuple[int, int]:
     """Seconds from creation to the claim deadline, and from there to the spending deadline.
 
-    Sized for registration at ~1,000/s on two cores (it runs at 2-3x that on a quiet machine),
-    plus the draw, the claims and the issuance; claims that still arrive late are refused and
+    Sized for registration at ~250/s on two busy cores (it runs 8x faster on a quiet machine;
+    at ~1,000/s the window closed on 20,000 citizens while other work shared the machine), plus
+    the draw, the claims and the issuance; claims that still arrive late are refused and
     reported, as a real campaign would."""
-    return 25 + citizens // 900, 15
+    return 25 + citizens // 250, 40
 
 
 def _token(settings: Settings, name: str) -> str:
