@@ -30,8 +30,10 @@ from lottery.group_commit import GroupCommitter
 from lottery.registration import make_receipt
 from merchants.signing import NONCE_TTL_S, b64url_decode, canonical_message
 from stimulus import db
+from stimulus.app import _id_tokens
 from stimulus.errors import Unauthenticated
 from stimulus.identity import Citizen, TokenVerifier
+from stimulus.oidc import ProviderKeys
 from stimulus.ratelimit import Limit, RateLimiter
 from stimulus.redis_clients import request_client
 from stimulus.settings import Settings, load_settings
@@ -77,14 +79,19 @@ class Bare:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.verifier = TokenVerifier(settings.idp_public_keys, settings.idp_issuer, settings.idp_audience,
-                                      settings.pepper.reveal())
+        # The provider's keys, the ID-token check and its cache, built as our API builds them.
+        self.provider_keys = ProviderKeys(settings.idp_discovery_url, settings.idp_issuer,
+                                          refetch_floor_s=settings.idp_jwks_refetch_floor_s,
+                                          max_age_s=settings.idp_jwks_max_age_s)
+        self.verifier = TokenVerifier(_id_tokens(settings, self.provider_keys, settings.idp_audience),
+                                      settings.pepper.reveal(), settings.idp_clock_skew_s)
         self.pseudonym_keys: dict[str, bytes] = {}
         self.merchant_keys: dict[str, Ed25519PublicKey] = {}
 
     async def start(self) -> None:
         s = self.settings
         assert s.database_url
+        await self.provider_keys.start()
         self.pool = await db.create_pool(s.database_url, s.db_pool_min, s.db_pool_max, s.db_command_timeout_s,
                                          pooler=s.db_pooler)
         self.redis = request_client(s, 64)
@@ -97,8 +104,8 @@ class Bare:
         rows = await self.pool.fetch(_REGISTER, *(list(column) for column in zip(*items, strict=True)))
         return list(rows)
 
-    def citizen(self, request: Request[Any, Any, Any]) -> Citizen:
-        return self.verifier.verify(request.headers.get("authorization", "")[7:])
+    async def citizen(self, request: Request[Any, Any, Any]) -> Citizen:
+        return await self.verifier.verify(request.headers.get("authorization", "")[7:])
 
 
 BARE: Bare
@@ -106,7 +113,7 @@ BARE: Bare
 
 @post("/v1/campaigns/{campaign_id:str}/registrations", status_code=201)
 async def register(request: Request[Any, Any, Any], campaign_id: str) -> Response[bytes]:
-    citizen = BARE.citizen(request)
+    citizen = await BARE.citizen(request)
     limit = BARE.settings.rate_limit_identity_per_min
     await BARE.limiter.check([Limit("id:" + citizen.id_hmac.hex()[:32], limit, max(1, limit // 6))],
                              int(time.time() * 1000))
@@ -125,7 +132,7 @@ async def register(request: Request[Any, Any, Any], campaign_id: str) -> Respons
 
 @get("/v1/campaigns/{campaign_id:str}/result")
 async def result(request: Request[Any, Any, Any], campaign_id: str) -> Response[bytes]:
-    citizen = BARE.citizen(request)
+    citizen = await BARE.citizen(request)
     row = await BARE.pool.fetchrow(_RESULT, campaign_id, citizen.id_hmac)
     if row is None:
         return Response(b"{}", status_code=404, media_type=JSON)
@@ -135,7 +142,7 @@ async def result(request: Request[Any, Any, Any], campaign_id: str) -> Response[
 
 @post("/v1/campaigns/{campaign_id:str}/claim", status_code=202)
 async def claim(request: Request[Any, Any, Any], campaign_id: str) -> Response[bytes]:
-    citizen = BARE.citizen(request)
+    citizen = await BARE.citizen(request)
     wallet = msgspec.json.decode(await request.body(), type=Claim).wallet
     async with BARE.pool.acquire() as conn, conn.transaction():
         packet_id = await conn.fetchval(_CLAIM, campaign_id, citizen.id_hmac, wallet.bank_code, wallet.wallet_id)
@@ -190,6 +197,7 @@ def create_app() -> Litestar:
             await BARE.registrations.stop()
             await BARE.pool.close()
             await BARE.redis.aclose()
+            await BARE.provider_keys.close()
 
     return Litestar([register, result, claim, notice, ready], lifespan=[lifespan],
                     exception_handlers={Unauthenticated: _unauthenticated}, openapi_config=None)

@@ -46,9 +46,10 @@ import psutil
 from bench import merchant_intake
 from bench.register import _api_pid
 from loadtests.prepare import BANKS, Preparer
+from sandbox.idp import running_provider
+from sandbox.idp_keys import mint_citizen_tokens
 from stimulus import auth
 from stimulus.embedded import free_port
-from stimulus.loadgen import make_tokens
 from stimulus.settings import Settings, load_settings
 from stimulus.stack import (
     api_command,
@@ -198,18 +199,27 @@ def run(scale: Scale, say: Any = print) -> list[Compared]:
     state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-"))
     env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
            # every request comes from 127.0.0.1 here, so the per-address limit would measure itself
-           "STIMULUS_RATE_LIMIT_EXEMPT": "127.0.0.1", "STIMULUS_LOG_LEVEL": "WARNING"}
+           "STIMULUS_RATE_LIMIT_EXEMPT": "127.0.0.1", "STIMULUS_LOG_LEVEL": "WARNING",
+           "STIMULUS_IDP_PORT": str(free_port())}
     settings = load_settings(env)
     stack = start_stack(settings, need_redis=True)
     try:
         settings = stack.settings
         migrate_sync(settings)
-        with running_drand_relay(settings) as relay:
+        with running_provider(settings.sandbox_idp_dir, settings.idp_port), running_drand_relay(settings) as relay:
             server_env = {k: v for k, v in env.items() if k.startswith("STIMULUS_")}
             server_env["STIMULUS_DRAND_RELAYS"] = ",".join([relay, *settings.drand_relays])
-            with running_api(settings, workers=scale.workers, extra_env=server_env) as ours, \
-                    bare_server(settings, server_env, scale.workers) as (bare, bare_pid):
-                return _measure(wrk, settings, scale, state_dir, (ours, _api_pid(ours)), (bare, bare_pid), say)
+            # The jobs worker runs approved actions (the draw); its metrics port is off.
+            logs = settings.state_dir / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            jobs = spawn("jobs", [sys.executable, "-m", "stimulus.cli", "worker", "jobs"],
+                         child_env(settings, {**server_env, "STIMULUS_METRICS_PORT": "0"}), logs / "jobs.log")
+            try:
+                with running_api(settings, workers=scale.workers, extra_env=server_env) as ours, \
+                        bare_server(settings, server_env, scale.workers) as (bare, bare_pid):
+                    return _measure(wrk, settings, scale, state_dir, (ours, _api_pid(ours)), (bare, bare_pid), say)
+            finally:
+                jobs.stop()
     finally:
         stack.stop()
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -217,7 +227,7 @@ def run(scale: Scale, say: Any = print) -> list[Compared]:
 
 def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tuple[str, int],
              bare: tuple[str, int], say: Any) -> list[Compared]:
-    assert settings.database_url and settings.idp_key
+    assert settings.database_url
     maker, checker = asyncio.run(_operator_tokens(settings.database_url))
     preparer = Preparer(ours[0], settings, maker, checker, run_dir, say)
     sides = (("ours", ours), ("bare", bare))
@@ -237,10 +247,8 @@ def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tu
                     f"  ({result.ok:,} ok, {result.refused:,} refused)")
         return Compared(endpoint, measured["ours"], measured["bare"])
 
-    idp_key = settings.idp_key
-
     def token_block(first: int, count: int) -> list[str]:
-        return make_tokens(idp_key, settings.idp_issuer, settings.idp_audience, first, count,
+        return mint_citizen_tokens(settings.sandbox_idp_dir, settings.idp_issuer, settings.idp_audience, first, count,
                            ttl_s=TOKEN_TTL_S)
 
     compared: list[Compared] = []
