@@ -43,6 +43,7 @@ ISSUED_WAIT_MIN_S = 120.0
 ISSUED_FLOOR_PER_S = 50.0
 TOKEN_TTL_S = 12 * 3600
 ADMIN_TIMEOUT_S = 900.0
+JOB_WAIT_S = ADMIN_TIMEOUT_S  # the draw of a large campaign, run by the jobs worker
 
 
 class SetupError(Exception):
@@ -95,10 +96,14 @@ class Preparer:
         request = self.call("POST", path, self.maker)
         approval = self.call("POST", f"/v1/admin/approvals/{request['id']}/approve", self.checker)
         # The jobs worker runs the approved action; follow its job until it ends.
+        deadline = time.monotonic() + JOB_WAIT_S
         while True:
             job = self.call("GET", f"/v1/admin/jobs/{approval['job_id']}", self.checker)
             if job["state"] in ("succeeded", "failed"):
                 break
+            if time.monotonic() > deadline:
+                raise SetupError(f"{path}: job {approval['job_id']} still {job['state']} after {JOB_WAIT_S} s:"
+                                 " is a jobs worker (`stimulus worker jobs`) running?")
             time.sleep(0.2)
         done: dict[str, Any] = self.call("GET", f"/v1/admin/approvals/{request['id']}", self.checker)
         if done.get("status") != "executed":

@@ -23,7 +23,7 @@ from loadtests.orchestrate import MissingEndpoint, RunRequest, RunResult, execut
 from loadtests.scenarios import SCENARIOS
 from loadtests.target import Target
 from tests.conftest import Stack
-from tests.issuance.helpers import start_issuance_processes, stop_processes
+from tests.issuance.helpers import start_issuance_processes, start_process, stop_processes
 from tests.wallet.conftest import RunningBank
 from tests.wallet.conftest import bank as bank  # the session's sandbox bank, as a fixture here
 
@@ -43,8 +43,21 @@ def pipeline(stack: Stack, bank: RunningBank, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="module")
+def jobs_worker(stack: Stack, bank: RunningBank, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`stimulus worker jobs`, as `stimulus up` runs it: the set-up's approved commitment and draw run there."""
+    env = {**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url,
+           "STIMULUS_STATE_DIR": str(stack.settings.state_dir), "STIMULUS_ENV": "development",
+           "STIMULUS_BANK_URL": bank.url, "STIMULUS_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    worker = start_process("jobs", ["worker", "jobs"], env, tmp_path_factory.mktemp("jobs"))
+    try:
+        yield
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
 def target(stack: Stack, api_url: str, operator_token: str, second_operator_token: str,
-           pipeline: str | None) -> Target:
+           pipeline: str | None, jobs_worker: None) -> Target:
     return Target(api_url, stack.settings, pipeline, started_here=False,
                   maker_token=operator_token, checker_token=second_operator_token)
 
