@@ -96,7 +96,9 @@ def sandbox_idp() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def api_url(stack: Stack, metrics_port: int, drand_relay_url: str, sandbox_idp: str) -> Iterator[str]:
+def api_url(stack: Stack, drand_relay_url: str, sandbox_idp: str, metrics_port: int) -> Iterator[str]:
+    # metrics_port last: its free port is picked just before the API binds it, not before the
+    # relay and the identity provider start and might be handed the same port.
     env = {**TEST_ENV, "STIMULUS_METRICS_PORT": str(metrics_port), "STIMULUS_DRAND_RELAYS": drand_relay_url}
     with running_api(stack.settings, workers=1, extra_env=env) as base:
         yield base
