@@ -66,8 +66,9 @@ def pooled_settings(stack: Stack, pgbouncer: PgBouncer, bank: RunningBank,
 
 
 @pytest.fixture(scope="module")
-def pooled_api(pooled_settings: Settings) -> Iterator[str]:
-    with running_api(pooled_settings, workers=1, extra_env=TEST_ENV) as base:
+def pooled_api(pooled_settings: Settings, drand_relay_url: str) -> Iterator[str]:
+    env = {**TEST_ENV, "STIMULUS_DRAND_RELAYS": drand_relay_url}
+    with running_api(pooled_settings, workers=1, extra_env=env) as base:
         yield base
 
 
