@@ -75,6 +75,18 @@ def stack(state_dir: Path, sandbox_idp: str) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def metrics_port() -> int:
+    """A free port below the kernel's ephemeral range (32768+), so no process that binds port 0
+    (a worker's listener, a client socket) can take it between this pick and the API's bind."""
+    import random
+    import socket
+
+    for port in random.sample(range(20_000, 30_000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     return free_port()
 
 
