@@ -164,8 +164,10 @@ def wait_http_ok(url: str, timeout_s: float = 60, process: subprocess.Popen[byte
     raise RuntimeError(f"{url} not ready after {timeout_s} s ({last})")
 
 
-def prepare_metrics_dir(settings: Settings) -> Path:
-    path = settings.state_dir / "metrics"
+def prepare_metrics_dir(settings: Settings, name: str = "") -> Path:
+    """An empty multiprocess metrics directory; `name` gives one API of several in a state
+    directory its own, so starting another does not wipe the files of one still running."""
+    path = settings.state_dir / "metrics" / name if name else settings.state_dir / "metrics"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
@@ -176,7 +178,7 @@ def running_api(settings: Settings, port: int | None = None, workers: int | None
                 extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """Run the API server processes for the duration of the block; yields the base URL."""
     port = port or free_port()
-    metrics_dir = prepare_metrics_dir(settings)
+    metrics_dir = prepare_metrics_dir(settings, f"api-{port}")
     # Each API started here gets a metrics port of its own unless told one (see metrics_listener).
     env = child_env(settings, {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                                "STIMULUS_METRICS_PORT": str(free_port()), **(extra_env or {})})
