@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from litestar.datastructures import State
+from litestar.di import Provide
+
 from lottery import (
     campaign_routes,
     draw_routes,
@@ -16,6 +19,7 @@ from lottery import (
 )
 from lottery.campaign_cache import CampaignCache
 from lottery.registration import RegistrationWriter
+from lottery.services import STATE_KEY, LotteryServices, get_lottery_services
 from stimulus.services import Services
 from stimulus.settings import Settings
 
@@ -25,11 +29,14 @@ def route_handlers(settings: Settings) -> list[Any]:
             *timeline_routes.ROUTES, *public_page.routes()]
 
 
+def dependencies() -> dict[str, Provide]:
+    return {"lottery_services": Provide(get_lottery_services, sync_to_thread=False)}
+
+
 @asynccontextmanager
-async def lifespan(services: Services) -> AsyncIterator[None]:
+async def lifespan(services: Services, state: State) -> AsyncIterator[None]:
     writer = RegistrationWriter(services.pool, max_batch=services.settings.group_commit_max_batch)
-    services.extras["registration_writer"] = writer
-    services.extras["campaign_cache"] = CampaignCache(services.pool)
+    state[STATE_KEY] = LotteryServices(registration_writer=writer, campaign_cache=CampaignCache(services.pool))
     writer.start()
     try:
         yield

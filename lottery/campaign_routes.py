@@ -11,6 +11,7 @@ from litestar.params import Parameter
 
 from lottery import campaigns
 from lottery.campaigns import Campaign, CampaignSpec
+from lottery.services import LotteryServices
 from stimulus.auth import Principal, require_role
 from stimulus.contract import OPERATOR, contract
 from stimulus.services import Services
@@ -70,27 +71,29 @@ async def create_campaign(services: Services, principal: Principal, data: Campai
         return await campaigns.create(conn, data, principal.actor)
 
 
-async def _transition(services: Services, principal: Principal, campaign_id: str,
-                      target: str, expected: str) -> Campaign:
+async def _transition(services: Services, lottery_services: LotteryServices, principal: Principal,
+                      campaign_id: str, target: str, expected: str) -> Campaign:
     require_role(principal, "operator")
     async with services.pool.acquire() as conn:
         campaign = await campaigns.transition(conn, campaign_id, target, principal.actor, expected=expected)
-    services.extras["campaign_cache"].forget(campaign_id)
+    lottery_services.campaign_cache.forget(campaign_id)
     return campaign
 
 
 @contract("campaign_not_found", "wrong_campaign_state", roles=OPERATOR)
 @post("/v1/admin/campaigns/{campaign_id:str}/open", tags=["operator"], status_code=200,
       summary="Open registration")
-async def open_campaign(services: Services, principal: Principal, campaign_id: str) -> Campaign:
-    return await _transition(services, principal, campaign_id, "open", "draft")
+async def open_campaign(services: Services, lottery_services: LotteryServices, principal: Principal,
+                        campaign_id: str) -> Campaign:
+    return await _transition(services, lottery_services, principal, campaign_id, "open", "draft")
 
 
 @contract("campaign_not_found", "wrong_campaign_state", roles=OPERATOR)
 @post("/v1/admin/campaigns/{campaign_id:str}/close", tags=["operator"], status_code=200,
       summary="Close registration")
-async def close_campaign(services: Services, principal: Principal, campaign_id: str) -> Campaign:
-    return await _transition(services, principal, campaign_id, "closed", "open")
+async def close_campaign(services: Services, lottery_services: LotteryServices, principal: Principal,
+                         campaign_id: str) -> Campaign:
+    return await _transition(services, lottery_services, principal, campaign_id, "closed", "open")
 
 
 @contract("campaign_not_found")

@@ -12,12 +12,10 @@ from litestar.params import Parameter
 from prometheus_client import Counter
 
 from lottery import eligibility
-from lottery.campaign_cache import CampaignCache
 from lottery.registration import (
     NewRegistration,
     Receipt,
     RegistrationRequest,
-    RegistrationWriter,
     count_ineligible,
     find_own,
     make_receipt,
@@ -26,6 +24,7 @@ from lottery.registration import (
     pseudonym_for,
     withdraw,
 )
+from lottery.services import LotteryServices
 from stimulus.contract import contract
 from stimulus.errors import DomainError, WrongState
 from stimulus.idempotency import StoredResponse, fingerprint
@@ -77,8 +76,8 @@ def _encode(receipt: Receipt) -> bytes:
           body=RegistrationRequest, answers=[(201, Receipt, RECEIPT_MEDIA_TYPE), (200, Receipt, RECEIPT_MEDIA_TYPE)])
 @post("/v1/campaigns/{campaign_id:str}/registrations", tags=["citizen"], status_code=201,
       summary="Register for a campaign's lottery", responses=None)
-async def register(request: Request[Any, Any, Any], services: Services, citizen: Citizen,
-                   campaign_id: str) -> Response[bytes]:
+async def register(request: Request[Any, Any, Any], services: Services, lottery_services: LotteryServices,
+                   citizen: Citizen, campaign_id: str) -> Response[bytes]:
     """Register the token's holder. Returns a signed receipt (201 new, 200 same as before)."""
     await _rate_limit(services, request, citizen)
     body = await request.body()
@@ -91,7 +90,7 @@ async def register(request: Request[Any, Any, Any], services: Services, citizen:
             return Response(stored.body, status_code=stored.status, media_type=RECEIPT_MEDIA_TYPE,
                             headers={**stored.headers, "Idempotent-Replayed": "true"})
     try:
-        status, content = await _register(services, citizen, campaign_id, body)
+        status, content = await _register(services, lottery_services, citizen, campaign_id, body)
     except DomainError:
         if idem_key is not None:
             await services.idempotency.release(scope, idem_key)
@@ -102,10 +101,9 @@ async def register(request: Request[Any, Any, Any], services: Services, citizen:
                     headers={"Location": f"/v1/campaigns/{campaign_id}/registrations/me"})
 
 
-async def _register(services: Services, citizen: Citizen, campaign_id: str,
+async def _register(services: Services, lottery_services: LotteryServices, citizen: Citizen, campaign_id: str,
                     body: bytes) -> tuple[int, bytes]:
-    cache: CampaignCache = services.extras["campaign_cache"]
-    writer: RegistrationWriter = services.extras["registration_writer"]
+    cache, writer = lottery_services.campaign_cache, lottery_services.registration_writer
     parsed = parse_request(body, services.settings.bank_codes)
     cached = await cache.get(campaign_id)
     campaign = cached.campaign

@@ -1,7 +1,8 @@
 """The Litestar application factory: assembles the domain packages' routes and lifespans.
 
-`stimulus/` only assembles: each domain package exposes `ROUTE_HANDLERS` and optionally a
-`lifespan(services)` async context manager in its `api` module.
+`stimulus/` only assembles: each domain package's `api` module exposes `route_handlers(settings)`
+and optionally a `lifespan(services, state)` async context manager, which keeps the domain's own
+long-lived objects on the app's state, and `dependencies()`, which hands them to its handlers.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def create_app(settings: Settings) -> Litestar:
                 for module in modules:
                     domain_lifespan = getattr(module, "lifespan", None)
                     if domain_lifespan is not None:
-                        await stack.enter_async_context(domain_lifespan(services))
+                        await stack.enter_async_context(domain_lifespan(services, app.state))
                 # What start-up built lives as long as the process. Frozen, the collector's full
                 # passes stop walking it; they were the registration path's slowest 1 %.
                 gc.collect()
@@ -109,8 +110,10 @@ def create_app(settings: Settings) -> Litestar:
             await pool.close()
 
     handlers: list[Any] = [health, ready, service_keys, *approval_routes.ROUTES, *job_routes.ROUTES, *dashboard.routes()]
+    domain_dependencies: dict[str, Provide] = {}
     for module in modules:
         handlers.extend(module.route_handlers(settings))
+        domain_dependencies.update(getattr(module, "dependencies", dict)())
 
     return Litestar(
         route_handlers=handlers,
@@ -119,6 +122,7 @@ def create_app(settings: Settings) -> Litestar:
             "services": Provide(get_services, sync_to_thread=False),
             "principal": Provide(get_principal),
             "citizen": Provide(get_citizen),
+            **domain_dependencies,
         },
         guards=[authorize_staff, guard_input],
         exception_handlers={**EXCEPTION_HANDLERS, **OUTAGE_HANDLERS},

@@ -105,7 +105,7 @@ def _run(citizens: int, serve: bool, state_dir: Path | None) -> int:
             wait_claim_deadline(ctx, client)
             expire(ctx, settings)
             demo_merchants.save_report(ctx, client)
-        ok = audit_books(ctx, settings) and ctx.extras.get("reconciliation_ok", True)
+        ok = audit_books(ctx, settings) and ctx.reconciliation_ok
         _print_summary(ctx, time.perf_counter() - started, ok)
         if serve:
             console.print("[bold]serving; Ctrl-C to stop[/bold]")

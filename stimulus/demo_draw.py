@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
@@ -25,6 +25,9 @@ from stimulus.loadgen import Reply, post_each
 from stimulus.sample import sample_campaign
 from stimulus.settings import Settings
 from stimulus.signing import SigningKey
+
+if TYPE_CHECKING:  # demo_merchants builds on this module
+    from stimulus.demo_merchants import Spending
 
 console = Console()
 REGISTRATION_CONCURRENCY = 48
@@ -59,7 +62,8 @@ class DemoContext:
     timeline: Timeline | None = None
     published: Path | None = None
     report_page: Path | None = None     # the campaign report, printable, as of reconciliation
-    extras: dict[str, Any] = field(default_factory=dict)
+    spending: Spending | None = None    # what the merchants' spending round did (stimulus.demo_merchants)
+    reconciliation_ok: bool = True      # false when reconciliation left an unexplained break
 
     def registered_wallet(self, index: int) -> dict[str, str] | None:
         """A third of the citizens name their wallet at registration (for bulk issuance)."""

@@ -94,7 +94,7 @@ def onboard(ctx: DemoContext, client: httpx.Client) -> list[Merchant]:
 def spend(ctx: DemoContext, client: httpx.Client) -> None:
     merchants = onboard(ctx, client)
     result = asyncio.run(_spend_all(ctx, merchants))
-    ctx.extras["spending"] = result
+    ctx.spending = result
     multiplier = result.basket_fen / result.paid_fen if result.paid_fen else 0.0
     ctx.summary["spending"] = (f"{result.payments:,} payments and {result.refunds:,} refunds "
                                f"({result.refunded_fen / 100:,.2f} yuan back), {result.paid_fen / 100:,.2f} yuan of packets in "
@@ -277,7 +277,8 @@ def _open_breaks(ctx: DemoContext, client: httpx.Client) -> dict[str, int]:
 def reconcile(ctx: DemoContext, client: httpx.Client) -> None:
     """The banks' settlement files, two reconciliation runs with a till catching up in between,
     and the breaks found against the breaks seeded."""
-    spending: Spending = ctx.extras["spending"]
+    spending = ctx.spending
+    assert spending is not None, "the spending round runs before reconciliation"
     with console.status("settlement: waiting out the matching window, fetching the banks' files"):
         time.sleep(RECONCILE_WINDOW_S)
         files = asyncio.run(_fetch_files(ctx))
@@ -309,7 +310,7 @@ def reconcile(ctx: DemoContext, client: httpx.Client) -> None:
     payments = sum(n for key, n in notices.items() if key.startswith("payment:"))
     refunds = sum(n for key, n in notices.items() if key.startswith("reversal:"))
     ok = found == expected
-    ctx.extras["reconciliation_ok"] = ok
+    ctx.reconciliation_ok = ok
     ctx.summary["reconciliation"] = (
         f"{matched:,} of {payments:,} payment notices and {notices.get('reversal:matched', 0):,} of {refunds:,} "
         f"refunds matched, {report['money']['redeemed_fen'] / 100:,.2f} yuan "

@@ -1,8 +1,11 @@
-"""The long-lived objects a running API process holds, handed to handlers by dependency injection."""
+"""The long-lived objects a running API process holds, handed to handlers by dependency injection.
+
+Only what every domain's handlers share; a domain's own objects (the lottery's registration
+writer, say) are typed fields of that domain's services, handed out by its own dependency."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -35,8 +38,6 @@ class Services:
     limiter: RateLimiter
     idempotency: IdempotencyStore
     operator_signin: OperatorSignIn | None = None
-    # Domain packages keep their own long-lived objects here (batchers, provider clients).
-    extras: dict[str, Any] = field(default_factory=dict)
 
     async def principal(self, token: str | None) -> Principal:
         """The operator or auditor a bearer token names: an `stm_` token, or where operators sign
