@@ -50,15 +50,14 @@ from sandbox.idp import running_provider
 from sandbox.idp_keys import mint_citizen_tokens
 from stimulus import auth
 from stimulus.embedded import free_port
+from stimulus.servers import migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
 from stimulus.stack import (
     api_command,
     child_env,
-    migrate_sync,
     running_api,
     running_drand_relay,
     spawn,
-    start_stack,
     wait_http_ok,
 )
 

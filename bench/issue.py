@@ -48,8 +48,9 @@ import psutil
 from sandbox.bank import SANDBOX_API_KEY
 from stimulus.db import create_pool
 from stimulus.embedded import free_port
+from stimulus.servers import RunningStack, migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
-from stimulus.stack import RunningStack, migrate_sync, start_stack, wait_http_ok
+from stimulus.stack import wait_http_ok
 from wallet_adapter.bank_protocol import (
     BatchCreditRequest,
     CreditRequest,

@@ -54,8 +54,9 @@ from merchants.client import MerchantClient, Prepared
 from stimulus.db import _init_connection
 from stimulus.loadgen import Connection
 from stimulus.sample import sample_campaign
+from stimulus.servers import migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
-from stimulus.stack import migrate_sync, running_api, start_stack
+from stimulus.stack import running_api
 from wallet_adapter import packets
 from wallet_adapter.bank_protocol import idempotency_key_for
 

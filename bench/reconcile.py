@@ -49,8 +49,8 @@ from merchants.reconciler import RunOptions
 from stimulus import ledger_audit
 from stimulus.db import _init_connection
 from stimulus.sample import sample_campaign
+from stimulus.servers import migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
-from stimulus.stack import migrate_sync, start_stack
 from wallet_adapter import packets
 from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, idempotency_key_for
 

@@ -30,8 +30,9 @@ from sandbox.idp import running_provider
 from sandbox.idp_keys import Signer
 from stimulus.embedded import free_port
 from stimulus.sample import sample_campaign
+from stimulus.servers import migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
-from stimulus.stack import migrate_sync, running_api, start_stack
+from stimulus.stack import running_api
 
 BASELINE_TASKS = 32
 BASELINE_SECONDS = 8.0

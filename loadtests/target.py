@@ -28,8 +28,8 @@ import psutil
 from loadtests.cpu import listening_pid
 from stimulus import auth
 from stimulus.embedded import EmbeddedPostgres, free_port, socket_dir_for
+from stimulus.servers import start_stack
 from stimulus.settings import Settings, load_settings
-from stimulus.stack import start_stack
 
 READY_TIMEOUT_S = 2.0
 # Every simulated user comes from this machine's address; the per-address abuse limit would

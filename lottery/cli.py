@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import json
 import secrets
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,30 +20,20 @@ import msgspec
 
 from lottery import actions, beacon, campaigns, ceremony, commitment, draw, registrant_list
 from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
-from stimulus import approvals, auth
-from stimulus.cli import run_db
-from stimulus.errors import DomainError
+from stimulus import approvals
+from stimulus.command_line import (
+    echo_json,
+    exit_for,
+    follow,
+    require_operator,
+    run,
+    run_until_stopped,
+    token_option,
+    worker_pool,
+    worker_settings,
+)
 from stimulus.settings import load_settings
 from stimulus.signing import SigningKey
-
-token_option = click.option("--token", envvar="STIMULUS_TOKEN", required=True,
-                            help="the operator's bearer token (or STIMULUS_TOKEN)")
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(msgspec.json.format(msgspec.json.encode(value)).decode())
-
-
-async def _operator(conn: asyncpg.Connection, token: str) -> auth.Principal:
-    principal = await auth.principal_from_token(conn, token)  # type: ignore[arg-type]
-    return auth.require_role(principal, "operator")
-
-
-def _run(fn: Any) -> Any:
-    try:
-        return run_db(fn)
-    except DomainError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
 
 
 @click.group("draw")
@@ -58,9 +47,9 @@ def draw_group() -> None:
 def draw_commit(campaign_id: str, token: str) -> None:
     """Request the commitment of a closed campaign's list (a second operator approves)."""
     async def go(conn: asyncpg.Connection) -> approvals.Approval:
-        maker = await _operator(conn, token)
+        maker = await require_operator(conn, token)
         return await approvals.request(conn, actions.COMMIT, campaign_id, {}, maker.actor)
-    _echo_json(_run(go))
+    echo_json(run(go))
 
 
 @draw_group.command("run")
@@ -69,9 +58,9 @@ def draw_commit(campaign_id: str, token: str) -> None:
 def draw_run(campaign_id: str, token: str) -> None:
     """Request the draw (a second operator approves with `stimulus approve`)."""
     async def go(conn: asyncpg.Connection) -> approvals.Approval:
-        maker = await _operator(conn, token)
+        maker = await require_operator(conn, token)
         return await approvals.request(conn, actions.RUN, campaign_id, {}, maker.actor)
-    _echo_json(_run(go))
+    echo_json(run(go))
 
 
 @draw_group.command("status")
@@ -86,7 +75,7 @@ def draw_status(campaign_id: str) -> None:
             out["commitment"] = msgspec.to_builtins(await commitment.fetch_commitment(conn, campaign_id))
         out["beacon"] = await conn.fetchval("SELECT record FROM beacons WHERE campaign_id = $1", campaign_id)
         return out
-    _echo_json(_run(go))
+    echo_json(run(go))
 
 
 @draw_group.command("bundle")
@@ -94,7 +83,7 @@ def draw_status(campaign_id: str) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def draw_bundle(campaign_id: str, out: Path) -> None:
     """Write the signed proof bundle, byte for byte as published."""
-    out.write_bytes(_run(lambda conn: draw.signed_bundle(conn, campaign_id)))
+    out.write_bytes(run(lambda conn: draw.signed_bundle(conn, campaign_id)))
     click.echo(f"wrote {out}")
 
 
@@ -119,7 +108,7 @@ def draw_registrants(campaign_id: str, out: Path, fmt: str) -> None:
                     handle.write(line(r[0], r[1], r[2]))
                     count += 1
         return count
-    click.echo(f"wrote {_run(go)} registrants to {out}")
+    click.echo(f"wrote {run(go)} registrants to {out}")
 
 
 @click.command("approve")
@@ -129,17 +118,15 @@ def draw_registrants(campaign_id: str, out: Path, fmt: str) -> None:
 def approve_command(approval_id: int, token: str, no_wait: bool) -> None:
     """Approve a pending request (commitment, draw, issuance) as a second operator; a jobs worker
     runs it, and this follows its progress until it ends."""
-    from stimulus.jobs_cli import exit_for, follow
-
     async def go(conn: asyncpg.Connection) -> tuple[approvals.Approval, Any]:
-        checker = await _operator(conn, token)
+        checker = await require_operator(conn, token)
         approval = await approvals.approve(conn, approval_id, checker.actor)
         if no_wait or approval.job_id is None:
             return approval, None
         job = await follow(conn, approval.job_id)
         return await approvals.fetch(conn, approval_id), job
-    approval, job = _run(go)
-    _echo_json(approval)
+    approval, job = run(go)
+    echo_json(approval)
     if job is not None:
         exit_for(job)
 
@@ -148,7 +135,7 @@ def approve_command(approval_id: int, token: str, no_wait: bool) -> None:
 @click.option("--status", type=click.Choice(["pending", "approved", "executed", "rejected", "failed"]))
 def approvals_command(status: str | None) -> None:
     """List approval requests."""
-    _echo_json(_run(lambda conn: approvals.list_recent(conn, status)))
+    echo_json(run(lambda conn: approvals.list_recent(conn, status)))
 
 
 @click.group("beacon")
@@ -165,9 +152,9 @@ def beacon_fetch(campaign_id: str, fallback: bool, token: str) -> None:
     settings = load_settings()
 
     async def go(conn: asyncpg.Connection) -> dict[str, Any]:
-        operator = await _operator(conn, token)
+        operator = await require_operator(conn, token)
         return await beacon.fetch_and_record(conn, settings, campaign_id, operator.actor, fallback=fallback)
-    _echo_json(_run(go))
+    echo_json(run(go))
 
 
 @beacon_group.command("submit")
@@ -181,12 +168,12 @@ def beacon_submit(campaign_id: str, round_number: int, signature_hex: str, fallb
     settings = load_settings()
 
     async def go(conn: asyncpg.Connection) -> dict[str, Any]:
-        operator = await _operator(conn, token)
+        operator = await require_operator(conn, token)
         kind = (await campaigns.fetch(conn, campaign_id)).beacon.kind
         submission = beacon.BeaconSubmission(kind=kind, round=round_number, signature_hex=signature_hex,
                                              fallback=fallback)
         return await beacon.record(conn, settings, campaign_id, submission, operator.actor)
-    _echo_json(_run(go))
+    echo_json(run(go))
 
 
 @click.group("ceremony")
@@ -244,24 +231,13 @@ def ceremony_reveal(campaign_id: str, participant_id: str, key_file: Path, secre
 def notifications_worker() -> None:
     """Deliver the notification outbox (sandbox SMS gateway) until interrupted."""
     from lottery import notifications
-    from stimulus.db import create_pool
 
-    settings = load_settings()
-    if settings.database_url is None:
-        raise click.ClickException("DATABASE_URL is not set (stimulus up sets it for its workers)")
+    settings = worker_settings()
 
-    async def go() -> None:
-        assert settings.database_url
-        pool = await create_pool(settings.database_url, 1, 2, pooler=settings.db_pooler)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
+    async def main(stop: asyncio.Event) -> None:
+        async with worker_pool(settings, 2) as pool:
             await notifications.run_forever(pool, stop=stop)
-        finally:
-            await pool.close()
-    asyncio.run(go())
+    run_until_stopped(main)
     sys.exit(0)
 
 
@@ -269,24 +245,13 @@ def notifications_worker() -> None:
 def beacons_worker() -> None:
     """Fetch each committed campaign's beacon from the drand relays once its round is out."""
     from lottery import beacon_worker
-    from stimulus.db import create_pool
 
-    settings = load_settings()
-    if settings.database_url is None:
-        raise click.ClickException("DATABASE_URL is not set (stimulus up sets it for its workers)")
+    settings = worker_settings()
 
-    async def go() -> None:
-        assert settings.database_url
-        pool = await create_pool(settings.database_url, 1, 2)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
+    async def main(stop: asyncio.Event) -> None:
+        async with worker_pool(settings, 2) as pool:
             await beacon_worker.run_forever(pool, settings, stop=stop)
-        finally:
-            await pool.close()
-    asyncio.run(go())
+    run_until_stopped(main)
     sys.exit(0)
 
 

@@ -17,30 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import click
-import msgspec
 
 from merchants import csv_import, reconcile_cli, registry, report_cli
 from merchants.registry import Acceptance, IssuedKey, MerchantSpec
-from stimulus import auth
-from stimulus.cli import run_db
-from stimulus.errors import DomainError
-
-token_option = click.option("--token", envvar="STIMULUS_TOKEN", required=True,
-                            help="the operator's bearer token (or STIMULUS_TOKEN)")
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(msgspec.json.format(msgspec.json.encode(value)).decode())
-
-
-async def _operator(conn: asyncpg.Connection, token: str) -> auth.Principal:
-    principal = await auth.principal_from_token(conn, token)  # type: ignore[arg-type]
-    return auth.require_role(principal, "operator")
+from stimulus.command_line import (
+    domain_errors_refused,
+    echo_json,
+    require_operator,
+    run_db,
+    token_option,
+)
 
 
 def _run(fn: Any) -> Any:
@@ -48,14 +41,19 @@ def _run(fn: Any) -> Any:
 
 
 def _run_check(fn: Any) -> Any:
-    try:
+    with domain_errors_refused(), _bad_lines_listed():
         return fn()
+
+
+@contextmanager
+def _bad_lines_listed() -> Iterator[None]:
+    """A refused import lists its bad lines before the command fails with its code."""
+    try:
+        yield
     except csv_import.ImportRefused as exc:
         for error in exc.extra.get("errors", []):
             click.echo(f"line {error['line']}: {error['error']}", err=True)
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
-    except DomainError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
+        raise
 
 
 def _create_private(path: Path) -> int:
@@ -93,7 +91,7 @@ def merchant_create(merchant_id: str, name: str, category: str, district: str, s
     fd = _create_private(key_out) if key_out else None
 
     async def go(conn: asyncpg.Connection) -> tuple[registry.Merchant, IssuedKey]:
-        return await registry.create(conn, spec, (await _operator(conn, token)).actor)
+        return await registry.create(conn, spec, (await require_operator(conn, token)).actor)
 
     try:
         merchant, key = _run(go)
@@ -102,7 +100,7 @@ def merchant_create(merchant_id: str, name: str, category: str, district: str, s
             os.close(fd)
             key_out.unlink()
         raise
-    _echo_json(registry.view(merchant))
+    echo_json(registry.view(merchant))
     if fd is not None:
         _write_all(fd, key.private_key_seed_hex + "\n")
         click.echo(f"private key seed written to {key_out}", err=True)
@@ -129,7 +127,7 @@ def merchant_import(csv_file: Path, keys_out: Path, token: str) -> None:
         written["done"] = True
 
     async def go(conn: asyncpg.Connection) -> csv_import.ImportResult:
-        actor = (await _operator(conn, token)).actor
+        actor = (await require_operator(conn, token)).actor
         return await csv_import.import_merchants(conn, raw, actor, before_commit=write_keys)
 
     try:
@@ -150,7 +148,7 @@ def _status_command(name: str, status: str, help_text: str) -> click.Command:
     @token_option
     def command(merchant_id: str, reason: str, token: str) -> None:
         async def go(conn: asyncpg.Connection) -> registry.Merchant:
-            actor = (await _operator(conn, token)).actor
+            actor = (await require_operator(conn, token)).actor
             return await registry.set_status(conn, merchant_id, status, actor, reason)
         merchant = _run(go)
         click.echo(f"{merchant.id}: {merchant.status}")
@@ -180,7 +178,7 @@ def merchant_list(status: str | None, district: str | None, category: str | None
 @click.argument("merchant_id")
 def merchant_show(merchant_id: str) -> None:
     """One merchant as JSON (its public key, never a private one)."""
-    _echo_json(registry.view(_run(lambda conn: registry.fetch(conn, merchant_id))))
+    echo_json(registry.view(_run(lambda conn: registry.fetch(conn, merchant_id))))
 
 
 @click.command("accept")
@@ -197,16 +195,16 @@ def campaign_accept(campaign_id: str, categories: tuple[str, ...], districts: tu
     rules = Acceptance(list(categories), list(districts))
 
     async def go(conn: asyncpg.Connection) -> Acceptance:
-        actor = (await _operator(conn, token)).actor
+        actor = (await require_operator(conn, token)).actor
         return await registry.set_acceptance(conn, campaign_id, rules, actor)
-    _echo_json(_run(go))
+    echo_json(_run(go))
 
 
 @click.command("acceptance")
 @click.argument("campaign_id")
 def campaign_acceptance(campaign_id: str) -> None:
     """Show where the campaign's packets may be spent (empty lists: anywhere)."""
-    _echo_json(_run(lambda conn: registry.acceptance(conn, campaign_id)))
+    echo_json(_run(lambda conn: registry.acceptance(conn, campaign_id)))
 
 
 commands = [merchant_group, *report_cli.commands, *reconcile_cli.commands]

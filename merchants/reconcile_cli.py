@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -29,34 +27,23 @@ from merchants.reconcile_worker import reconcile_forever
 from merchants.reconciler import RunOptions, RunSummary
 from merchants.settlement import ImportResult
 from merchants.settlement_fetch import fetch_days, recent_days
-from stimulus import auth
-from stimulus.cli import run_db
-from stimulus.db import create_pool
-from stimulus.errors import DomainError
-from stimulus.observability import configure_logging
+from stimulus.command_line import (
+    domain_errors_refused,
+    require_operator,
+    run,
+    run_until_stopped,
+    token_option,
+    worker_pool,
+    worker_settings,
+)
 from stimulus.settings import load_settings
 
 T = TypeVar("T")
 console = Console()
-token_option = click.option("--token", envvar="STIMULUS_TOKEN", required=True,
-                            help="the operator's bearer token (or STIMULUS_TOKEN)")
 window_option = click.option("--window-s", type=click.FloatRange(0, 86_400), default=reconciler.DEFAULT_WINDOW_S,
                              show_default=True, help="how far a notice's time may be from the bank's")
 grace_option = click.option("--grace-s", type=click.FloatRange(0, 30 * 86_400), default=reconciler.DEFAULT_GRACE_S,
                             show_default=True, help="how long merchants have to notify a settled spend")
-
-
-def _run(fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    try:
-        result: T = run_db(fn)
-    except DomainError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
-    return result
-
-
-async def _operator(conn: asyncpg.Connection, token: str) -> str:
-    principal = await auth.principal_from_token(conn, token)  # type: ignore[arg-type]
-    return auth.require_role(principal, "operator").actor
 
 
 def _print_import(result: ImportResult) -> None:
@@ -93,9 +80,9 @@ def reconcile_fetch(codes: tuple[str, ...], dates: tuple[datetime, ...], file_fo
     settings = load_settings()
 
     async def go(conn: asyncpg.Connection) -> list[ImportResult]:
-        actor = await _operator(conn, token)
+        actor = (await require_operator(conn, token)).actor
         return await fetch_days(settings, conn, codes, recent_days(dates), actor, file_format)
-    for result in _run(go):
+    for result in run(go):
         _print_import(result)
 
 
@@ -106,15 +93,13 @@ def reconcile_fetch(codes: tuple[str, ...], dates: tuple[datetime, ...], file_fo
 def reconcile_import(file: Path, bank: str, token: str) -> None:
     """Import a settlement file handed over by a bank: CSV or NDJSON, strictly parsed."""
     raw = file.read_bytes()
-    try:
+    with domain_errors_refused():
         parsed = settlement.parse(raw, expect_bank=bank)
-    except DomainError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
 
     async def go(conn: asyncpg.Connection) -> ImportResult:
-        actor = await _operator(conn, token)
+        actor = (await require_operator(conn, token)).actor
         return await settlement.store(conn, parsed, source="uploaded", actor=actor)
-    _print_import(_run(go))
+    _print_import(run(go))
 
 
 @reconcile_group.command("run")
@@ -125,7 +110,7 @@ def reconcile_import(file: Path, bank: str, token: str) -> None:
 def reconcile_run(window_s: float, grace_s: float, chunk: int) -> None:
     """Pair notices with settlement lines and classify what is left; exits 2 when breaks are open."""
     options = RunOptions(window_s=window_s, grace_s=grace_s, chunk=chunk)
-    summary = _run(lambda conn: reconciler.run(conn, options))
+    summary = run(lambda conn: reconciler.run(conn, options))
     _print_run(summary)
     if summary.outcome in ("breaks", "incomplete"):
         raise SystemExit(2)
@@ -135,7 +120,7 @@ def reconcile_run(window_s: float, grace_s: float, chunk: int) -> None:
 @click.option("--limit", type=click.IntRange(1, 500), default=10, show_default=True)
 def reconcile_runs(limit: int) -> None:
     """Recent runs and their outcomes."""
-    for view in _run(lambda conn: reconciler.recent_runs(conn, limit)):
+    for view in run(lambda conn: reconciler.recent_runs(conn, limit)):
         counts = ", ".join(f"{k} {v:,}" for k, v in view.counts.items() if v)
         click.echo(f"{view.id}\t{view.started_at:%Y-%m-%d %H:%M:%S}\t{view.outcome or 'running'}\t{counts}")
 
@@ -149,7 +134,7 @@ def reconcile_runs(limit: int) -> None:
 def reconcile_breaks(campaign: str | None, break_class: str | None, include_resolved: bool, as_json: bool,
                      limit: int) -> None:
     """Breaks with their class, the notice and line they concern, and any resolution."""
-    found = _run(lambda conn: reconciler.list_breaks(conn, campaign_id=campaign, break_class=break_class,
+    found = run(lambda conn: reconciler.list_breaks(conn, campaign_id=campaign, break_class=break_class,
                                                      open_only=not include_resolved, limit=limit))
     if as_json:
         click.echo(msgspec.json.format(msgspec.json.encode(found)).decode())
@@ -170,9 +155,9 @@ def reconcile_breaks(campaign: str | None, break_class: str | None, include_reso
 def reconcile_resolve(break_id: int, reason: str, token: str) -> None:
     """Resolve a break with the reason; the money stays as it is."""
     async def go(conn: asyncpg.Connection) -> reconciler.Break:
-        actor = await _operator(conn, token)
+        actor = (await require_operator(conn, token)).actor
         return await reconciler.resolve(conn, break_id, reason, actor)
-    resolved = _run(go)
+    resolved = run(go)
     click.echo(f"break {resolved.id} ({resolved.break_class}) resolved: {resolved.resolution}")
 
 
@@ -182,23 +167,12 @@ def reconcile_resolve(break_id: int, reason: str, token: str) -> None:
 @grace_option
 def reconcile_worker(every_s: float, window_s: float, grace_s: float) -> None:
     """Fetch settlement files and reconcile, every so often, until stopped."""
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    if settings.database_url is None:
-        raise click.ClickException("DATABASE_URL must be set (stimulus up sets it)")
+    settings = worker_settings()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        assert settings.database_url
-        pool = await create_pool(settings.database_url, 1, 4, pooler=settings.db_pooler)
-        try:
+    async def main(stop: asyncio.Event) -> None:
+        async with worker_pool(settings, 4) as pool:
             await reconcile_forever(settings, pool, stop, every_s, RunOptions(window_s=window_s, grace_s=grace_s))
-        finally:
-            await pool.close()
-    asyncio.run(main())
+    run_until_stopped(main)
 
 
 commands = [reconcile_group]

@@ -16,8 +16,7 @@ from rich.table import Table
 
 from merchants import report_html, reports
 from merchants.reports import CampaignReport, SpendRow
-from stimulus.cli import run_db
-from stimulus.errors import DomainError
+from stimulus.command_line import echo_json, run
 
 
 def yuan(fen: int) -> str:
@@ -60,11 +59,7 @@ def print_report(report: CampaignReport, console: Console) -> None:
 
 
 def _fetch_report(campaign_id: str) -> CampaignReport:
-    try:
-        result: CampaignReport = run_db(lambda conn: reports.campaign_report(conn, campaign_id))
-    except DomainError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
-    return result
+    return run(lambda conn: reports.campaign_report(conn, campaign_id))
 
 
 @click.command("report")
@@ -95,14 +90,11 @@ def statement_command(merchant_id: str, campaign: str | None, since: datetime | 
     """A merchant's statement: every notice with its reconciliation status and the totals."""
     first: date | None = since.date() if since else None
     last: date | None = until.date() if until else None
-    try:
-        statement = run_db(lambda conn: reports.merchant_statement(conn, merchant_id, campaign, first, last))
-    except DomainError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
+    statement = run(lambda conn: reports.merchant_statement(conn, merchant_id, campaign, first, last))
     if as_csv:
         click.echo(reports.statement_csv(statement), nl=False)
     else:
-        click.echo(msgspec.json.format(msgspec.json.encode(statement)).decode())
+        echo_json(statement)
 
 
 commands = [report_command, statement_command]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import os
@@ -16,48 +15,15 @@ from typing import Any
 import asyncpg
 import click
 import msgspec
-from rich.console import Console
 
 from stimulus import audit_log, auth
-from stimulus.settings import ConfigurationError, Settings, load_settings
-from stimulus.stack import (
-    RunningStack,
-    api_command,
-    child_env,
-    migrate_sync,
-    prepare_metrics_dir,
-    start_stack,
-)
-
-console = Console(stderr=True)
+from stimulus.command_line import console, run_db
+from stimulus.servers import migrate_sync, start_stack
+from stimulus.settings import ConfigurationError, load_settings
+from stimulus.stack import api_command, child_env, prepare_metrics_dir
 
 # Domain packages may add command groups; each module exposes `commands: list[click.Command]`.
 DOMAIN_CLI_MODULES = ("stimulus.jobs_cli", "lottery.cli", "wallet_adapter.issuance_cli", "merchants.cli", "loadtests.cli")
-
-
-def _stack(need_redis: bool = False) -> RunningStack:
-    stack = start_stack(load_settings(), need_redis=need_redis)
-    migrate_sync(stack.settings)
-    return stack
-
-
-async def _with_conn(settings: Settings, fn: Any) -> Any:
-    assert settings.database_url
-    from stimulus.db import connect
-
-    conn = await connect(settings.database_url, pooler=settings.db_pooler)
-    try:
-        return await fn(conn)
-    finally:
-        await conn.close()
-
-
-def run_db(fn: Any, need_redis: bool = False) -> Any:
-    stack = _stack(need_redis)
-    try:
-        return asyncio.run(_with_conn(stack.settings, fn))
-    finally:
-        stack.stop()
 
 
 class _Main(click.Group):

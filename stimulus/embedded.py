@@ -303,7 +303,7 @@ class EmbeddedStack:
         if need_redis:
             port_file = self.state_dir / "redis.port"
             port = redis_port or (int(port_file.read_text()) if port_file.exists() else 0)
-            if not port or not _port_free(port):
+            if not port or not port_free(port):
                 port = free_port()
             port_file.write_text(str(port))
             self.redis = EmbeddedRedis(self.state_dir / "redis", port)
@@ -320,7 +320,7 @@ class EmbeddedStack:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))

@@ -1,49 +1,17 @@
-"""`stimulus jobs list|show|retry` and `stimulus worker jobs`: jobs from the command line.
-
-`follow` draws a job's progress bar until it ends; `stimulus approve` uses it too.
-"""
+"""`stimulus jobs list|show|retry` and `stimulus worker jobs`: jobs from the command line."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 
 import asyncpg
 import click
-import msgspec
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stimulus import approvals, jobs
-from stimulus.cli import console, run_db
+from stimulus.command_line import echo_job, exit_for, follow, require_operator, run_db, token_option
 from stimulus.jobs import Job
 from stimulus.settings import load_settings
-
-FOLLOW_EVERY_S = 0.3
-
-
-async def follow(conn: asyncpg.Connection, job_id: int) -> Job:
-    """Show the job's progress until it succeeds or fails; returns it as it ended."""
-    columns = (TextColumn("job #{task.fields[job_id]} {task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("queued", total=None, job_id=job_id)
-        while True:
-            job = await jobs.fetch(conn, job_id)
-            label = f"{job.kind}: {job.progress_step or job.state}"
-            bar.update(task, description=label, completed=job.progress_done, total=job.progress_total)
-            if job.state in ("succeeded", "failed"):
-                return job
-            await asyncio.sleep(FOLLOW_EVERY_S)
-
-
-def echo_job(job: Job) -> None:
-    click.echo(json.dumps(msgspec.to_builtins(job), indent=2, default=str))
-
-
-def exit_for(job: Job) -> None:
-    if job.state == "failed":
-        raise click.ClickException(f"job #{job.id} failed: {json.dumps(job.error)}")
 
 
 @click.group("jobs")
@@ -75,16 +43,13 @@ def jobs_show(job_id: int, follow_: bool) -> None:
 
 @jobs_group.command("retry")
 @click.argument("job_id", type=int)
-@click.option("--token", envvar="STIMULUS_TOKEN", required=True, help="operator token")
+@token_option
 @click.option("--follow", "follow_", is_flag=True, help="draw a progress bar until the job ends")
 def jobs_retry(job_id: int, token: str, follow_: bool) -> None:
     """Queue a failed job again (it runs from scratch)."""
-    from stimulus import auth
-
     async def go(conn: asyncpg.Connection) -> Job:
-        operator = await auth.principal_from_token(conn, token)  # type: ignore[arg-type]
-        auth.require_role(operator, "operator")
-        job = await jobs.retry(conn, job_id, operator.actor, approvals.requeued)
+        actor = (await require_operator(conn, token)).actor
+        job = await jobs.retry(conn, job_id, actor, approvals.requeued)
         return await follow(conn, job.id) if follow_ else job
     job = run_db(go)
     echo_job(job)
@@ -100,8 +65,6 @@ def jobs_worker(lease_s: float) -> None:
 
     asyncio.run(worker_module.run_forever(load_settings(), lease_s))
     sys.exit(0)
-
-
 
 
 commands = [jobs_group]

@@ -17,17 +17,15 @@ from dataclasses import replace
 from typing import Any
 
 from stimulus.embedded import EmbeddedPostgres, free_port
+from stimulus.servers import RunningStack, migrate_sync, start_stack
 from stimulus.settings import Settings, sandbox_issuer
 from stimulus.stack import (
     ChildProcess,
-    RunningStack,
     api_command,
     child_env,
     drand_relay_command,
-    migrate_sync,
     prepare_metrics_dir,
     spawn,
-    start_stack,
     wait_http_ok,
 )
 

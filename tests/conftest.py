@@ -19,8 +19,9 @@ import redis.asyncio as redis_asyncio
 
 from sandbox.idp import running_provider
 from stimulus.embedded import free_port
+from stimulus.servers import RunningStack, migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
-from stimulus.stack import RunningStack, migrate_sync, running_api, running_drand_relay, start_stack
+from stimulus.stack import running_api, running_drand_relay
 
 # One sandbox identity provider serves the session (started by the `sandbox_idp` fixture); every
 # API a test starts with TEST_ENV trusts it, and fixtures sign citizens' tokens with its key file.

@@ -12,73 +12,35 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
 import click
-import msgspec
 import redis.asyncio as redis_asyncio
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from stimulus import approvals, audit_log, auth
-from stimulus.cli import run_db
+from stimulus import approvals, audit_log
+from stimulus.command_line import (
+    console,
+    echo_json,
+    require_operator,
+    run,
+    run_until_stopped,
+    run_with_pool,
+    token_option,
+    worker_settings,
+)
 from stimulus.db import create_pool
-from stimulus.errors import DomainError
-from stimulus.observability import configure_logging
 from stimulus.redis_clients import worker_client
-from stimulus.settings import Settings, load_settings
-from stimulus.stack import migrate_sync, start_stack
+from stimulus.settings import Settings
 from wallet_adapter import expiry, issuance, streams
 from wallet_adapter.banks import BankRegistry, issuance_client_options
 from wallet_adapter.outbox import Dispatcher, DispatcherOptions
 from wallet_adapter.progress import issuance_progress
 
 T = TypeVar("T")
-console = Console(stderr=True)
-token_option = click.option("--token", envvar="STIMULUS_TOKEN", required=True,
-                            help="the operator's bearer token (or STIMULUS_TOKEN)")
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(msgspec.json.format(msgspec.json.encode(value)).decode())
-
-
-async def _operator(conn: asyncpg.Connection | asyncpg.Pool, token: str) -> auth.Principal:
-    principal = await auth.principal_from_token(conn, token)  # type: ignore[arg-type]
-    return auth.require_role(principal, "operator")
-
-
-def _run(fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    try:
-        result: T = run_db(fn)
-    except DomainError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
-    return result
-
-
-def _with_pool(fn: Callable[[Settings, asyncpg.Pool], Awaitable[T]], need_redis: bool = False) -> T:
-    """Run `fn` with a pool on the configured (or embedded) servers."""
-    stack = start_stack(load_settings(), need_redis=need_redis)
-    try:
-        migrate_sync(stack.settings)
-
-        async def go() -> T:
-            assert stack.settings.database_url
-            pool = await create_pool(stack.settings.database_url, 1, 8, pooler=stack.settings.db_pooler)
-            try:
-                return await fn(stack.settings, pool)
-            finally:
-                await pool.close()
-        return asyncio.run(go())
-    except DomainError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
-    finally:
-        stack.stop()
 
 
 @click.group("issue")
@@ -92,9 +54,9 @@ def issue_group() -> None:
 def issue_start(campaign_id: str, token: str) -> None:
     """Request bulk issuance to the wallets given at registration (a second operator approves)."""
     async def go(conn: asyncpg.Connection) -> approvals.Approval:
-        maker = await _operator(conn, token)
+        maker = await require_operator(conn, token)
         return await approvals.request(conn, issuance.BULK_START, campaign_id, {}, maker.actor)
-    _echo_json(_run(go))
+    echo_json(run(go))
 
 
 @issue_group.command("progress")
@@ -104,7 +66,7 @@ def issue_start(campaign_id: str, token: str) -> None:
 def issue_progress(campaign_id: str, interval_s: float, once: bool) -> None:
     """Progress bars per bank (issued of claimed), rate and ETA, until nothing is pending."""
     if once:
-        _echo_json(_run(lambda conn: issuance_progress(conn, campaign_id)))
+        echo_json(run(lambda conn: issuance_progress(conn, campaign_id)))
         return
 
     async def watch(settings: Settings, pool: asyncpg.Pool) -> None:
@@ -127,7 +89,7 @@ def issue_progress(campaign_id: str, interval_s: float, once: bool) -> None:
                 if now.pending == 0 and now.issued + now.failed > 0:
                     return
                 await asyncio.sleep(interval_s)
-    _with_pool(watch)
+    run_with_pool(watch)
 
 
 @issue_group.command("dead-letters")
@@ -141,7 +103,7 @@ def issue_dead_letters(campaign_id: str) -> None:
                WHERE o.campaign_id = $1 AND o.dead_at IS NOT NULL AND o.done_at IS NULL ORDER BY o.id""",
             campaign_id)
         return [dict(r) for r in rows]
-    _echo_json(_run(go))
+    echo_json(run(go))
 
 
 @issue_group.command("requeue")
@@ -150,7 +112,7 @@ def issue_dead_letters(campaign_id: str) -> None:
 def issue_requeue(campaign_id: str, token: str) -> None:
     """Put dead-lettered work items back in the pipeline (after the cause is fixed)."""
     async def go(conn: asyncpg.Connection) -> dict[str, int]:
-        operator = await _operator(conn, token)
+        operator = await require_operator(conn, token)
         async with conn.transaction():
             count = len(await conn.fetch(
                 """UPDATE issuance_outbox SET dead_at = NULL, dead_reason = NULL, published_at = NULL
@@ -159,7 +121,7 @@ def issue_requeue(campaign_id: str, token: str) -> None:
             await audit_log.append(conn, actor=operator.actor, action="issuance.requeue", subject=campaign_id,
                                    details={"work_items": count})
         return {"requeued": count}
-    _echo_json(_run(go))
+    echo_json(run(go))
 
 
 @click.group("packets")
@@ -176,7 +138,7 @@ def packets_cancel_unclaimed(campaign_id: str, token: str) -> None:
     async def go(settings: Settings, pool: asyncpg.Pool) -> dict[str, Any]:
         from lottery import campaigns
 
-        operator = await _operator(pool, token)
+        operator = await require_operator(pool, token)
         campaign = await campaigns.fetch(pool, campaign_id)
         cancelled = await issuance.cancel_unclaimed(pool, campaign, operator.actor)
         banks = await BankRegistry.open(settings, issuance_client_options())
@@ -187,7 +149,7 @@ def packets_cancel_unclaimed(campaign_id: str, token: str) -> None:
         closed = await issuance.close_claims(pool, await campaigns.fetch(pool, campaign_id), operator.actor)
         return {"cancelled": cancelled + refused.cancelled, "issued_late": refused.issued_late,
                 "left": refused.left, "claims_closed": closed}
-    _echo_json(_with_pool(go))
+    echo_json(run_with_pool(go))
 
 
 @packets_group.command("expire")
@@ -200,37 +162,19 @@ def packets_expire(campaign_id: str, token: str) -> None:
     command runs it now. Re-runnable: run it again until `left` is 0 (the campaign then becomes
     `expired`)."""
     async def go(settings: Settings, pool: asyncpg.Pool) -> expiry.ExpiryReport:
-        operator = await _operator(pool, token)
+        operator = await require_operator(pool, token)
         banks = await BankRegistry.open(settings, issuance_client_options(concurrency=32))
         try:
             return await expiry.expire(pool, banks, campaign_id, operator.actor)
         finally:
             await banks.aclose()
-    report = _with_pool(go)
-    _echo_json(report)
+    report = run_with_pool(go)
+    echo_json(report)
     if report.left:
         sys.exit(3)
 
 
 # -- workers -----------------------------------------------------------------------------------
-
-
-def _serve(main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    if settings.database_url is None or settings.redis_url is None:
-        raise click.ClickException("DATABASE_URL and REDIS_URL must be set (stimulus up sets them)")
-
-    async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await main(settings, stop)
-
-    import uvloop
-
-    uvloop.run(go())
 
 
 async def _connect(settings: Settings, pool_max: int) -> tuple[asyncpg.Pool, redis_asyncio.Redis]:
@@ -265,7 +209,9 @@ def issuance_worker_command(bank_codes: tuple[str, ...], slots: int, bank_concur
     """Consume the banks' issuance streams and credit packets (run several for scale-out)."""
     from wallet_adapter.issuance_worker import IssuanceWorker, WorkerOptions
 
-    async def main(settings: Settings, stop: asyncio.Event) -> None:
+    settings = worker_settings(need_redis=True)
+
+    async def main(stop: asyncio.Event) -> None:
         pool, redis = await _connect(settings, pool_max=max(4, slots * 2))
         banks = await BankRegistry.open(settings, issuance_client_options(bank_concurrency, bank_timeout_s),
                                         codes=bank_codes or None)
@@ -278,7 +224,7 @@ def issuance_worker_command(bank_codes: tuple[str, ...], slots: int, bank_concur
             await banks.aclose()
             await redis.aclose()
             await pool.close()
-    _serve(main)
+    run_until_stopped(main)
     sys.exit(0)
 
 
@@ -289,7 +235,9 @@ def issuance_worker_command(bank_codes: tuple[str, ...], slots: int, bank_concur
 @click.option("--prefix", default=streams.DEFAULT_PREFIX, show_default=True, help="Redis key prefix")
 def dispatcher_command(max_entries: int, republish_after_s: float, prefix: str) -> None:
     """Publish the issuance outbox to the banks' streams and run the claim-deadline job."""
-    async def main(settings: Settings, stop: asyncio.Event) -> None:
+    settings = worker_settings(need_redis=True)
+
+    async def main(stop: asyncio.Event) -> None:
         pool, redis = await _connect(settings, pool_max=4)
         banks: BankRegistry | None = None
         try:
@@ -304,7 +252,7 @@ def dispatcher_command(max_entries: int, republish_after_s: float, prefix: str) 
                 await banks.aclose()
             await redis.aclose()
             await pool.close()
-    _serve(main)
+    run_until_stopped(main)
     sys.exit(0)
 
 

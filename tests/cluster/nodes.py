@@ -23,16 +23,10 @@ from pathlib import Path
 
 from sandbox.idp import command as idp_command
 from stimulus.embedded import free_port
+from stimulus.servers import RunningStack, migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings, sandbox_issuer
 from stimulus.signing import SigningKey
-from stimulus.stack import (
-    ChildProcess,
-    RunningStack,
-    migrate_sync,
-    spawn,
-    start_stack,
-    wait_http_ok,
-)
+from stimulus.stack import ChildProcess, spawn, wait_http_ok
 from tests.pooler.conftest import PgBouncer
 from tests.redis_ha.sentinel_group import SentinelGroup, redis_server_binary
 

@@ -26,8 +26,9 @@ import pytest
 from stimulus import audit_log, auth, ledger_audit
 from stimulus.db import connect
 from stimulus.embedded import EmbeddedPostgres, EmbeddedRedis
+from stimulus.servers import migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
-from stimulus.stack import migrate_sync, running_api, start_stack
+from stimulus.stack import running_api
 from tests.conftest import TEST_ENV
 from tests.foundation.helpers import auth as bearer
 from tests.foundation.helpers import citizen_token, open_campaign

@@ -27,9 +27,10 @@ from sandbox.idp_keys import Signer
 from stimulus import auth
 from stimulus.embedded import free_port
 from stimulus.sample import sample_campaign
+from stimulus.servers import migrate_sync
 from stimulus.settings import Settings, load_settings
 from stimulus.signing import SigningKey, verify_signature
-from stimulus.stack import migrate_sync, running_api, wait_http_ok
+from stimulus.stack import running_api, wait_http_ok
 from tests.conftest import TEST_ENV, Stack
 
 ISSUER = "https://id.city.example"

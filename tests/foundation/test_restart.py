@@ -10,8 +10,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from stimulus.servers import migrate_sync, start_stack
 from stimulus.settings import load_settings
-from stimulus.stack import migrate_sync, running_api, start_stack
+from stimulus.stack import running_api
 from tests.conftest import TEST_ENV
 from tests.foundation.helpers import citizen_token
 

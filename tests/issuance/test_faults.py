@@ -23,8 +23,9 @@ import redis.asyncio as redis_asyncio
 from stimulus import auth
 from stimulus.db import _init_connection
 from stimulus.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from stimulus.servers import run_migrations, start_stack
 from stimulus.settings import Settings, load_settings
-from stimulus.stack import run_migrations, running_api, start_stack
+from stimulus.stack import running_api
 from tests.conftest import TEST_ENV, Stack
 from tests.issuance.helpers import (
     BANKS,
