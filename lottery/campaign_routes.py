@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
 import msgspec
 from litestar import get, post
 from litestar.params import Parameter
 
-from lottery import campaigns
+from lottery import campaigns, registration_counts
 from lottery.campaigns import Campaign, CampaignSpec
+from lottery.registration_counts import CampaignCounts
 from lottery.services import LotteryServices
 from stimulus.auth import Principal, require_role
 from stimulus.contract import OPERATOR, contract
 from stimulus.services import Services
-
-
-class CampaignCounts(msgspec.Struct, frozen=True):
-    registrations: int
-    withdrawn: int
-    ineligible_by_code: dict[str, int]
 
 
 class AdminCampaignView(msgspec.Struct, frozen=True):
@@ -48,17 +42,6 @@ class PublicCampaignView(msgspec.Struct, frozen=True):
 
 
 CampaignId = Parameter(pattern=r"^[a-z0-9][a-z0-9-]{2,39}$", description="campaign id")
-
-
-async def _counts(services: Services, campaign_id: str) -> CampaignCounts:
-    row = await services.pool.fetchrow(
-        """SELECT count(*) FILTER (WHERE withdrawn_at IS NULL) AS live,
-                  count(*) FILTER (WHERE withdrawn_at IS NOT NULL) AS withdrawn
-           FROM registrations WHERE campaign_id = $1""", campaign_id)
-    rows = await services.pool.fetch(
-        "SELECT code, attempts FROM ineligible_attempts WHERE campaign_id = $1", campaign_id)
-    assert row is not None
-    return CampaignCounts(row["live"], row["withdrawn"], {r["code"]: r["attempts"] for r in rows})
 
 
 @contract("campaign_exists", "invalid_beacon", "invalid_budget", "invalid_campaign_id", "invalid_draw_rules",
@@ -105,7 +88,7 @@ async def admin_campaign(services: Services, principal: Principal, campaign_id: 
     campaign = await campaigns.fetch(services.pool, campaign_id)
     async with services.pool.acquire() as conn:
         balances = await ledger.balances(conn, campaign_id)
-    return AdminCampaignView(campaign, await _counts(services, campaign_id), balances)
+    return AdminCampaignView(campaign, await registration_counts.counts(services.pool, campaign_id), balances)
 
 
 def _public(campaign: Campaign, registrations: int) -> PublicCampaignView:
@@ -116,39 +99,15 @@ def _public(campaign: Campaign, registrations: int) -> PublicCampaignView:
 @get("/v1/campaigns", tags=["public"], summary="List campaigns")
 async def list_campaigns(services: Services) -> list[PublicCampaignView]:
     items = await campaigns.list_all(services.pool)
-    rows = await services.pool.fetch(
-        """SELECT campaign_id, count(*) AS n FROM registrations WHERE withdrawn_at IS NULL
-           GROUP BY campaign_id""")
-    counts = {r["campaign_id"]: r["n"] for r in rows}
+    counts = await registration_counts.live_by_campaign(services.pool)
     return [_public(c, counts.get(c.id, 0)) for c in items]
-
-
-# Every citizen's app reads the public page while registering; a count(*) per request over the
-# growing table cost PostgreSQL a whole core at ~180 req/s and 50k registrations (the
-# registration-surge load run). The count is informational: one per second per process will do.
-PUBLIC_COUNT_TTL_S = 1.0
-PUBLIC_COUNT_ENTRIES = 1000
-_public_counts: dict[str, tuple[float, int]] = {}
-
-
-async def _public_count(services: Services, campaign_id: str) -> int:
-    now = time.monotonic()
-    cached = _public_counts.get(campaign_id)
-    if cached is not None and now - cached[0] < PUBLIC_COUNT_TTL_S:
-        return cached[1]
-    n = int(await services.pool.fetchval(
-        "SELECT count(*) FROM registrations WHERE campaign_id = $1 AND withdrawn_at IS NULL", campaign_id))
-    if len(_public_counts) >= PUBLIC_COUNT_ENTRIES:
-        _public_counts.clear()
-    _public_counts[campaign_id] = (now, n)
-    return n
 
 
 @contract("campaign_not_found")
 @get("/v1/campaigns/{campaign_id:str}", tags=["public"], summary="Public campaign parameters and status")
 async def public_campaign(services: Services, campaign_id: str) -> PublicCampaignView:
     campaign = await campaigns.fetch(services.pool, campaign_id)
-    return _public(campaign, await _public_count(services, campaign_id))
+    return _public(campaign, await registration_counts.public_count(services.pool, campaign_id))
 
 
 ROUTES = [create_campaign, open_campaign, close_campaign, admin_campaign, list_campaigns, public_campaign]

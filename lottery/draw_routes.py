@@ -13,7 +13,7 @@ from lottery import actions, beacon, campaigns, ceremony, commitment, draw, publ
 from lottery.beacon import BeaconSubmission
 from lottery.ceremony import CeremonyStatus, CommitRequest, ParticipantStatus, RevealRequest
 from lottery.commitment import Commitment, InclusionProof
-from lottery.results import DrawResult
+from lottery.results import DrawResult, TicketResult
 from stimulus import approvals, artefact_http, artefacts
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
@@ -27,20 +27,6 @@ from stimulus.services import Services
 # result spike's page loads do not decode a bundle listing 300,000 winners every time.
 SUMMARY_CACHE_ENTRIES = 64
 _summaries: dict[str, bytes] = {}
-TICKET_MAX = 2**63 - 1  # tickets are stored as bigint
-
-
-class TicketResult(msgspec.Struct, frozen=True):
-    """One committed ticket's line of the published result (the bundle's winners list, by ticket)."""
-
-    campaign_id: str
-    ticket: int
-    stratum: str
-    algorithm: str
-    won: bool
-    tier: str | None
-    amount_fen: int | None
-    round: int | None
 
 
 
@@ -109,7 +95,7 @@ async def get_commitment(services: Services, campaign_id: str) -> Commitment:
 @get("/v1/campaigns/{campaign_id:str}/tickets/{ticket:int}/proof", tags=["public"],
      summary="Inclusion proof of a ticket in the committed tree (RFC 9162)")
 async def ticket_proof(services: Services, campaign_id: str, ticket: int) -> InclusionProof:
-    if not 0 <= ticket <= TICKET_MAX:  # no such ticket was stored; PostgreSQL's bigint cannot hold it
+    if not 0 <= ticket <= results.TICKET_MAX:  # no such ticket was stored; PostgreSQL's bigint cannot hold it
         await commitment.fetch_commitment(services.pool, campaign_id)
         raise NotFound(f"ticket {ticket} is not in campaign {campaign_id}'s committed list",
                        code="ticket_not_committed")
@@ -220,20 +206,7 @@ async def get_draw_summary(services: Services, campaign_id: str) -> Response[byt
 @get("/v1/campaigns/{campaign_id:str}/tickets/{ticket:int}/result", tags=["public"],
      summary="A committed ticket's line of the published result: won or not, tier, amount and round")
 async def ticket_result(services: Services, campaign_id: str, ticket: int) -> TicketResult:
-    row = await services.pool.fetchrow(
-        """SELECT d.algorithm, c.stratum, w.tier, w.amount_fen, w.round
-           FROM draws d
-           LEFT JOIN committed_registrants c ON c.campaign_id = d.campaign_id AND c.ticket = $2
-           LEFT JOIN draw_winners w ON w.campaign_id = d.campaign_id AND w.ticket = $2
-           WHERE d.campaign_id = $1""", campaign_id, ticket if 0 <= ticket <= TICKET_MAX else -1)
-    if row is None:
-        await campaigns.fetch(services.pool, campaign_id)  # an unknown campaign is campaign_not_found
-        raise NotFound(f"campaign {campaign_id} has not been drawn", code="not_drawn")
-    if row["stratum"] is None:
-        raise NotFound(f"ticket {ticket} is not in campaign {campaign_id}'s committed list",
-                       code="ticket_not_committed")
-    return TicketResult(campaign_id, ticket, row["stratum"], row["algorithm"], row["tier"] is not None, row["tier"],
-                        row["amount_fen"], row["round"])
+    return await results.ticket_result(services.pool, campaign_id, ticket)
 
 
 @contract("campaign_not_found", "not_committed", "invalid_format",

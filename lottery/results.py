@@ -12,9 +12,12 @@ import struct
 import asyncpg
 import msgspec
 
+from lottery import campaigns
 from lottery.registration import find_own
 from lottery.seed import rank_key, score
 from stimulus.errors import NotFound
+
+TICKET_MAX = 2**63 - 1  # tickets are stored as bigint
 
 
 class StratumTotals(msgspec.Struct, frozen=True):
@@ -44,6 +47,19 @@ class DrawResult(msgspec.Struct, frozen=True):
     winners: int
     sandbox: bool
     explanation: str
+
+
+class TicketResult(msgspec.Struct, frozen=True):
+    """One committed ticket's line of the published result (the bundle's winners list, by ticket)."""
+
+    campaign_id: str
+    ticket: int
+    stratum: str
+    algorithm: str
+    won: bool
+    tier: str | None
+    amount_fen: int | None
+    round: int | None
 
 
 async def result_for(pool: asyncpg.Pool, campaign_id: str, id_hmac: bytes) -> DrawResult:
@@ -100,3 +116,21 @@ def _explain(ticket: int, own_score: bytes | None, totals: StratumTotals, spill:
         extra = " and above the spill-over cutoff" if spill_key is not None else ""
         return f"not drawn: your score is above stratum {totals.stratum}'s cutoff{extra}"
     return "not drawn"
+
+
+async def ticket_result(pool: asyncpg.Pool, campaign_id: str, ticket: int) -> TicketResult:
+    """A committed ticket's line of the published result, for anyone who knows the ticket."""
+    row = await pool.fetchrow(
+        """SELECT d.algorithm, c.stratum, w.tier, w.amount_fen, w.round
+           FROM draws d
+           LEFT JOIN committed_registrants c ON c.campaign_id = d.campaign_id AND c.ticket = $2
+           LEFT JOIN draw_winners w ON w.campaign_id = d.campaign_id AND w.ticket = $2
+           WHERE d.campaign_id = $1""", campaign_id, ticket if 0 <= ticket <= TICKET_MAX else -1)
+    if row is None:
+        await campaigns.fetch(pool, campaign_id)  # an unknown campaign is campaign_not_found
+        raise NotFound(f"campaign {campaign_id} has not been drawn", code="not_drawn")
+    if row["stratum"] is None:
+        raise NotFound(f"ticket {ticket} is not in campaign {campaign_id}'s committed list",
+                       code="ticket_not_committed")
+    return TicketResult(campaign_id, ticket, row["stratum"], row["algorithm"], row["tier"] is not None, row["tier"],
+                        row["amount_fen"], row["round"])

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-import msgspec
 from litestar import get
 from litestar.params import Parameter
 
-from lottery import campaigns
+from lottery import campaigns, registration_counts
+from lottery.registration_counts import Timeline
 from stimulus.auth import Principal, require_role
 from stimulus.contract import contract
 from stimulus.services import Services
-
-BUCKETS = {"minute": "minute", "hour": "hour", "day": "day"}
-MAX_POINTS = 2_000
-
-
-class Point(msgspec.Struct, frozen=True):
-    at: datetime
-    registrations: int
-
-
-class Timeline(msgspec.Struct, frozen=True):
-    campaign_id: str
-    bucket: str
-    points: list[Point]
-    registered: int             # live registrations
-    withdrawn: int
-    ineligible: dict[str, int]  # refused attempts by code (counted, never stored as tickets)
 
 
 @contract("campaign_not_found")
@@ -38,19 +19,7 @@ async def registration_timeline(services: Services, principal: Principal, campai
                                 bucket: str = Parameter(default="minute", pattern="^(minute|hour|day)$")) -> Timeline:
     require_role(principal, "operator", "auditor")
     await campaigns.fetch(services.pool, campaign_id)
-    async with services.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        rows = await conn.fetch(
-            f"""SELECT date_trunc('{BUCKETS[bucket]}', registered_at) AS at, count(*) AS n
-                FROM registrations WHERE campaign_id = $1 GROUP BY 1 ORDER BY 1 DESC LIMIT {MAX_POINTS}""",
-            campaign_id)
-        totals = await conn.fetchrow(
-            """SELECT count(*) FILTER (WHERE withdrawn_at IS NULL) AS live,
-                      count(*) FILTER (WHERE withdrawn_at IS NOT NULL) AS withdrawn
-               FROM registrations WHERE campaign_id = $1""", campaign_id)
-        refused = await conn.fetch("SELECT code, attempts FROM ineligible_attempts WHERE campaign_id = $1",
-                                   campaign_id)
-    return Timeline(campaign_id, bucket, [Point(r["at"], int(r["n"])) for r in reversed(rows)], int(totals["live"]),
-                    int(totals["withdrawn"]), {r["code"]: int(r["attempts"]) for r in refused})
+    return await registration_counts.timeline(services.pool, campaign_id, bucket)
 
 
 ROUTES = [registration_timeline]

@@ -11,6 +11,7 @@ from litestar.params import Parameter, QueryParameter
 
 from merchants import reconciler, settlement
 from merchants.reconciler import Break, RunOptions, RunView
+from merchants.settlement import FileView
 from stimulus.auth import Principal, require_role
 from stimulus.contract import OPERATOR, bigint_path, contract
 from stimulus.errors import InvalidInput
@@ -49,23 +50,6 @@ class Resolution(Input, frozen=True):
     resolution: str
 
 
-class FileView(msgspec.Struct, frozen=True):
-    id: int
-    bank_code: str
-    settlement_date: date
-    format: str
-    source: str
-    complete: bool
-    line_count: int
-    total_fen: int
-    rejected_count: int
-    repeated_count: int
-    covers_until: datetime
-    imported_at: datetime
-    imported_by: str
-    sha256_hex: str
-
-
 def _import_view(result: settlement.ImportResult) -> ImportView:
     return ImportView(result.file_id, result.created, result.bank_code, result.settlement_date, result.complete,
                       result.format, result.sha256_hex, result.lines, result.repeated, result.rejected,
@@ -96,11 +80,7 @@ async def upload_settlement(request: Request[Any, Any, Any], services: Services,
 async def list_settlements(services: Services, principal: Principal, bank: str | None = None,
                            limit: int = Parameter(default=100, ge=1, le=1000)) -> list[FileView]:
     require_role(principal, "operator", "auditor")
-    rows = await services.pool.fetch(
-        """SELECT id, bank_code, settlement_date, format, source, complete, line_count, total_fen, rejected_count,
-                  repeated_count, covers_until, imported_at, imported_by, encode(sha256, 'hex') AS sha256_hex
-           FROM settlement_files WHERE $1::text IS NULL OR bank_code = $1 ORDER BY id DESC LIMIT $2""", bank, limit)
-    return [FileView(**dict(r)) for r in rows]
+    return await settlement.list_files(services.pool, bank, limit)
 
 
 @get("/v1/admin/settlements/{file_id:int}/rejects", tags=["operator"],

@@ -499,3 +499,31 @@ async def rejects_of(conn: asyncpg.Connection, file_id: int) -> list[Reject]:
     rows = await conn.fetch("SELECT line_no, raw, error FROM settlement_rejects WHERE file_id = $1 ORDER BY line_no",
                             file_id)
     return [Reject(r["line_no"], r["raw"], r["error"]) for r in rows]
+
+
+class FileView(msgspec.Struct, frozen=True):
+    """An imported settlement file as operators list it."""
+
+    id: int
+    bank_code: str
+    settlement_date: date
+    format: str
+    source: str
+    complete: bool
+    line_count: int
+    total_fen: int
+    rejected_count: int
+    repeated_count: int
+    covers_until: datetime
+    imported_at: datetime
+    imported_by: str
+    sha256_hex: str
+
+
+async def list_files(conn: asyncpg.Connection | asyncpg.Pool, bank: str | None, limit: int) -> list[FileView]:
+    """Imported files, newest first; of one bank's when `bank` is given."""
+    rows = await conn.fetch(
+        """SELECT id, bank_code, settlement_date, format, source, complete, line_count, total_fen, rejected_count,
+                  repeated_count, covers_until, imported_at, imported_by, encode(sha256, 'hex') AS sha256_hex
+           FROM settlement_files WHERE $1::text IS NULL OR bank_code = $1 ORDER BY id DESC LIMIT $2""", bank, limit)
+    return [FileView(**dict(r)) for r in rows]
