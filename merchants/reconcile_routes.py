@@ -69,7 +69,6 @@ async def upload_settlement(request: Request[Any, Any, Any], services: Services,
     """201 with the counts and the rejected lines (line number, reason); 200 when the file was
     already imported. A file without its trailer, or whose trailer disagrees with its lines, is
     refused whole (422-class problems: `settlement_truncated`, `settlement_count_mismatch`, ...)."""
-    require_role(principal, "operator")
     parsed = settlement.parse(await request.body(), expect_bank=bank)
     async with services.pool.acquire() as conn:
         result = await settlement.store(conn, parsed, source="uploaded", actor=principal.actor)
@@ -96,7 +95,6 @@ async def settlement_rejects(services: Services, principal: Principal,
 @post("/v1/admin/reconciliation/runs", tags=["operator"], status_code=201,
       summary="Run reconciliation now (409 reconciliation_running while another run holds the lease)")
 async def start_run(services: Services, principal: Principal, data: RunRequest | None = None) -> reconciler.RunSummary:
-    require_role(principal, "operator")
     request = data or RunRequest()
     if not (0 <= request.window_s <= 86_400 and 0 <= request.grace_s <= 30 * 86_400):
         raise InvalidInput("window_s within a day, grace_s within 30 days", code="invalid_run_options")
@@ -132,7 +130,6 @@ async def list_breaks(services: Services, principal: Principal, campaign: str | 
       summary="Resolve a break with the reason (audit-logged); the money stays as it is")
 async def resolve_break(services: Services, principal: Principal, data: Resolution,
                         break_id: int = bigint_path("break id")) -> Break:
-    require_role(principal, "operator")
     reason = data.resolution.strip()
     if not 3 <= len(reason) <= 1000:
         raise InvalidInput("resolution: the reason, 3 to 1000 characters", code="invalid_resolution")
