@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,6 +43,6 @@ async def lifespan(services: Services, state: State) -> AsyncIterator[None]:
         await writer.stop()
 
 
-def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
-    return [("notifications", [sys.executable, "-m", "stimulus.cli", "worker", "notifications"]),
-            ("beacons", [sys.executable, "-m", "stimulus.cli", "worker", "beacons"])]
+def worker_roles(settings: Settings) -> list[str]:
+    """The `stimulus worker` roles this package needs running."""
+    return ["notifications", "beacons"]

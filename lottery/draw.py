@@ -2,9 +2,9 @@
 
 Runs as the approved half of a maker-checker request, in one transaction: either everything
 (results, bundle, notices, state `drawn`, audit entry, hand-over) commits or nothing does. The
-hand-overs are given by whoever assembles the action (stimulus.actions), never found by import. A
-second run is refused; the bundle and results are then only read back, never recomputed, so
-"draw shopping" is impossible through the service.
+hand-overs, and the software version the bundle names, are given by whoever assembles the action
+(stimulus.actions), never found by import. A second run is refused; the bundle and results are
+then only read back, never recomputed, so "draw shopping" is impossible through the service.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 import asyncpg
 import msgspec
 
-import stimulus
 from lottery import bundle as bundle_module
 from lottery import campaigns, ceremony, parallel, published
 from lottery.campaigns import Campaign
@@ -87,14 +86,16 @@ async def _tickets_by_stratum(conn: asyncpg.Connection, campaign: Campaign) -> d
     return grouped
 
 
-def executor(hand_overs: Sequence[HandOver]) -> Callable[[ApprovalContext], Awaitable[dict[str, Any]]]:
-    """The draw as an approved action, followed in its transaction by each hand-over."""
+def executor(hand_overs: Sequence[HandOver],
+             software_version: str) -> Callable[[ApprovalContext], Awaitable[dict[str, Any]]]:
+    """The draw as an approved action, followed in its transaction by each hand-over; the bundle
+    names the software that drew it as `software_version`."""
     async def run(ctx: ApprovalContext) -> dict[str, Any]:
-        return await execute(ctx, hand_overs)
+        return await execute(ctx, hand_overs, software_version)
     return run
 
 
-async def execute(ctx: ApprovalContext, hand_overs: Sequence[HandOver]) -> dict[str, Any]:
+async def execute(ctx: ApprovalContext, hand_overs: Sequence[HandOver], software_version: str) -> dict[str, Any]:
     conn = ctx.conn
     await ctx.progress(0, DRAW_STEPS, "checking the campaign")
     await conn.execute("SELECT 1 FROM campaigns WHERE id = $1 FOR UPDATE", ctx.subject)
@@ -120,7 +121,7 @@ async def execute(ctx: ApprovalContext, hand_overs: Sequence[HandOver]) -> dict[
         bundle, outcome, seed = await asyncio.to_thread(functools.partial(
             bundle_module.compose, campaign=section, commitment=evidence, ceremony=ceremony_entries,
             beacon=beacon_record, tickets_by_stratum=tickets, drawn_at=drawn_at,
-            software_version=stimulus.__version__, pool=pool))
+            software_version=software_version, pool=pool))
     finally:
         if pool is not None:
             pool.shutdown()

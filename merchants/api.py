@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from merchants import reconcile_routes, redemption_routes, registry_routes, report_routes
@@ -18,5 +17,6 @@ def route_handlers(settings: Settings) -> list[Any]:
     ]
 
 
-def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
-    return [("reconcile", [sys.executable, "-m", "stimulus.cli", "worker", "reconcile"])]
+def worker_roles(settings: Settings) -> list[str]:
+    """The `stimulus worker` roles this package needs running."""
+    return ["reconcile"]

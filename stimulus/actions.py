@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lottery import actions as lottery_actions
 from lottery import commitment, draw
-from stimulus import approvals
+from stimulus import __version__, approvals
 from stimulus.approvals import Action
 from wallet_adapter import issuance
 
@@ -17,7 +17,8 @@ from wallet_adapter import issuance
 def actions() -> dict[str, Action]:
     return {
         lottery_actions.COMMIT: Action(commitment.execute, commitment.precheck),
-        lottery_actions.RUN: Action(draw.executor(hand_overs=[issuance.hand_over]), draw.precheck),
+        lottery_actions.RUN: Action(draw.executor(hand_overs=[issuance.hand_over], software_version=__version__),
+                                    draw.precheck),
         issuance.BULK_START: Action(issuance.bulk_execute, issuance.bulk_precheck),
     }
 

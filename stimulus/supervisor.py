@@ -184,11 +184,10 @@ class Supervisor:
 
 def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
     """The jobs worker, and the background workers the domain packages declare
-    (`worker_commands(settings)` in their api)."""
-    commands: list[tuple[str, list[str]]] = [("jobs", [sys.executable, "-m", "stimulus.cli", "worker", "jobs"])]
+    (`worker_roles(settings)` in their api), each as `stimulus worker ROLE`."""
+    roles = ["jobs"]
     for name in DOMAIN_API_MODULES:
-        module = importlib.import_module(name)
-        declare = getattr(module, "worker_commands", None)
+        declare = getattr(importlib.import_module(name), "worker_roles", None)
         if declare is not None:
-            commands.extend(declare(settings))
-    return commands
+            roles.extend(declare(settings))
+    return [(role, [sys.executable, "-m", "stimulus.cli", "worker", role]) for role in roles]

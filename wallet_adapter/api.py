@@ -3,7 +3,6 @@ stimulus.supervisor."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from stimulus.settings import Settings
@@ -14,7 +13,6 @@ def route_handlers(settings: Settings) -> list[Any]:
     return list(claims.ROUTES)
 
 
-def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
-    base = [sys.executable, "-m", "stimulus.cli", "worker"]
-    return [("issuance-dispatcher", [*base, "issuance-dispatcher"]),
-            ("issuance", [*base, "issuance"])]
+def worker_roles(settings: Settings) -> list[str]:
+    """The `stimulus worker` roles this package needs running."""
+    return ["issuance-dispatcher", "issuance"]
