@@ -28,7 +28,6 @@ from merchants.reconciler import RunOptions, RunSummary
 from merchants.settlement import ImportResult
 from merchants.settlement_fetch import fetch_days, recent_days
 from stimulus.command_line import (
-    domain_errors_refused,
     require_operator,
     run,
     run_until_stopped,
@@ -93,12 +92,10 @@ def reconcile_fetch(codes: tuple[str, ...], dates: tuple[datetime, ...], file_fo
 def reconcile_import(file: Path, bank: str, token: str) -> None:
     """Import a settlement file handed over by a bank: CSV or NDJSON, strictly parsed."""
     raw = file.read_bytes()
-    with domain_errors_refused():
-        parsed = settlement.parse(raw, expect_bank=bank)
 
     async def go(conn: asyncpg.Connection) -> ImportResult:
         actor = (await require_operator(conn, token)).actor
-        return await settlement.store(conn, parsed, source="uploaded", actor=actor)
+        return await settlement.import_file(conn, raw, source="uploaded", actor=actor, expect_bank=bank)
     _print_import(run(go))
 
 

@@ -69,9 +69,9 @@ async def upload_settlement(request: Request[Any, Any, Any], services: Services,
     """201 with the counts and the rejected lines (line number, reason); 200 when the file was
     already imported. A file without its trailer, or whose trailer disagrees with its lines, is
     refused whole (422-class problems: `settlement_truncated`, `settlement_count_mismatch`, ...)."""
-    parsed = settlement.parse(await request.body(), expect_bank=bank)
+    raw = await request.body()
     async with services.pool.acquire() as conn:
-        result = await settlement.store(conn, parsed, source="uploaded", actor=principal.actor)
+        result = await settlement.import_file(conn, raw, source="uploaded", actor=principal.actor, expect_bank=bank)
     return Response(_import_view(result), status_code=201 if result.created else 200)
 
 

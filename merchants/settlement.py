@@ -341,14 +341,6 @@ def _parsed(body: _Body) -> ParsedFile:
     return body.parsed(lines)
 
 
-def parse_ndjson(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
-    return _parsed(_open_ndjson(raw, expect_bank))
-
-
-def parse_csv(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
-    return _parsed(_open_csv(raw, expect_bank))
-
-
 def parse(raw: bytes, expect_bank: str | None = None) -> ParsedFile:
     """Either format, told apart by the first byte: NDJSON records are JSON objects."""
     return _parsed(_open(raw, expect_bank))
@@ -407,12 +399,6 @@ def _coverage(complete: bool, day: date, fetched_at: datetime | None, last_settl
     return last_settled.astimezone(UTC) if last_settled is not None else end_of_day(day - timedelta(days=1))
 
 
-def coverage(parsed: ParsedFile, fetched_at: datetime | None) -> datetime:
-    """Until when the file vouches for the bank's spends (see migration 0303)."""
-    last = max((line.settled_at for line in parsed.lines), default=None)
-    return _coverage(parsed.complete, parsed.settlement_date, fetched_at, last)
-
-
 async def import_file(conn: asyncpg.Connection, raw: bytes, *, source: str, actor: str,
                       expect_bank: str | None = None, expect_day: date | None = None,
                       fetched_at: datetime | None = None, file_format: str | None = None) -> ImportResult:
@@ -425,24 +411,13 @@ async def import_file(conn: asyncpg.Connection, raw: bytes, *, source: str, acto
     if expect_day is not None and body.trailer.settlement_date != expect_day:
         raise InvalidInput(f"asked {body.trailer.bank_code} for {expect_day}, got {body.trailer.settlement_date}",
                            code="settlement_wrong_day")
-    return await _store(conn, body, body.records(), source=source, actor=actor, fetched_at=fetched_at)
+    return await _store(conn, body, source=source, actor=actor, fetched_at=fetched_at)
 
 
-async def store(conn: asyncpg.Connection, parsed: ParsedFile, *, source: str, actor: str,
-                fetched_at: datetime | None = None) -> ImportResult:
-    """Store a parsed file once: its good lines, its rejected lines, and an audit log entry."""
-    trailer = SettlementTrailer(bank_code=parsed.bank_code, settlement_date=parsed.settlement_date,
-                                complete=parsed.complete, line_count=parsed.line_count, total_fen=parsed.total_fen)
-    body = _Body(parsed.format, parsed.sha256, trailer, [], 0, parsed.rejects, parsed.line_count,
-                 sum(x.amount_fen for x in parsed.lines), max((x.settled_at for x in parsed.lines), default=None))
-    records = [(x.line_no, x.spend_id, x.payment_reference, x.merchant_id, x.amount_fen, x.settled_at, x.kind,
-                x.refund_of, x.returned_to) for x in parsed.lines]
-    return await _store(conn, body, iter(records), source=source, actor=actor, fetched_at=fetched_at)
-
-
-async def _store(conn: asyncpg.Connection, body: _Body, records: Iterator[Record], *, source: str, actor: str,
+async def _store(conn: asyncpg.Connection, body: _Body, *, source: str, actor: str,
                  fetched_at: datetime | None) -> ImportResult:
     t = body.trailer
+    records = body.records()
     async with conn.transaction():
         # The file row first, so that a file imported twice is known before its lines are read;
         # what only the lines tell (rejects, an incomplete day's coverage) is filled in after.

@@ -47,8 +47,8 @@ async def _seed(db: asyncpg.Connection, campaign: IssuedCampaign, merchant_id: s
         body = [",".join(settlement.CSV_HEADER)]
         body += [f"{r[7]},{r[6]},{merchant_id},1,{at.astimezone(SETTLEMENT_TIMEZONE).isoformat()}" for r in lines]
         body.append(f"#trailer,{bank},{day},true,{len(lines)},{len(lines)}")
-        parsed = settlement.parse(("\n".join(body) + "\n").encode(), expect_bank=bank)
-        await settlement.store(db, parsed, source="uploaded", actor="test")
+        await settlement.import_file(db, ("\n".join(body) + "\n").encode(), source="uploaded", actor="test",
+                                     expect_bank=bank)
     return NOTICES - 10
 
 
