@@ -16,9 +16,14 @@ written straight to the database (bench/merchant_intake.py).
 
 Printed per endpoint, medians over the runs: requests/s, p50 and p99 latency, the server's CPU
 microseconds per request (user + system over the server's processes, before and after the
-run), and the ratio of our rate to the bare app's (the median of the runs' ratios). The last
-line is the smallest of the four ratios: `ratio = X`. The machine's load average is printed at
-the start and the end, since the figures mean little without it.
+run), PostgreSQL's and Redis's CPU per request the same way (both apps share them, and only one
+side runs at a time), and the ratio of our rate to the bare app's (the median of the runs'
+ratios). The last line is the smallest of the four ratios: `ratio = X`. The machine's load
+average is printed at the start and the end, since the figures mean little without it.
+
+`--profile DIR` also samples our API's processes with py-spy (`py-spy record --subprocesses`,
+raw collapsed stacks) during each of its runs, one file per endpoint and run, for finding where
+a request's time goes; sampling costs the server some CPU, so read its figures apart.
 """
 
 from __future__ import annotations
@@ -44,13 +49,12 @@ import asyncpg
 import psutil
 
 from bench import merchant_intake
-from bench.register import _api_pid
 from loadtests.prepare import BANKS, Preparer
 from sandbox.idp import running_provider
 from sandbox.idp_keys import mint_citizen_tokens
 from stimulus import auth
-from stimulus.embedded import free_port
-from stimulus.servers import migrate_sync, start_stack
+from stimulus.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from stimulus.servers import RunningStack, migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
 from stimulus.stack import (
     api_command,
@@ -93,6 +97,17 @@ class Measured:
     cpu_us: float
     ok: int
     refused: int
+    postgres_cpu_us: float = 0.0
+    redis_cpu_us: float = 0.0
+
+
+@dataclass(frozen=True)
+class Watched:
+    """The shared servers whose CPU is counted per request, and where py-spy profiles go."""
+
+    postgres_pid: int | None
+    redis_pid: int | None
+    profile_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -120,27 +135,63 @@ def ensure_wrk() -> str:
     return found
 
 
-def _server_processes(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
+def _process_tree(pid: int | None) -> dict[int, psutil.Process]:
+    if pid is None:
+        return {}
+    try:
+        root = psutil.Process(pid)
+        return {p.pid: p for p in (root, *root.children(recursive=True))}
+    except psutil.Error:
+        return {}
 
 
-def _cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for proc in procs:
+def _cpu_seconds(procs: dict[int, psutil.Process]) -> dict[int, float]:
+    spent: dict[int, float] = {}
+    for pid, proc in procs.items():
         try:
             times = proc.cpu_times()
-            total += times.user + times.system
+            spent[pid] = times.user + times.system
         except psutil.Error:
             pass
-    return total
+    return spent
 
 
-def drive(wrk: str, base: str, server_pid: int, lines: list[str], path: Path, connections: int) -> Measured:
+class CpuMeter:
+    """CPU seconds a process tree spends between `start` and `stop`. Children started meanwhile
+    (a PostgreSQL backend for a new pooled connection) count in full."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.before: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.before = _cpu_seconds(_process_tree(self.pid))
+
+    def stop(self) -> float:
+        after = _cpu_seconds(_process_tree(self.pid))
+        return sum(seconds - self.before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def _py_spy(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        raise SystemExit("--profile needs py-spy: pip install -e '.[dev]'")
+    return subprocess.Popen([found, "record", "--subprocesses", "--nonblocking", "-r", "200", "-f", "raw",
+                             "-o", str(output), "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def drive(wrk: str, base: str, server_pid: int, lines: list[str], path: Path, connections: int,
+          watched: Watched | None = None, profile_name: str | None = None) -> Measured:
     """One wrk run over `lines` (one request each) against the server at `base`."""
     path.write_text("".join(line + "\n" for line in lines))
-    procs = _server_processes(server_pid)
-    before = _cpu_seconds(procs)
+    watched = watched or Watched(None, None)
+    meters = [CpuMeter(server_pid), CpuMeter(watched.postgres_pid), CpuMeter(watched.redis_pid)]
+    spy = None
+    if watched.profile_dir is not None and profile_name is not None:
+        spy = _py_spy(server_pid, watched.profile_dir / f"{profile_name}.txt")
+        time.sleep(0.5)  # py-spy attaches to every worker before the run starts
+    for meter in meters:
+        meter.start()
     markers = [path.with_name(f"{path.name}.done.{t}") for t in range(WRK_THREADS)]
     wrk_proc = subprocess.Popen(
         [wrk, f"-t{WRK_THREADS}", f"-c{connections}", "-d600s", "--timeout", "10s", "-s", str(LUA), base],
@@ -150,7 +201,10 @@ def drive(wrk: str, base: str, server_pid: int, lines: list[str], path: Path, co
         time.sleep(0.02)
     wrk_proc.send_signal(signal.SIGINT)
     out, err = wrk_proc.communicate(timeout=60)
-    spent = _cpu_seconds(procs) - before
+    spent, postgres, redis = (meter.stop() for meter in meters)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.communicate(timeout=60)
     line = next((ln for ln in out.splitlines() if ln.startswith("{")), None)
     if line is None:
         raise SystemExit(f"wrk gave no result:\n{out}\n{err}")
@@ -158,7 +212,8 @@ def drive(wrk: str, base: str, server_pid: int, lines: list[str], path: Path, co
     ok = int(result["ok"])
     return Measured(rate=ok / (result["duration_us"] / 1e6), p50_ms=result["p50_us"] / 1000,
                     p99_ms=result["p99_us"] / 1000, cpu_us=spent * 1e6 / max(ok, 1), ok=ok,
-                    refused=int(result["other"]) + int(result["errors_status"]))
+                    refused=int(result["other"]) + int(result["errors_status"]),
+                    postgres_cpu_us=postgres * 1e6 / max(ok, 1), redis_cpu_us=redis * 1e6 / max(ok, 1))
 
 
 def _bearer(method: str, path: str, token: str, body: str = "") -> str:
@@ -193,7 +248,27 @@ async def _operator_tokens(database_url: str) -> tuple[str, str]:
         await conn.close()
 
 
-def run(scale: Scale, say: Any = print) -> list[Compared]:
+def _api_pid(base: str) -> int:
+    """The granian supervisor serving `base`: the process whose tree holds the API's workers."""
+    port = int(base.rsplit(":", 1)[1])
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            proc = psutil.Process(conn.pid)
+            while (parent := proc.parent()) is not None and "granian" in " ".join(parent.cmdline()):
+                proc = parent
+            return int(proc.pid)
+    raise SystemExit(f"nothing listens at {base}")
+
+
+def _watched(stack: RunningStack, profile_dir: Path | None) -> Watched:
+    postgres = next((s for s in stack.owned if isinstance(s, EmbeddedPostgres)), None)
+    redis = next((s for s in stack.owned if isinstance(s, EmbeddedRedis)), None)
+    pid_file = postgres.data_dir / "postmaster.pid" if postgres else None
+    postgres_pid = int(pid_file.read_text().split()[0]) if pid_file and pid_file.exists() else None
+    return Watched(postgres_pid, redis.process.pid if redis and redis.process else None, profile_dir)
+
+
+def run(scale: Scale, say: Any = print, profile_dir: Path | None = None) -> list[Compared]:
     wrk = ensure_wrk()
     state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-"))
     env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
@@ -216,7 +291,8 @@ def run(scale: Scale, say: Any = print) -> list[Compared]:
             try:
                 with running_api(settings, workers=scale.workers, extra_env=server_env) as ours, \
                         bare_server(settings, server_env, scale.workers) as (bare, bare_pid):
-                    return _measure(wrk, settings, scale, state_dir, (ours, _api_pid(ours)), (bare, bare_pid), say)
+                    return _measure(wrk, settings, scale, state_dir, (ours, _api_pid(ours)), (bare, bare_pid),
+                                    _watched(stack, profile_dir), say)
             finally:
                 jobs.stop()
     finally:
@@ -225,7 +301,7 @@ def run(scale: Scale, say: Any = print) -> list[Compared]:
 
 
 def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tuple[str, int],
-             bare: tuple[str, int], say: Any) -> list[Compared]:
+             bare: tuple[str, int], watched: Watched, say: Any) -> list[Compared]:
     assert settings.database_url
     maker, checker = asyncio.run(_operator_tokens(settings.database_url))
     preparer = Preparer(ours[0], settings, maker, checker, run_dir, say)
@@ -239,10 +315,12 @@ def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tu
             for side, (base, pid) in sides:
                 n += 1
                 result = drive(wrk, base, pid, lines_for(run, side), run_dir / f"requests-{n}.tsv",
-                               scale.connections)
+                               scale.connections, watched,
+                               f"{endpoint.replace(' ', '-')}-{run + 1}" if side == "ours" else None)
                 measured[side].append(result)
                 say(f"  {endpoint:<16} run {run + 1} {side:<4}  {result.rate:8,.0f}/s  p50 {result.p50_ms:6.1f} ms"
                     f"  p99 {result.p99_ms:6.1f} ms  {result.cpu_us:7,.0f} us CPU/request"
+                    f"  (PostgreSQL {result.postgres_cpu_us:,.0f} us, Redis {result.redis_cpu_us:,.0f} us)"
                     f"  ({result.ok:,} ok, {result.refused:,} refused)")
         return Compared(endpoint, measured["ours"], measured["bare"])
 
@@ -306,13 +384,15 @@ def _load() -> str:
 
 def report(compared: list[Compared]) -> str:
     lines = ["", f"{'endpoint':<16} {'side':<5} {'requests/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
-                 f"{'CPU us/req':>10} {'ratio':>6}"]
+                 f"{'CPU us/req':>10} {'PG us/req':>9} {'Redis us':>8} {'ratio':>6}"]
     for c in compared:
         for side, runs in (("ours", c.ours), ("bare", c.bare)):
             lines.append(f"{c.endpoint:<16} {side:<5} {statistics.median(r.rate for r in runs):11,.0f} "
                          f"{statistics.median(r.p50_ms for r in runs):7.1f} "
                          f"{statistics.median(r.p99_ms for r in runs):7.1f} "
                          f"{statistics.median(r.cpu_us for r in runs):10,.0f} "
+                         f"{statistics.median(r.postgres_cpu_us for r in runs):9,.0f} "
+                         f"{statistics.median(r.redis_cpu_us for r in runs):8,.0f} "
                          + (f"{c.ratio:6.2f}" if side == "ours" else ""))
     lines.append(f"targets: ratio >= {TARGET_RATIO} of the bare contract, p99 <= {TARGET_P99_MS:.0f} ms "
                  "(medians of the runs)")
@@ -323,11 +403,20 @@ def report(compared: list[Compared]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.endpoints", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=Scale.runs)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="requests per run and side, as a fraction of the default (0.5: half)")
     parser.add_argument("--smoke", action="store_true", help="a few hundred requests, one run")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy our API during each of its runs; collapsed stacks into DIR")
     args = parser.parse_args(argv)
-    scale = SMOKE if args.smoke else Scale(runs=args.runs)
+    full = Scale()
+    scale = SMOKE if args.smoke else Scale(
+        registrations=round(full.registrations * args.scale), results=round(full.results * args.scale),
+        claims=round(full.claims * args.scale), notices=round(full.notices * args.scale), runs=args.runs)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    compared = run(scale)
+    compared = run(scale, profile_dir=args.profile)
     print(f"\n{sum(len(c.ours) + len(c.bare) for c in compared)} wrk runs in {time.perf_counter() - started:.0f} s")
     print(report(compared))
     return 0
