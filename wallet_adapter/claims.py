@@ -100,12 +100,10 @@ async def claim(request: Request[Any, Any, Any], services: Services, citizen: Ci
 async def _claim(services: Services, citizen: Citizen, campaign_id: str, body: bytes) -> PacketView:
     wallet = parse_claim(body).wallet
     check_wallet(services.settings.bank_codes, wallet.bank_code, wallet.wallet_id)
-    campaign = await campaigns.fetch(services.pool, campaign_id)
-    own = await find_own(services.pool, campaign_id, citizen.id_hmac)
     async with services.pool.acquire() as conn:
-        outcome = await issuance.claim(conn, campaign, own.ticket, wallet)
+        outcome = await issuance.claim(conn, campaign_id, citizen.id_hmac, wallet)
     if outcome.created:
-        await issuance.ensure_issuing(services.pool, campaign, "system:claims")
+        await issuance.ensure_issuing(services.pool, campaign_id, outcome.campaign_state, "system:claims")
     return outcome.view
 
 

@@ -13,12 +13,13 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
 from lottery import campaigns
 from lottery.campaigns import Campaign
+from lottery.registration import find_own
 from lottery.selection import DrawOutcome
 from stimulus import audit_log, wallet_rule
 from stimulus.approvals import ApprovalContext
@@ -55,64 +56,91 @@ async def hand_over(conn: asyncpg.Connection, campaign: Campaign, outcome: DrawO
             "packets_allocated_fen": sum(w.amount_fen for w in outcome.winners)}
 
 
-async def ensure_issuing(pool: asyncpg.Pool, campaign: Campaign, actor: str) -> None:
+async def ensure_issuing(pool: asyncpg.Pool, campaign_id: str, state: str, actor: str) -> None:
     """drawn -> issuing, once; a concurrent first claim that lost the race is not an error."""
-    if campaign.state != "drawn":
+    if state != "drawn":
         return
     async with pool.acquire() as conn:
         with contextlib.suppress(WrongState):
-            await campaigns.transition(conn, campaign.id, "issuing", actor, expected="drawn")
+            await campaigns.transition(conn, campaign_id, "issuing", actor, expected="drawn")
 
 
 def check_claimable(campaign: Campaign) -> None:
-    if campaign.state in CLAIMABLE_CAMPAIGN_STATES:
+    check_claimable_state(campaign.state)
+
+
+def check_claimable_state(state: str) -> None:
+    if state in CLAIMABLE_CAMPAIGN_STATES:
         return
-    if campaign.state in ("draft", "open", "closed", "committed"):
-        raise WrongState("the draw has not run yet", code="not_drawn", state=campaign.state)
-    raise WrongState("the claim deadline has passed", code="claim_deadline_passed", state=campaign.state)
+    if state in ("draft", "open", "closed", "committed"):
+        raise WrongState("the draw has not run yet", code="not_drawn", state=state)
+    raise WrongState("the claim deadline has passed", code="claim_deadline_passed", state=state)
 
 
 @dataclass(frozen=True)
 class ClaimOutcome:
     view: PacketView
     created: bool  # False: the same claim was made before
+    campaign_state: str  # as the claim's transaction read it
 
 
-async def claim(conn: asyncpg.Connection, campaign: Campaign, ticket: int, wallet: Wallet) -> ClaimOutcome:
-    """Bind `wallet` to the winner's packet and enqueue its credit, or repeat an earlier claim."""
-    check_claimable(campaign)
+# The claimant's packet, locked, with what the claim checks of the campaign, in one statement: the
+# registration and the campaign are read in the transaction that binds the wallet, not before it.
+_LOCK_OWN_PACKET = """SELECT p.id, p.failed_at, p.refused_by, now() AS now, c.state AS campaign_state,
+        c.claim_deadline, p.campaign_id, p.ticket, p.tier, p.amount_fen, p.state, p.wallet_bank, p.wallet_id,
+        p.claimed_at, p.issued_at, p.failure_code, p.spent_fen, p.reclaimed_fen
+    FROM registrations r
+    JOIN packets p ON p.campaign_id = r.campaign_id AND p.ticket = r.ticket
+    JOIN campaigns c ON c.id = r.campaign_id
+    WHERE r.campaign_id = $1 AND r.id_hmac = $2 AND r.withdrawn_at IS NULL
+    FOR UPDATE OF p"""
+# Binding the wallet and enqueueing the credit, as one statement.
+_BIND_AND_ENQUEUE = f"""WITH bound AS (
+        UPDATE packets SET state = 'issuing', wallet_bank = $2, wallet_id = $3, claimed_at = now(),
+               failure_code = NULL, updated_at = now()
+        WHERE id = $1 AND state = $4 RETURNING id, {packets.VIEW_COLUMNS}),
+    queued AS (
+        INSERT INTO issuance_outbox (packet_id, campaign_id, bank_code, not_before)
+        SELECT id, campaign_id, $2, $5 FROM bound)
+    SELECT {packets.VIEW_COLUMNS} FROM bound"""
+
+
+async def claim(conn: asyncpg.Connection, campaign_id: str, id_hmac: bytes, wallet: Wallet) -> ClaimOutcome:
+    """Bind `wallet` to the packet won by the registrant `id_hmac` and enqueue its credit, or
+    repeat an earlier claim. Refusals in the order a claimant meets them: an unknown campaign, no
+    registration, a campaign not (or no longer) claimable, no packet won."""
     async with conn.transaction():
-        row = await conn.fetchrow(
-            f"""SELECT id, failed_at, refused_by, now() AS now, {packets.VIEW_COLUMNS}
-                FROM packets WHERE campaign_id = $1 AND ticket = $2 FOR UPDATE""", campaign.id, ticket)
+        row = await conn.fetchrow(_LOCK_OWN_PACKET, campaign_id, id_hmac)
         if row is None:
-            raise NotFound("this registration did not win a packet", code="not_a_winner")
+            await _refuse_claim_without_packet(conn, campaign_id, id_hmac)
+        check_claimable_state(row["campaign_state"])
         same_wallet = (row["wallet_bank"], row["wallet_id"]) == (wallet.bank_code, wallet.wallet_id)
         state = row["state"]
         if state in (packets.ISSUING, packets.ISSUED, packets.RECLAIMED, packets.SPENT):
             if same_wallet:
-                return ClaimOutcome(packets.view_from_row(row), False)
+                return ClaimOutcome(packets.view_from_row(row), False, row["campaign_state"])
             raise Conflict("the packet is already bound to another wallet", code="wallet_already_bound",
                            state=state)
         # The deadline first: after it, the answer must not depend on whether the deadline job
         # has cancelled this packet yet.
-        if row["now"] >= campaign.claim_deadline:
+        if row["now"] >= row["claim_deadline"]:
             raise WrongState("the claim deadline has passed", code="claim_deadline_passed")
         if state == packets.CANCELLED:
             raise WrongState("the packet was cancelled", code="packet_cancelled")
         not_before = row["now"]
         if state == packets.FAILED and any(bank != wallet.bank_code for bank in row["refused_by"]):
             not_before = max(not_before, row["failed_at"] + REBIND_FENCE)
-        updated = await conn.fetchrow(
-            f"""UPDATE packets SET state = 'issuing', wallet_bank = $2, wallet_id = $3, claimed_at = now(),
-                       failure_code = NULL, updated_at = now()
-                WHERE id = $1 AND state = $4 RETURNING {packets.VIEW_COLUMNS}""",
-            row["id"], wallet.bank_code, wallet.wallet_id, state)
+        updated = await conn.fetchrow(_BIND_AND_ENQUEUE, row["id"], wallet.bank_code, wallet.wallet_id, state,
+                                      not_before)
         assert updated is not None  # the row is locked FOR UPDATE
-        await conn.execute(
-            """INSERT INTO issuance_outbox (packet_id, campaign_id, bank_code, not_before)
-               VALUES ($1, $2, $3, $4)""", row["id"], campaign.id, wallet.bank_code, not_before)
-    return ClaimOutcome(packets.view_from_row(updated), True)
+    return ClaimOutcome(packets.view_from_row(updated), True, row["campaign_state"])
+
+
+async def _refuse_claim_without_packet(conn: asyncpg.Connection, campaign_id: str, id_hmac: bytes) -> NoReturn:
+    campaign = await campaigns.fetch(conn, campaign_id)
+    await find_own(conn, campaign_id, id_hmac)
+    check_claimable(campaign)
+    raise NotFound("this registration did not win a packet", code="not_a_winner")
 
 
 # -- bulk issuance (maker-checker) -------------------------------------------------------------
