@@ -26,8 +26,8 @@ from lottery.registration import (
 )
 from lottery.services import LotteryServices
 from stimulus.contract import contract
-from stimulus.errors import DomainError, WrongState
-from stimulus.idempotency import StoredResponse, fingerprint
+from stimulus.errors import WrongState
+from stimulus.idempotency import StoredResponse, answer_once
 from stimulus.identity import Citizen
 from stimulus.ratelimit import Limit
 from stimulus.services import Services, client_address
@@ -81,24 +81,13 @@ async def register(request: Request[Any, Any, Any], services: Services, lottery_
     """Register the token's holder. Returns a signed receipt (201 new, 200 same as before)."""
     await _rate_limit(services, request, citizen)
     body = await request.body()
-    idem_key = request.headers.get("idempotency-key")
-    scope = "citizen:" + citizen.id_hmac.hex()
-    print_ = fingerprint("POST", request.url.path, body)
-    if idem_key is not None:
-        stored = await services.idempotency.begin(scope, idem_key, print_)
-        if stored is not None:
-            return Response(stored.body, status_code=stored.status, media_type=RECEIPT_MEDIA_TYPE,
-                            headers={**stored.headers, "Idempotent-Replayed": "true"})
-    try:
+
+    async def act() -> StoredResponse:
         status, content = await _register(services, lottery_services, citizen, campaign_id, body)
-    except DomainError:
-        if idem_key is not None:
-            await services.idempotency.release(scope, idem_key)
-        raise
-    if idem_key is not None:
-        await services.idempotency.complete(scope, idem_key, print_, StoredResponse(status, content, {}))
-    return Response(content, status_code=status, media_type=RECEIPT_MEDIA_TYPE,
-                    headers={"Location": f"/v1/campaigns/{campaign_id}/registrations/me"})
+        return StoredResponse(status, content, {"Location": f"/v1/campaigns/{campaign_id}/registrations/me"})
+
+    return await answer_once(services.idempotency, request, "citizen:" + citizen.id_hmac.hex(),
+                             RECEIPT_MEDIA_TYPE, act)
 
 
 async def _register(services: Services, lottery_services: LotteryServices, citizen: Citizen, campaign_id: str,

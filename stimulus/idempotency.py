@@ -3,21 +3,29 @@
 The first response for a key is stored and replayed for the same key and payload; the same key
 with another payload is 422; a retry while the first is still running is 409. Records live 24 h,
 longer than any client retries. Keys are scoped by caller so two callers cannot collide.
+
+`answer_once` is the whole of it for a handler: it runs the handler's action at most once per key
+and answers with what the action answered, or with the stored answer to replay.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+from litestar import Request, Response
 from redis.asyncio import Redis
 
-from stimulus.errors import Conflict, InvalidInput, Unprocessable
+from stimulus.errors import Conflict, DomainError, InvalidInput, Unprocessable
 
 KEY_TTL_S = 24 * 3600
 IN_PROGRESS_TTL_S = 60
 MAX_KEY_LENGTH = 255
+HEADER = "idempotency-key"
+REPLAYED = {"Idempotent-Replayed": "true"}
 
 
 @dataclass(frozen=True)
@@ -72,3 +80,26 @@ class IdempotencyStore:
     async def release(self, scope: str, key: str) -> None:
         """Forget a claimed key whose request failed before it changed anything."""
         await self._redis.delete(self._redis_key(scope, key))
+
+
+async def answer_once(store: IdempotencyStore, request: Request[Any, Any, Any], scope: str, media_type: str,
+                      act: Callable[[], Awaitable[StoredResponse]]) -> Response[bytes]:
+    """`act`'s answer; with an `Idempotency-Key`, `act` runs once for the key and a retry with the
+    same key and payload gets the stored answer, marked `Idempotent-Replayed`. A refusal
+    (a `DomainError`) changed nothing, so it frees the key for a corrected retry."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        answer = await act()
+        return Response(answer.body, status_code=answer.status, media_type=media_type, headers=answer.headers)
+    print_ = fingerprint(request.method, request.url.path, await request.body())
+    stored = await store.begin(scope, key, print_)
+    if stored is not None:
+        return Response(stored.body, status_code=stored.status, media_type=media_type,
+                        headers={**stored.headers, **REPLAYED})
+    try:
+        answer = await act()
+    except DomainError:
+        await store.release(scope, key)
+        raise
+    await store.complete(scope, key, print_, answer)
+    return Response(answer.body, status_code=answer.status, media_type=media_type, headers=answer.headers)

@@ -22,8 +22,8 @@ from stimulus import approvals
 from stimulus.approvals import Approval
 from stimulus.auth import Principal, require_role
 from stimulus.contract import OPERATOR, contract
-from stimulus.errors import DomainError, InvalidInput, NotFound
-from stimulus.idempotency import StoredResponse, fingerprint
+from stimulus.errors import InvalidInput, NotFound
+from stimulus.idempotency import StoredResponse, answer_once
 from stimulus.identity import Citizen
 from stimulus.input_types import Input
 from stimulus.ratelimit import Limit
@@ -77,24 +77,12 @@ async def claim(request: Request[Any, Any, Any], services: Services, citizen: Ci
     """
     await _rate_limit(services, citizen)
     body = await request.body()
-    idem_key = request.headers.get("idempotency-key")
-    scope = "citizen:" + citizen.id_hmac.hex()
-    print_ = fingerprint("POST", request.url.path, body)
-    headers = {"Location": _status_url(campaign_id)}
-    if idem_key is not None:
-        stored = await services.idempotency.begin(scope, idem_key, print_)
-        if stored is not None:
-            return Response(stored.body, status_code=stored.status, media_type=MEDIA_TYPE,
-                            headers={**stored.headers, "Idempotent-Replayed": "true"})
-    try:
+
+    async def act() -> StoredResponse:
         content = msgspec.json.encode(await _claim(services, citizen, campaign_id, body))
-    except DomainError:
-        if idem_key is not None:
-            await services.idempotency.release(scope, idem_key)
-        raise
-    if idem_key is not None:
-        await services.idempotency.complete(scope, idem_key, print_, StoredResponse(202, content, headers))
-    return Response(content, status_code=202, media_type=MEDIA_TYPE, headers=headers)
+        return StoredResponse(202, content, {"Location": _status_url(campaign_id)})
+
+    return await answer_once(services.idempotency, request, "citizen:" + citizen.id_hmac.hex(), MEDIA_TYPE, act)
 
 
 async def _claim(services: Services, citizen: Citizen, campaign_id: str, body: bytes) -> PacketView:
