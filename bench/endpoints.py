@@ -12,7 +12,7 @@ pass), so each check is a cache hit, as it is for a citizen who registered.
 
 Set-up (not timed): a campaign open for registration, a campaign taken through its ceremony and
 draw by the admin API (loadtests/prepare.py), and a campaign with issued packets and merchants
-written straight to the database (bench/merchant_intake.py).
+written straight to the database (bench/setup.py).
 
 Printed per endpoint, medians over the runs: requests/s, p50 and p99 latency, the server's CPU
 microseconds per request (user + system over the server's processes, before and after the
@@ -45,14 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import psutil
 
-from bench import merchant_intake
+from bench import setup
 from loadtests.prepare import BANKS, Preparer
 from sandbox.idp import running_provider
 from sandbox.idp_keys import mint_citizen_tokens
-from stimulus import auth
 from stimulus.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from stimulus.servers import RunningStack, migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
@@ -70,7 +68,6 @@ ENDPOINTS = ("registration", "result check", "claim", "merchant notice")
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 50.0
 WRK_THREADS = 2
-INSTALL_TIMEOUT_S = 300.0
 TOKEN_TTL_S = 6 * 3600
 REGISTRATION_BASE = 20_000_000
 
@@ -119,20 +116,6 @@ class Compared:
     @property
     def ratio(self) -> float:
         return statistics.median(o.rate / b.rate for o, b in zip(self.ours, self.bare, strict=True))
-
-
-def ensure_wrk() -> str:
-    """wrk, installed from Debian when missing and we are root (apt-get, with a time limit)."""
-    found = shutil.which("wrk")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for args in (["update", "-qq"], ["install", "-y", "-qq", "wrk"]):
-            subprocess.run(["apt-get", *args], env=env, capture_output=True, timeout=INSTALL_TIMEOUT_S,
-                           check=False)
-        found = shutil.which("wrk")
-    if found is None:
-        raise SystemExit("wrk is needed as the low-cost load generator: apt-get install wrk")
-    return found
 
 
 def _process_tree(pid: int | None) -> dict[int, psutil.Process]:
@@ -238,28 +221,6 @@ def bare_server(settings: Settings, extra_env: dict[str, str], workers: int) -> 
         child.stop()
 
 
-async def _operator_tokens(database_url: str) -> tuple[str, str]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        # Two operators: the draw's maker-checker rule refuses one approving its own request.
-        return (await auth.create_token(conn, "bench-maker", "operator"),
-                await auth.create_token(conn, "bench-checker", "operator"))
-    finally:
-        await conn.close()
-
-
-def _api_pid(base: str) -> int:
-    """The granian supervisor serving `base`: the process whose tree holds the API's workers."""
-    port = int(base.rsplit(":", 1)[1])
-    for conn in psutil.net_connections("tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            proc = psutil.Process(conn.pid)
-            while (parent := proc.parent()) is not None and "granian" in " ".join(parent.cmdline()):
-                proc = parent
-            return int(proc.pid)
-    raise SystemExit(f"nothing listens at {base}")
-
-
 def _watched(stack: RunningStack, profile_dir: Path | None) -> Watched:
     postgres = next((s for s in stack.owned if isinstance(s, EmbeddedPostgres)), None)
     redis = next((s for s in stack.owned if isinstance(s, EmbeddedRedis)), None)
@@ -269,7 +230,7 @@ def _watched(stack: RunningStack, profile_dir: Path | None) -> Watched:
 
 
 def run(scale: Scale, say: Any = print, profile_dir: Path | None = None) -> list[Compared]:
-    wrk = ensure_wrk()
+    wrk = setup.ensure_wrk()
     state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-"))
     env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
            # every request comes from 127.0.0.1 here, so the per-address limit would measure itself
@@ -291,7 +252,7 @@ def run(scale: Scale, say: Any = print, profile_dir: Path | None = None) -> list
             try:
                 with running_api(settings, workers=scale.workers, extra_env=server_env) as ours, \
                         bare_server(settings, server_env, scale.workers) as (bare, bare_pid):
-                    return _measure(wrk, settings, scale, state_dir, (ours, _api_pid(ours)), (bare, bare_pid),
+                    return _measure(wrk, settings, scale, state_dir, (ours, setup.api_pid(ours)), (bare, bare_pid),
                                     _watched(stack, profile_dir), say)
             finally:
                 jobs.stop()
@@ -303,7 +264,7 @@ def run(scale: Scale, say: Any = print, profile_dir: Path | None = None) -> list
 def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tuple[str, int],
              bare: tuple[str, int], watched: Watched, say: Any) -> list[Compared]:
     assert settings.database_url
-    maker, checker = asyncio.run(_operator_tokens(settings.database_url))
+    maker, checker = asyncio.run(setup.operator_tokens(settings.database_url))
     preparer = Preparer(ours[0], settings, maker, checker, run_dir, say)
     sides = (("ours", ours), ("bare", bare))
     n = 0
@@ -363,13 +324,13 @@ def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tu
     # Merchant notices: each redeems part of a packet of its own, signed just before its run
     # (a signature's timestamp is good for 300 s).
     notice_cid = f"{drawn.campaign_id[:30]}-ntc"
-    keys = asyncio.run(merchant_intake.set_up(settings, notice_cid, 2 * scale.runs * scale.notices,
+    keys = asyncio.run(setup.issued_campaign(settings, notice_cid, 2 * scale.runs * scale.notices,
                                               max(10, scale.notices // 20)))
-    references = asyncio.run(merchant_intake.packet_references(settings, notice_cid))
+    references = asyncio.run(setup.packet_references(settings, notice_cid))
 
     def notices(run: int, side: str) -> list[str]:
         start = (2 * run + (side == "bare")) * scale.notices
-        signed = merchant_intake.sign_all(ours[0], keys, references[start:start + scale.notices], f"r{run}{side}")
+        signed = setup.signed_notices(ours[0], keys, references[start:start + scale.notices], f"r{run}{side}")
         return ["\t".join([p.method, p.path, p.body.decode(), *(x for kv in p.headers.items() for x in kv)])
                 for p in signed]
 

@@ -2,7 +2,7 @@
 
 Stack: embedded PostgreSQL in a temporary directory. Set-up (not timed): a campaign whose
 250,000 packets are issued (the draw's hand-over and the issuance code paths, as in
-bench/merchant_intake.py), 1,000 merchants imported from CSV, and the merchants' notices written
+bench/setup.py), 1,000 merchants imported from CSV, and the merchants' notices written
 with COPY straight into redemption_notices (intake through the signed API is measured by
 `make bench-intake`). The banks' files are CSV, one per bank, for one complete settlement day.
 

@@ -305,22 +305,6 @@ def demo(citizens: int, serve: bool) -> None:
 
 
 @main.group()
-def bench() -> None:
-    """Benchmarks that print a ratio against a baseline measured in the same run."""
-
-
-@bench.command("register")
-@click.option("--registrations", type=int, default=100_000, show_default=True)
-@click.option("--connections", type=int, default=32, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
-def bench_register(registrations: int, connections: int, workers: int) -> None:
-    """Registrations through the HTTP API vs single-row INSERT commits (asyncpg, 32 tasks)."""
-    from bench.register import run
-
-    sys.exit(run(registrations=registrations, connections=connections, workers=workers))
-
-
-@main.group()
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Background workers (`stimulus up` runs them; start more for scale-out). With

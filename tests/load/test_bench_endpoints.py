@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from bench import endpoints
+from bench import endpoints, setup
 
 
 def test_every_endpoint_against_its_bare_contract() -> None:
     try:
-        endpoints.ensure_wrk()
+        setup.ensure_wrk()
     except SystemExit as exc:
         pytest.skip(str(exc))
     said: list[str] = []
