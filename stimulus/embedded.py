@@ -121,11 +121,14 @@ class EmbeddedPostgres:
         self.data_dir.chmod(0o700)
         bin_dir = _pg_bin()
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
+            made = subprocess.run(
                 [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                  "--auth=trust", "--encoding=UTF8", "--locale=C"],
-                check=True, capture_output=True, **run_as,
+                capture_output=True, text=True, **run_as,
             )
+            if made.returncode != 0:
+                raise RuntimeError(f"initdb {self.data_dir} failed ({made.returncode}): "
+                                   f"{made.stderr.strip() or made.stdout.strip()}")
             with (self.data_dir / "postgresql.conf").open("a") as conf:
                 conf.write(
                     "\n# stimulus embedded defaults\n"
