@@ -84,56 +84,77 @@ class ClaimOutcome:
     campaign_state: str  # as the claim's transaction read it
 
 
-# The claimant's packet, locked, with what the claim checks of the campaign, in one statement: the
-# registration and the campaign are read in the transaction that binds the wallet, not before it.
-_LOCK_OWN_PACKET = """SELECT p.id, p.failed_at, p.refused_by, now() AS now, c.state AS campaign_state,
-        c.claim_deadline, p.campaign_id, p.ticket, p.tier, p.amount_fen, p.state, p.wallet_bank, p.wallet_id,
-        p.claimed_at, p.issued_at, p.failure_code, p.spent_fen, p.reclaimed_fen
-    FROM registrations r
-    JOIN packets p ON p.campaign_id = r.campaign_id AND p.ticket = r.ticket
-    JOIN campaigns c ON c.id = r.campaign_id
-    WHERE r.campaign_id = $1 AND r.id_hmac = $2 AND r.withdrawn_at IS NULL
-    FOR UPDATE OF p"""
-# Binding the wallet and enqueueing the credit, as one statement.
-_BIND_AND_ENQUEUE = f"""WITH bound AS (
-        UPDATE packets SET state = 'issuing', wallet_bank = $2, wallet_id = $3, claimed_at = now(),
+_VIEW = [c.strip() for c in packets.VIEW_COLUMNS.split(",")]
+# The whole claim is one statement, so one round trip and no explicit transaction: lock the
+# claimant's packet (joined to their registration and to the campaign's state and deadline), decide
+# as the rules below say, and only on `bind` set the wallet and insert the outbox row; the
+# statement commits both or neither. The decision is made on the locked row: a concurrent claim
+# of the same packet waits for the lock and then sees the packet as the first one left it.
+# Verdicts, in the order they are checked:
+#   campaign   the campaign is not (or no longer) claimable
+#   repeat     already bound to this same wallet: the answer is the packet as it is
+#   bound      already bound to another wallet
+#   deadline   the claim deadline has passed: after it, the answer must not depend on whether the
+#              deadline job has cancelled this packet yet
+#   cancelled  the packet was cancelled
+#   bind       allocated, or failed: bind it; a re-claim at another bank than one that refused it
+#              waits REBIND_FENCE after the refusal (not_before)
+_CLAIM = f"""WITH own AS (
+        SELECT p.id, p.failed_at, p.refused_by, now() AS now, c.state AS campaign_state, c.claim_deadline,
+               {", ".join("p." + c for c in _VIEW)}
+        FROM registrations r
+        JOIN packets p ON p.campaign_id = r.campaign_id AND p.ticket = r.ticket
+        JOIN campaigns c ON c.id = r.campaign_id
+        WHERE r.campaign_id = $1 AND r.id_hmac = $2 AND r.withdrawn_at IS NULL
+        FOR UPDATE OF p),
+    decided AS (
+        SELECT own.*, CASE
+            WHEN campaign_state NOT IN ({", ".join(f"'{s}'" for s in CLAIMABLE_CAMPAIGN_STATES)}) THEN 'campaign'
+            WHEN state IN ('{packets.ISSUING}', '{packets.ISSUED}', '{packets.RECLAIMED}', '{packets.SPENT}') THEN
+                CASE WHEN wallet_bank IS NOT DISTINCT FROM $3 AND wallet_id IS NOT DISTINCT FROM $4
+                     THEN 'repeat' ELSE 'bound' END
+            WHEN now >= claim_deadline THEN 'deadline'
+            WHEN state = '{packets.CANCELLED}' THEN 'cancelled'
+            ELSE 'bind' END AS verdict
+        FROM own),
+    bound AS (
+        UPDATE packets p SET state = '{packets.ISSUING}', wallet_bank = $3, wallet_id = $4, claimed_at = now(),
                failure_code = NULL, updated_at = now()
-        WHERE id = $1 AND state = $4 RETURNING id, {packets.VIEW_COLUMNS}),
+        FROM decided d WHERE p.id = d.id AND d.verdict = 'bind' AND p.state = d.state
+        RETURNING p.id, {", ".join("p." + c for c in _VIEW)}),
     queued AS (
         INSERT INTO issuance_outbox (packet_id, campaign_id, bank_code, not_before)
-        SELECT id, campaign_id, $2, $5 FROM bound)
-    SELECT {packets.VIEW_COLUMNS} FROM bound"""
+        SELECT b.id, b.campaign_id, $3,
+               CASE WHEN d.state = '{packets.FAILED}'
+                         AND EXISTS (SELECT 1 FROM unnest(d.refused_by) AS refused (bank) WHERE refused.bank <> $3)
+                    THEN greatest(d.now, d.failed_at + $5::interval) ELSE d.now END
+        FROM bound b JOIN decided d ON d.id = b.id)
+    SELECT d.verdict, d.campaign_state, b.id IS NOT NULL AS bound,
+           {", ".join(f"CASE WHEN b.id IS NULL THEN d.{c} ELSE b.{c} END AS {c}" for c in _VIEW)}
+    FROM decided d LEFT JOIN bound b ON b.id = d.id"""
 
 
 async def claim(conn: asyncpg.Connection, campaign_id: str, id_hmac: bytes, wallet: Wallet) -> ClaimOutcome:
     """Bind `wallet` to the packet won by the registrant `id_hmac` and enqueue its credit, or
     repeat an earlier claim. Refusals in the order a claimant meets them: an unknown campaign, no
-    registration, a campaign not (or no longer) claimable, no packet won."""
-    async with conn.transaction():
-        row = await conn.fetchrow(_LOCK_OWN_PACKET, campaign_id, id_hmac)
-        if row is None:
-            await _refuse_claim_without_packet(conn, campaign_id, id_hmac)
-        check_claimable_state(row["campaign_state"])
-        same_wallet = (row["wallet_bank"], row["wallet_id"]) == (wallet.bank_code, wallet.wallet_id)
-        state = row["state"]
-        if state in (packets.ISSUING, packets.ISSUED, packets.RECLAIMED, packets.SPENT):
-            if same_wallet:
-                return ClaimOutcome(packets.view_from_row(row), False, row["campaign_state"])
-            raise Conflict("the packet is already bound to another wallet", code="wallet_already_bound",
-                           state=state)
-        # The deadline first: after it, the answer must not depend on whether the deadline job
-        # has cancelled this packet yet.
-        if row["now"] >= row["claim_deadline"]:
-            raise WrongState("the claim deadline has passed", code="claim_deadline_passed")
-        if state == packets.CANCELLED:
-            raise WrongState("the packet was cancelled", code="packet_cancelled")
-        not_before = row["now"]
-        if state == packets.FAILED and any(bank != wallet.bank_code for bank in row["refused_by"]):
-            not_before = max(not_before, row["failed_at"] + REBIND_FENCE)
-        updated = await conn.fetchrow(_BIND_AND_ENQUEUE, row["id"], wallet.bank_code, wallet.wallet_id, state,
-                                      not_before)
-        assert updated is not None  # the row is locked FOR UPDATE
-    return ClaimOutcome(packets.view_from_row(updated), True, row["campaign_state"])
+    registration, a campaign not (or no longer) claimable, no packet won, then the packet's own."""
+    row = await conn.fetchrow(_CLAIM, campaign_id, id_hmac, wallet.bank_code, wallet.wallet_id, REBIND_FENCE)
+    if row is None:
+        await _refuse_claim_without_packet(conn, campaign_id, id_hmac)
+    verdict, campaign_state = row["verdict"], row["campaign_state"]
+    if verdict == "campaign":
+        check_claimable_state(campaign_state)
+    elif verdict == "bound":
+        raise Conflict("the packet is already bound to another wallet", code="wallet_already_bound",
+                       state=row["state"])
+    elif verdict == "deadline":
+        raise WrongState("the claim deadline has passed", code="claim_deadline_passed")
+    elif verdict == "cancelled":
+        raise WrongState("the packet was cancelled", code="packet_cancelled")
+    # `bind` updated the packet (it was locked, so the update cannot miss it); `repeat` did nothing
+    if verdict == "bind" and not row["bound"]:
+        raise RuntimeError(f"claim of campaign {campaign_id}: the locked packet was not updated")
+    return ClaimOutcome(packets.view_from_row(row), verdict == "bind", campaign_state)
 
 
 async def _refuse_claim_without_packet(conn: asyncpg.Connection, campaign_id: str, id_hmac: bytes) -> NoReturn:

@@ -126,3 +126,41 @@ async def test_a_claim_after_the_deadline_says_so_even_once_its_packet_is_cancel
     assert repeat.status_code == 202 and repeat.json()["state"] == "issuing"
     assert await db.fetchval("SELECT count(*) FROM packets WHERE campaign_id = $1 AND state = 'cancelled'",
                              w.campaign_id) == 5
+
+
+async def test_a_refused_packet_is_claimed_again_behind_the_fence_and_a_cancelled_one_is_refused(
+        http: httpx.AsyncClient, stack: Stack, db: asyncpg.Connection, operator_token: str,
+        second_operator_token: str) -> None:
+    w = await create_winners(http, stack.settings, operator_token, second_operator_token, winners=6, registrants=8)
+    campaign = w.campaign_id
+    elsewhere, same_bank, cancelled = sorted(w.tokens)[:3]
+    for ticket in (elsewhere, same_bank):
+        assert (await claim(http, campaign, w.tokens[ticket], "ICBC", f"W-{ticket}")).status_code == 202
+    # What the issuance worker leaves when ICBC refuses a credit for good: the packet failed, the
+    # refusing bank named, its work item done.
+    failed_at = await db.fetchval(
+        """WITH refused AS (
+               UPDATE packets SET state = 'failed', failed_at = now() - interval '10 seconds', refused_by = '{ICBC}',
+                      failure_code = 'wallet_closed'
+               WHERE campaign_id = $1 AND ticket = ANY($2::bigint[]) RETURNING id, failed_at)
+           UPDATE issuance_outbox o SET done_at = now() FROM refused r WHERE o.packet_id = r.id
+           RETURNING r.failed_at""", campaign, [elsewhere, same_bank])
+    await db.execute("UPDATE packets SET state = 'cancelled' WHERE campaign_id = $1 AND ticket = $2",
+                     campaign, cancelled)
+
+    moved = await claim(http, campaign, w.tokens[elsewhere], "CCB", "W-moved")
+    assert moved.status_code == 202 and moved.json()["state"] == "issuing", moved.text
+    assert moved.json()["wallet"] == {"bank_code": "CCB", "wallet_id": "W-moved"} and moved.json()["failure_code"] is None
+    again = await claim(http, campaign, w.tokens[same_bank], "ICBC", "W-again")
+    assert again.status_code == 202, again.text
+    gone = await claim(http, campaign, w.tokens[cancelled], "ICBC", "W-late")
+    assert gone.status_code == 409 and gone.json()["code"] == "packet_cancelled"
+
+    queued = {r["ticket"]: r for r in await db.fetch(
+        """SELECT p.ticket, o.bank_code, o.not_before, o.created_at FROM issuance_outbox o
+           JOIN packets p ON p.id = o.packet_id WHERE o.campaign_id = $1 AND o.done_at IS NULL""", campaign)}
+    assert set(queued) == {elsewhere, same_bank}
+    # Another bank than the one that refused waits a minute after the refusal; the same bank does not.
+    assert queued[elsewhere]["bank_code"] == "CCB"
+    assert queued[elsewhere]["not_before"] == failed_at + issuance.REBIND_FENCE
+    assert queued[same_bank]["not_before"] <= queued[same_bank]["created_at"] + timedelta(seconds=1)
