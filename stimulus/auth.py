@@ -150,7 +150,7 @@ async def authorize_staff(connection: ASGIConnection[Any, Any, Any, Any], handle
     """Who is calling and whether they may, before the request's parameters and body are read:
     a caller without the right token learns 401 or 403, never what their input lacks.
 
-    Runs as an app-wide guard for every handler that takes a `principal`; the roles come from
+    Runs (`stimulus.app.check_entry`) for every handler that takes a `principal`; the roles come from
     the handler's `opt["roles"]` when it has them (the handler's own `require_role` otherwise).
     """
     if not _takes_principal(handler.fn):

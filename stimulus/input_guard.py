@@ -1,7 +1,7 @@
 """The entry check every request passes before a handler runs: text, integers and bodies.
 
 Input reaches the handlers by four doors: path parameters, the query string, the headers we read
-and the body. Rather than each handler guarding its own, one app-wide guard (it runs after routing,
+and the body. Rather than each handler guarding its own, one app-wide check (it runs after routing,
 so it sees the parsed path parameters and the route's options, and before the handler's
 parameters and body are decoded) refuses, with a 4xx problem and before anything is read from or
 written to storage:
@@ -153,8 +153,8 @@ def has_body(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 async def guard_input(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Refuses what `check_*` refuse, for every route: an app-wide guard in `stimulus.app`, after
-    the staff-token guard (a caller without the right token learns 401/403, not what their input
+    """Refuses what `check_*` refuse, for every route: run by `stimulus.app.check_entry`, after
+    the staff-token check (a caller without the right token learns 401/403, not what their input
     lacks) and before Litestar reads the parameters and the body for the handler."""
     scope = connection.scope
     headers: list[tuple[bytes, bytes]] = scope["headers"]  # type: ignore[assignment]

@@ -53,7 +53,7 @@ def get_services(state: State) -> Services:
 
 
 async def get_principal(request: Request[Any, Any, Any], services: Services) -> Principal:
-    known = request.state.get(PRINCIPAL_STATE)  # the guard (auth.authorize_staff) looked it up
+    known = request.state.get(PRINCIPAL_STATE)  # the entry check (auth.authorize_staff) looked it up
     if isinstance(known, Principal):
         return known
     return await services.principal(bearer_token(request))
