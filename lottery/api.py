@@ -34,7 +34,8 @@ def dependencies() -> dict[str, Provide]:
 
 @asynccontextmanager
 async def lifespan(services: Services, state: State) -> AsyncIterator[None]:
-    writer = RegistrationWriter(services.pool, max_batch=services.settings.group_commit_max_batch)
+    writer = RegistrationWriter(services.pool, max_batch=services.settings.group_commit_max_batch,
+                                wait_s=services.settings.db_request_timeout_s)
     state[STATE_KEY] = LotteryServices(registration_writer=writer, campaign_cache=CampaignCache(services.pool))
     writer.start()
     try:

@@ -86,7 +86,7 @@ async def admin_campaign(services: Services, principal: Principal, campaign_id: 
     campaign = await campaigns.fetch(services.pool, campaign_id)
     async with services.pool.acquire() as conn:
         balances = await ledger.balances(conn, campaign_id)
-    return AdminCampaignView(campaign, await registration_counts.counts(services.pool, campaign_id), balances)
+    return AdminCampaignView(campaign, await registration_counts.counts(services.bulk_pool, campaign_id), balances)
 
 
 def _public(campaign: Campaign, registrations: int) -> PublicCampaignView:

@@ -54,7 +54,7 @@ async def request_draw(services: Services, principal: Principal, campaign_id: st
       summary="Record a drand round submitted by hand (verified), when no relay can be reached")
 async def record_beacon(services: Services, principal: Principal, campaign_id: str,
                         data: BeaconSubmission) -> dict[str, Any]:
-    async with services.pool.acquire() as conn:
+    async with services.bulk_pool.acquire() as conn:  # held while the BLS signature is checked
         return await beacon.record(conn, services.settings, campaign_id, data, principal.actor)
 
 
@@ -69,7 +69,7 @@ class BeaconFetch(Input, frozen=True):
       summary="Fetch the campaign's drand round from the configured relays, verify and record it")
 async def fetch_beacon(services: Services, principal: Principal, campaign_id: str,
                        data: BeaconFetch | None = None) -> dict[str, Any]:
-    async with services.pool.acquire() as conn:
+    async with services.bulk_pool.acquire() as conn:  # held while the relays are asked and checked
         return await beacon.fetch_and_record(conn, services.settings, campaign_id, principal.actor,
                                              fallback=data.fallback if data else False)
 
@@ -139,15 +139,15 @@ async def get_bundle(services: Services, request: Request[Any, Any, Any], campai
     name = published.bundle_name(campaign_id)
     sha_hex = await cache.resolve(services.pool, name)
     if sha_hex is None:  # drawn before bundles were stored as files: store it now
-        signed = await draw.signed_bundle(services.pool, campaign_id)
-        await published.backfill_bundle(services.pool, services.settings.state_dir / "work", campaign_id, signed)
+        signed = await draw.signed_bundle(services.bulk_pool, campaign_id)
+        await published.backfill_bundle(services.bulk_pool, services.settings.state_dir / "work", campaign_id, signed)
         sha_hex = await cache.resolve(services.pool, name)
     return await _published(services, request, sha_hex, f"{campaign_id}-bundle.json")
 
 
 async def _published(services: Services, request: Request[Any, Any, Any], sha_hex: str | None,
                      filename: str) -> Response[bytes] | Stream:
-    artefact = await artefacts.node_cache(services.settings.state_dir).get(services.pool, sha_hex) \
+    artefact = await artefacts.node_cache(services.settings.state_dir).get(services.bulk_pool, sha_hex) \
         if sha_hex is not None else None
     if artefact is None:
         raise RuntimeError(f"published artefact {filename} is bound to {sha_hex}, which is not stored")
@@ -160,7 +160,7 @@ async def _published(services: Services, request: Request[Any, Any, Any], sha_he
      summary="A published file (registrant list, signed bundle) by the SHA-256 of its bytes: immutable, "
              "with ETag and byte ranges")
 async def get_artefact(services: Services, request: Request[Any, Any, Any], sha256: str) -> Response[bytes] | Stream:
-    artefact = await artefacts.node_cache(services.settings.state_dir).get(services.pool, sha256) \
+    artefact = await artefacts.node_cache(services.settings.state_dir).get(services.bulk_pool, sha256) \
         if artefacts.SHA256_HEX.fullmatch(sha256) else None
     if artefact is None:
         raise NotFound(f"no published artefact has SHA-256 {sha256}", code="artefact_not_found")
@@ -187,7 +187,7 @@ async def get_draw_summary(services: Services, campaign_id: str) -> Response[byt
     summary = _summaries.get(campaign_id)
     if summary is None:
         try:
-            signed = await draw.signed_bundle(services.pool, campaign_id)
+            signed = await draw.signed_bundle(services.bulk_pool, campaign_id)  # once per process
         except NotFound:
             await campaigns.fetch(services.pool, campaign_id)  # an unknown campaign is campaign_not_found
             raise
@@ -219,7 +219,7 @@ async def get_registrants(services: Services, request: Request[Any, Any, Any], c
     if sha_hex is None:
         await commitment.fetch_commitment(services.pool, campaign_id)  # not found / not committed
         # Committed before lists were stored as files: store them now, once.
-        await published.backfill_lists(services.pool, services.settings.state_dir / "work", campaign_id)
+        await published.backfill_lists(services.bulk_pool, services.settings.state_dir / "work", campaign_id)
         sha_hex = await cache.resolve(services.pool, name)
     return await _published(services, request, sha_hex, f"{campaign_id}-registrants.{format}")
 

@@ -3,6 +3,12 @@
 A flush takes whatever is queued (up to `max_batch`) the moment a flush slot is free; while the
 slots are busy, new items pile up and go together in the next flush. So batching costs no timer
 and no added latency when the load is light, and saves round trips and commits when it is heavy.
+
+With `wait_s`, a submitter waits at most that long (the API's database deadline), whether its item
+is still queued behind hung flushes or in one: it gets TimeoutError (503) and its future is
+cancelled. A queued item whose submitter gave up is dropped from the next flush; one already in a
+flush may still commit, and is then never acknowledged to that submitter: a caller who was refused
+may or may not have been stored, and retries (registration is idempotent per person).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ MAX_QUEUE = 50_000
 
 class GroupCommitter(Generic[ItemT, ResultT]):
     def __init__(self, flush: Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT | BaseException]]],
-                 max_batch: int = 256, max_inflight: int = 3) -> None:
+                 max_batch: int = 256, max_inflight: int = 3, wait_s: float | None = None) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        self._wait_s = wait_s
         self._queue: asyncio.Queue[tuple[ItemT, asyncio.Future[ResultT]]] = asyncio.Queue(MAX_QUEUE)
         self._slots = asyncio.Semaphore(max_inflight)
         self._runner: asyncio.Task[None] | None = None
@@ -47,7 +54,10 @@ class GroupCommitter(Generic[ItemT, ResultT]):
     async def submit(self, item: ItemT) -> ResultT:
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         await self._queue.put((item, future))
-        return await future
+        if self._wait_s is None:
+            return await future
+        async with asyncio.timeout(self._wait_s):  # cancels the future itself when it fires
+            return await future
 
     async def _run(self) -> None:
         while True:
@@ -56,6 +66,10 @@ class GroupCommitter(Generic[ItemT, ResultT]):
             batch = [first]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            batch = [entry for entry in batch if not entry[1].done()]  # their submitters gave up
+            if not batch:
+                self._slots.release()
+                continue
             task = asyncio.create_task(self._flush_batch(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

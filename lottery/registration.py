@@ -129,10 +129,11 @@ WHERE r.withdrawn_at IS NULL
 class RegistrationWriter:
     """Batches registrations from concurrent requests into single INSERT statements."""
 
-    def __init__(self, pool: asyncpg.Pool, max_batch: int = 256, max_inflight: int = 3) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_batch: int = 256, max_inflight: int = 3,
+                 wait_s: float | None = None) -> None:
         self._pool = pool
         self._committer: GroupCommitter[NewRegistration, Registered] = GroupCommitter(
-            self._flush, max_batch=max_batch, max_inflight=max_inflight)
+            self._flush, max_batch=max_batch, max_inflight=max_inflight, wait_s=wait_s)
 
     def start(self) -> None:
         self._committer.start()

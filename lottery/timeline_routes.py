@@ -19,7 +19,7 @@ async def registration_timeline(services: Services, principal: Principal, campai
                                 bucket: str = Parameter(default="minute", pattern="^(minute|hour|day)$")) -> Timeline:
     require_role(principal, "operator", "auditor")
     await campaigns.fetch(services.pool, campaign_id)
-    return await registration_counts.timeline(services.pool, campaign_id, bucket)
+    return await registration_counts.timeline(services.bulk_pool, campaign_id, bucket)
 
 
 ROUTES = [registration_timeline]

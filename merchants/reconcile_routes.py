@@ -70,7 +70,7 @@ async def upload_settlement(request: Request[Any, Any, Any], services: Services,
     already imported. A file without its trailer, or whose trailer disagrees with its lines, is
     refused whole (422-class problems: `settlement_truncated`, `settlement_count_mismatch`, ...)."""
     raw = await request.body()
-    async with services.pool.acquire() as conn:
+    async with services.bulk_pool.acquire() as conn:
         result = await settlement.import_file(conn, raw, source="uploaded", actor=principal.actor, expect_bank=bank)
     return Response(_import_view(result), status_code=201 if result.created else 200)
 
@@ -98,7 +98,7 @@ async def start_run(services: Services, principal: Principal, data: RunRequest |
     request = data or RunRequest()
     if not (0 <= request.window_s <= 86_400 and 0 <= request.grace_s <= 30 * 86_400):
         raise InvalidInput("window_s within a day, grace_s within 30 days", code="invalid_run_options")
-    async with services.pool.acquire() as conn:
+    async with services.bulk_pool.acquire() as conn:
         return await reconciler.run(conn, RunOptions(window_s=request.window_s, grace_s=request.grace_s))
 
 

@@ -56,7 +56,7 @@ async def import_merchants(request: Request[Any, Any, Any], services: Services,
     """Body: `text/csv`, header `id,name,category,district,settlement_account`. A bad line refuses
     the whole file: 422 `csv_invalid` with `errors: [{line, error}]`."""
     raw = await request.body()
-    async with services.pool.acquire() as conn:
+    async with services.bulk_pool.acquire() as conn:
         return await csv_import.import_merchants(conn, raw, principal.actor)
 
 

@@ -28,7 +28,7 @@ Format: Any = QueryParameter(name="format", default="json", description="json or
      summary="Campaign report: money, breaks by class, spend by day/district/category, consumption multiplier")
 async def report_json(services: Services, principal: Principal, campaign_id: str = CampaignId) -> CampaignReport:
     require_role(principal, "operator", "auditor")
-    async with services.pool.acquire() as conn:
+    async with services.bulk_pool.acquire() as conn:
         return await reports.campaign_report(conn, campaign_id)
 
 
@@ -37,7 +37,7 @@ async def report_json(services: Services, principal: Principal, campaign_id: str
      summary="The campaign report as a printable HTML page with charts")
 async def report_page(services: Services, principal: Principal, campaign_id: str = CampaignId) -> Response[str]:
     require_role(principal, "operator", "auditor")
-    async with services.pool.acquire() as conn:
+    async with services.bulk_pool.acquire() as conn:
         report = await reports.campaign_report(conn, campaign_id)
     return Response(report_html.render(report), media_type="text/html; charset=utf-8")
 
@@ -54,7 +54,7 @@ async def statement(services: Services, principal: Principal, merchant_id: str =
     require_role(principal, "operator", "auditor")
     if fmt not in ("json", "csv"):
         raise InvalidInput("format: json or csv", code="invalid_format")
-    async with services.pool.acquire() as conn:
+    async with services.bulk_pool.acquire() as conn:
         result = await reports.merchant_statement(conn, merchant_id, campaign, since, until)
     if fmt == "csv":
         return Response(reports.statement_csv(result), media_type="text/csv; charset=utf-8",

@@ -28,7 +28,6 @@ from stimulus.metrics_listener import metrics_listener
 from stimulus.observability import RequestContextMiddleware
 from stimulus.oidc import IdTokenVerifier, ProviderKeys
 from stimulus.operator_signin import OperatorSignIn
-from stimulus.outages import DB_ACQUIRE_TIMEOUT_S
 from stimulus.outages import EXCEPTION_HANDLERS as OUTAGE_HANDLERS
 from stimulus.problems import EXCEPTION_HANDLERS, problem
 from stimulus.ratelimit import RateLimiter
@@ -85,7 +84,7 @@ def create_app(settings: Settings) -> Litestar:
             raise RuntimeError("the API needs DATABASE_URL and REDIS_URL (stimulus up sets them)")
         pool = await db.create_pool(settings.database_url, settings.db_pool_min,
                                     settings.db_pool_max, settings.db_command_timeout_s,
-                                    pooler=settings.db_pooler, acquire_timeout_s=DB_ACQUIRE_TIMEOUT_S)
+                                    pooler=settings.db_pooler, deadline_s=settings.db_request_timeout_s)
         redis = request_client(settings, REDIS_MAX_CONNECTIONS)
         provider_keys = ProviderKeys(settings.idp_discovery_url, settings.idp_issuer,
                                      refetch_floor_s=settings.idp_jwks_refetch_floor_s,

@@ -17,6 +17,7 @@ packages apart: 0001-0099 stimulus, 0100-0199 lottery, 0200-0299 wallet_adapter,
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.resources
 import json
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from prometheus_client import Counter, Histogram
 
 log = logging.getLogger("stimulus.db")
 
@@ -35,6 +37,11 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # taken per transaction, never per session, so migrating through a pooler is safe too.
 _MIGRATION_LOCK_ID = 0x5717_0001
 POOLERS = ("none", "pgbouncer")
+# How long the API held a connection (the wait for it included): the margin under its deadline.
+HOLD_SECONDS = Histogram("stimulus_db_hold_seconds", "How long a request's database work held a connection",
+                         buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30))
+DEADLINES_MISSED = Counter("stimulus_db_deadlines_missed_total",
+                           "Connections the API closed under their holder at the request deadline")
 
 
 def connect_options(pooler: str) -> dict[str, Any]:
@@ -60,26 +67,117 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 class BoundedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
-    """A pool whose `acquire` (and so `fetch`, `execute`...) waits a bounded time by default."""
+    """The API's pool: each hold of a connection, the wait for it included, ends by a deadline.
 
-    __slots__ = ("_acquire_timeout_s",)
+    At the deadline the connection is closed under its holder, who sees TimeoutError (which the
+    API answers with 503). asyncpg's own statement timeout is no use against a hung server
+    (SIGSTOP): it asks the server to cancel on a new connection, which the kernel accepts and
+    nothing answers, and waits for that before the connection can be released or a transaction
+    rolled back, so a request took twice its timeout or more. Closing the socket needs no answer:
+    the server ends the session, rolling back any open transaction, when it next looks at it.
+    `unhurried(deadline_s)` gives a longer deadline to the few operator calls that import or
+    aggregate a whole file or campaign.
+    """
 
-    def __init__(self, *args: Any, acquire_timeout_s: float, **kwargs: Any) -> None:
+    __slots__ = ("_deadline_s",)
+
+    def __init__(self, *args: Any, deadline_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._acquire_timeout_s = acquire_timeout_s
+        self._deadline_s = deadline_s
 
-    def acquire(self, *, timeout: float | None = None) -> Any:
-        return super().acquire(timeout=self._acquire_timeout_s if timeout is None else timeout)
+    def acquire(self, *, timeout: float | None = None, deadline_s: float | None = None) -> HeldConnection:
+        return HeldConnection(self, self._deadline_s if deadline_s is None else deadline_s, timeout)
+
+    def unhurried(self, deadline_s: float) -> UnhurriedPool:
+        """The same connections for work that may take longer: `deadline_s` bounds each hold."""
+        return UnhurriedPool(self, deadline_s)
+
+
+class UnhurriedPool:
+    """A BoundedPool seen with a longer deadline, with the pool methods callers use."""
+
+    __slots__ = ("_deadline_s", "_pool")
+
+    def __init__(self, pool: BoundedPool, deadline_s: float) -> None:
+        self._pool = pool
+        self._deadline_s = deadline_s
+
+    def acquire(self, *, timeout: float | None = None) -> HeldConnection:
+        return HeldConnection(self._pool, self._deadline_s, timeout)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.acquire() as conn:
+            return str(await conn.execute(query, *args))
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        async with self.acquire() as conn:
+            return list(await conn.fetch(query, *args))
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchval(query, *args, column=column)
+
+
+class HeldConnection:
+    """`async with pool.acquire() as conn` on a BoundedPool (awaiting it acquires without a deadline
+    on the hold, as asyncpg does)."""
+
+    __slots__ = ("_acquire_timeout_s", "_alarm", "_conn", "_deadline_s", "_expired", "_pool", "_started")
+
+    def __init__(self, pool: BoundedPool, deadline_s: float, acquire_timeout_s: float | None) -> None:
+        self._pool = pool
+        self._deadline_s = deadline_s
+        self._acquire_timeout_s = deadline_s if acquire_timeout_s is None else min(acquire_timeout_s, deadline_s)
+        self._conn: Any = None
+        self._alarm: asyncio.TimerHandle | None = None
+        self._expired = False
+        self._started = 0.0
+
+    def __await__(self) -> Any:
+        return asyncpg.Pool.acquire(self._pool, timeout=self._acquire_timeout_s).__await__()
+
+    async def __aenter__(self) -> Any:
+        loop = asyncio.get_running_loop()
+        self._started = loop.time()
+        try:
+            self._conn = await asyncpg.Pool.acquire(self._pool, timeout=self._acquire_timeout_s)
+        except BaseException:
+            HOLD_SECONDS.observe(loop.time() - self._started)
+            raise
+        self._alarm = loop.call_at(self._started + self._deadline_s, self._expire)
+        return self._conn
+
+    def _expire(self) -> None:
+        self._expired = True
+        DEADLINES_MISSED.inc()
+        log.warning("a database connection outlived its %.1f s deadline: closed", self._deadline_s)
+        self._conn.terminate()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: Any) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+        HOLD_SECONDS.observe(asyncio.get_running_loop().time() - self._started)
+        await self._pool.release(self._conn)
+        if self._expired and exc is not None and not isinstance(exc, TimeoutError):
+            # What asyncpg raises on a connection closed mid-use varies (connection lost, released
+            # to the pool, closed); the caller's one error is the deadline.
+            raise TimeoutError(f"database work exceeded its {self._deadline_s:.1f} s deadline") from exc
 
 
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 16,
                       command_timeout_s: float = 30, *, pooler: str = "none",
-                      acquire_timeout_s: float | None = None) -> asyncpg.Pool:
-    """The pool; with `acquire_timeout_s`, waiting for a connection (opening one included) raises
-    TimeoutError after that long: the API answers 503 rather than queue behind a dead server."""
-    if acquire_timeout_s is not None:
+                      deadline_s: float | None = None) -> asyncpg.Pool:
+    """The pool; with `deadline_s`, a BoundedPool: waiting for a connection (opening one included)
+    and holding it end by then, so the API answers 503 rather than queue behind a dead server.
+    `command_timeout_s` stays the backstop of a statement (and of a hold given a longer deadline)."""
+    if deadline_s is not None:
         bounded = BoundedPool(
-            dsn, **connect_options(pooler), acquire_timeout_s=acquire_timeout_s,
+            dsn, **connect_options(pooler), deadline_s=deadline_s,
             connection_class=asyncpg.Connection, record_class=asyncpg.Record,
             min_size=min_size, max_size=max_size, max_queries=50_000, loop=None, command_timeout=command_timeout_s,
             init=_init_connection, reset=_no_reset, max_inactive_connection_lifetime=300)

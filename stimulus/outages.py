@@ -3,9 +3,11 @@ dependency_unavailable` with `Retry-After` within about a second, and recovers b
 
 Redis was called with a 10 s socket timeout and redis-py's default retries, so a stopped Redis
 process (SIGSTOP: the kernel still accepts the connection, nothing answers) held each request
-10 s and then answered 500. Here every Redis call the API makes (rate limits, idempotency keys,
-merchant nonces) has a short timeout and no retry, a PostgreSQL connection is waited for a bounded
-time, and the errors of an unreachable server are one problem, not a 500. Nothing needs resetting
+10 s and then answered 500; a hung PostgreSQL held it for the 30 s statement timeout. Here every
+Redis call the API makes (rate limits, idempotency keys, merchant nonces) has a short timeout and no
+retry, database work in a request (waiting for a connection and using it) has a deadline,
+`STIMULUS_DB_REQUEST_TIMEOUT_S` (stimulus/db.py `BoundedPool`), and the errors of an unreachable
+server are one problem, not a 500. Nothing needs resetting
 when the server returns: redis-py and asyncpg open fresh connections on the next call (the
 clients themselves are built in stimulus/redis_clients.py).
 """
@@ -26,8 +28,6 @@ log = logging.getLogger("stimulus.outages")
 
 # A Redis command of ours takes well under a millisecond; half a second means the server is gone.
 REDIS_TIMEOUT_S = 0.5
-# Waiting for a PostgreSQL connection (and for a new one to be opened) in a request.
-DB_ACQUIRE_TIMEOUT_S = 1.0
 RETRY_AFTER_S = 2
 
 # What an unreachable, restarting or hung server raises at the caller.

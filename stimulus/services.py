@@ -39,6 +39,13 @@ class Services:
     idempotency: IdempotencyStore
     operator_signin: OperatorSignIn | None = None
 
+    @property
+    def bulk_pool(self) -> Any:
+        """For the few calls that import or aggregate a whole file or campaign (operator uploads,
+        reports, counts) and for a published file's first copy onto this node: the pool's
+        connections under the statement timeout, not the request deadline."""
+        return self.pool.unhurried(self.settings.db_command_timeout_s)
+
     async def principal(self, token: str | None) -> Principal:
         """The operator or auditor a bearer token names: an `stm_` token, or where operators sign
         in through the identity provider, its ID token."""

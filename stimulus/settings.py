@@ -127,6 +127,19 @@ def _env_int(env: dict[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _env_seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not 0 < seconds <= 3600:
+        raise ValueError(f"{name} must be above 0 and at most 3600 seconds, got {raw!r}")
+    return seconds
+
+
 def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -209,6 +222,8 @@ class Settings:
     db_pool_min: int
     db_pool_max: int
     db_command_timeout_s: int
+    # The API's bound on database work in one request (waiting for a connection, then using it).
+    db_request_timeout_s: float
     max_body_bytes: int
     rate_limit_identity_per_min: int
     rate_limit_address_per_min: int
@@ -409,6 +424,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         db_pool_min=_env_int(env, "STIMULUS_DB_POOL_MIN", 2),
         db_pool_max=_env_int(env, "STIMULUS_DB_POOL_MAX", 16),
         db_command_timeout_s=_env_int(env, "STIMULUS_DB_COMMAND_TIMEOUT_S", 30),
+        db_request_timeout_s=_env_seconds(env, "STIMULUS_DB_REQUEST_TIMEOUT_S", 1.0),
         max_body_bytes=_env_int(env, "STIMULUS_MAX_BODY_BYTES", 64 * 1024),
         rate_limit_identity_per_min=_env_int(env, "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN", 30),
         rate_limit_address_per_min=_env_int(env, "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN", 600),

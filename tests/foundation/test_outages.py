@@ -1,5 +1,5 @@
 """Faults over real HTTP on private servers: Redis stopped, Redis hung (SIGSTOP), PostgreSQL
-restarted, each while citizens register.
+restarted, PostgreSQL hung (SIGSTOP), each while citizens register.
 
 Each ends the same way: every request was answered 2xx or 503 `dependency_unavailable` with
 Retry-After (never a 500), each 503 came fast, the API served again by itself once the server was
@@ -35,8 +35,10 @@ from tests.foundation.helpers import citizen_token, open_campaign
 
 CONCURRENCY = 6
 FAULT_S = 3.0
-# The API's own bounds are 0.5 s (Redis) and 1 s (a PostgreSQL connection); this machine is shared.
+# The API's own bounds are 0.5 s (Redis) and 1 s (database work in a request,
+# STIMULUS_DB_REQUEST_TIMEOUT_S); this machine is shared.
 FAST_503_S = 2.5
+RECOVERY_S = 10.0
 _citizens = itertools.count(8_000_000)
 
 
@@ -200,3 +202,45 @@ async def test_postgres_restarted_answers_503_fast_and_recovers(private: Private
 
     await _with_fault(load, restart)
     await _check(private, load)
+
+
+def _postgres_processes(postgres: EmbeddedPostgres) -> list[int]:
+    """The postmaster and every process it forked (backends, checkpointer, WAL writer...)."""
+    postmaster = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(entry.name))
+    return [postmaster, *children]
+
+
+async def test_postgres_hung_answers_503_fast_and_recovers(private: Private, load: Load) -> None:
+    """SIGSTOP: connections and new connects are accepted by the kernel and never answered, so
+    only the API's own deadline ends a request; asyncpg's statement timeout would wait 30 s."""
+    recovered_after_s: list[float] = []
+
+    async def hang() -> None:
+        processes = _postgres_processes(private.postgres)
+        for pid in processes:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            await _probe(load)
+            await asyncio.sleep(FAULT_S)
+        finally:
+            for pid in processes:
+                os.kill(pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        while await load.register(next(_citizens)) == 503:
+            assert time.monotonic() - resumed < RECOVERY_S, "the API did not recover by itself"
+        recovered_after_s.append(time.monotonic() - resumed)
+
+    await _with_fault(load, hang)
+    await _check(private, load)
+    refused = [answer[3] for answer in load.answers if answer[1] == 503]
+    print(f"PostgreSQL hung: {len(refused)} of {len(load.answers)} answered 503, slowest "
+          f"{max(refused):.2f} s; registering again {recovered_after_s[0]:.2f} s after SIGCONT")
