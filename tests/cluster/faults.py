@@ -43,6 +43,7 @@ class Fault:
     started: float
     recovered_s: float
     note: str = ""
+    caught: bool = True  # False: what it was to hit had ended before it could be hit
 
 
 async def _until(predicate: object, limit_s: float = RECOVERY_LIMIT_S) -> float:
@@ -140,7 +141,7 @@ async def kill_jobs_worker_mid_draw(cluster: Cluster, traffic: Traffic) -> Fault
                                       "ORDER BY id DESC LIMIT 1")
             if row is not None and row["state"] in ("succeeded", "failed"):
                 return Fault("jobs worker running the draw: not caught", time.monotonic(), 0.0,
-                             f"the draw job ended {row['state']} before it was seen running")
+                             f"the draw job ended {row['state']} before it was seen running", caught=False)
             if row is not None and row["state"] == "running" and row["lease_holder"]:
                 break
             await asyncio.sleep(0.02)

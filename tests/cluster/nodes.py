@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,10 +26,10 @@ from stimulus.servers import RunningStack, migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings, sandbox_issuer
 from stimulus.signing import SigningKey
 from stimulus.stack import ChildProcess, spawn, wait_http_ok
+from tests import debian
 from tests.pooler.conftest import PgBouncer
 from tests.redis_ha.sentinel_group import SentinelGroup, redis_server_binary
 
-INSTALL_TIMEOUT_S = 600
 PROXY_ADDRESS = "127.0.0.9"     # haproxy's source address towards the nodes: the one trusted proxy
 PROXY_LISTEN = "127.0.0.10"
 NODE_ADDRESSES = ("127.0.0.2", "127.0.0.3")
@@ -59,19 +58,16 @@ frontend api
 """
 
 
-def install(package: str, binary: str) -> str:
+class MissingProgram(RuntimeError):
+    """A Debian package the cluster needs is missing and cannot be installed here."""
+
+
+def program(package: str, binary: str) -> str:
     """The path of `binary`, installing Debian's `package` first if it is missing."""
-    found = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for args in (["install", "-y", "--no-install-recommends", package], ["update"],
-                     ["install", "-y", "--no-install-recommends", package]):
-            subprocess.run(["apt-get", *args], env=env, capture_output=True, timeout=INSTALL_TIMEOUT_S, check=False)
-            found = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
-            if found:
-                break
+    found = debian.ensure((package,), binary)
     if found is None:
-        raise SystemExit(f"{package} is not installed and could not be installed (apt-get needs root and a network)")
+        raise MissingProgram(f"{package} is not installed and could not be installed "
+                             "(apt-get needs root and a network)")
     return found
 
 
@@ -126,8 +122,8 @@ class Cluster:
     bank_url: str = ""
 
     def start(self, say: Callable[[str], None]) -> None:
-        haproxy_bin = install("haproxy", "haproxy")
-        pgbouncer_bin = install("pgbouncer", "pgbouncer")
+        haproxy_bin = program("haproxy", "haproxy")
+        pgbouncer_bin = program("pgbouncer", "pgbouncer")
         state = self.root / "state"
         env = {**os.environ, "STIMULUS_ENV": "development", "STIMULUS_STATE_DIR": str(state),
                "STIMULUS_LOG_LEVEL": "WARNING", "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,35 +24,17 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from stimulus.embedded import PG_SYSTEM_USER, free_port
+from tests import debian
 from tests.conftest import Stack
 
-INSTALL_TIMEOUT_S = 600
 START_TIMEOUT_S = 20
 PASSWORD = "pooled-secret"
 POOL_SIZE = 20
 
 
-def _installed() -> str | None:
-    return shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer",) if Path(p).exists()), None)
-
-
-def _apt_get(*args: str) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", *args], env=env, capture_output=True, timeout=INSTALL_TIMEOUT_S, check=False)
-
-
 @pytest.fixture(scope="session")
 def pgbouncer_bin() -> str:
-    found = _installed()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        try:
-            _apt_get("install", "-y", "--no-install-recommends", "pgbouncer")
-            if _installed() is None:  # a stale package index: refresh it once and try again
-                _apt_get("update")
-                _apt_get("install", "-y", "--no-install-recommends", "pgbouncer")
-        except subprocess.TimeoutExpired:
-            pass
-        found = _installed()
+    found = debian.ensure(("pgbouncer",), "pgbouncer")
     if found is None:
         pytest.skip("PgBouncer is not installed and could not be installed (apt-get needs root and a network)")
     return found

@@ -22,35 +22,16 @@ from pathlib import Path
 import redis
 
 from stimulus.embedded import _redis_bin, free_port
+from tests import debian
 
 MASTER = "stimulus"
-INSTALL_TIMEOUT_S = 600
 START_TIMEOUT_S = 30
 DOWN_AFTER_MS = 1000
 
 
-def _debian_server() -> str | None:
-    return shutil.which("redis-server") or next(
-        (p for p in ("/usr/bin/redis-server",) if Path(p).exists()), None)
-
-
-def _apt_get(*args: str) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", *args], env=env, capture_output=True, timeout=INSTALL_TIMEOUT_S, check=False)
-
-
 def redis_server_binary() -> tuple[str, str]:
     """The server to run and where it came from: Debian's package, else the embedded binary."""
-    found = _debian_server()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        try:
-            _apt_get("install", "-y", "--no-install-recommends", "redis-server", "redis-sentinel")
-            if _debian_server() is None:  # a stale package index: refresh it once and try again
-                _apt_get("update")
-                _apt_get("install", "-y", "--no-install-recommends", "redis-server", "redis-sentinel")
-        except subprocess.TimeoutExpired:
-            pass
-        found = _debian_server()
+    found = debian.ensure(("redis-server", "redis-sentinel"), "redis-server")
     if found is not None:
         return found, "debian"
     return str(_redis_bin()), "embedded"

@@ -19,7 +19,6 @@ any function-scoped fixture) or come before `page` in its arguments.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import shutil
@@ -35,11 +34,12 @@ import pytest
 from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
 from stimulus.sample import sample_campaign
 from stimulus.signing import SigningKey
+from tests import debian
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id
 from tests.issuance.helpers import maker_checker
 
-CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
 INSTALL_TIMEOUT_S = 900
 FONT_TIMEOUT_S = 120
 # Without the background-networking switches Chromium keeps dialling Google's hosts, which a
@@ -49,12 +49,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 def _installed() -> str | None:
-    return next((p for p in CHROMIUM_PATHS if Path(p).exists()), None) or shutil.which("chromium")
-
-
-def _apt_get(*args: str, timeout_s: float = INSTALL_TIMEOUT_S) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", *args], env=env, capture_output=True, timeout=timeout_s, check=False)
+    return debian.installed(*CHROMIUM_NAMES)
 
 
 def _has_chinese_font() -> bool:
@@ -66,25 +61,15 @@ def _has_chinese_font() -> bool:
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    found = _installed()
-    root = os.geteuid() == 0 and shutil.which("apt-get") is not None
-    if found is None and root:
-        try:
-            _apt_get("install", "-y", "--no-install-recommends", "chromium")
-            if _installed() is None:  # a stale package index: refresh it once and try again
-                _apt_get("update")
-                _apt_get("install", "-y", "--no-install-recommends", "chromium")
-        except subprocess.TimeoutExpired:
-            pass
-        found = _installed()
+    found = debian.ensure(("chromium",), *CHROMIUM_NAMES, timeout_s=INSTALL_TIMEOUT_S)
+    root = debian.can_install()
     if found is None:
         reason = ("no Chromium, and it could not be installed: run `apt-get install chromium` as root "
                   "to run the browser tests")
         pytest.skip(reason if os.geteuid() == 0 else reason + " (the tests install it only as root)")
     if root and not _has_chinese_font():
         # Best effort: without a Chinese font the pages' screenshots show empty boxes for Chinese.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            _apt_get("install", "-y", "--no-install-recommends", "fonts-wqy-microhei", timeout_s=FONT_TIMEOUT_S)
+        debian.apt_install("fonts-wqy-microhei", timeout_s=FONT_TIMEOUT_S)
     return found
 
 
