@@ -19,7 +19,7 @@ import httpx
 from stimulus import audit_log, ledger
 from stimulus.db import _init_connection
 
-BANK_API_KEY_HEADER = {"Authorization": "Bearer sandbox-api-key"}
+SANDBOX_BANK_API_KEY = "sandbox-api-key"
 ISSUANCE_POLL_S = 2.0
 
 
@@ -111,7 +111,7 @@ async def claimed_packets(conn: asyncpg.Connection, campaign_id: str) -> dict[st
 
 def claims(database_url: str, bank_url: str | None, banks: list[str], campaign_id: str,
            acks: dict[str, int], wait_s: float, every_winner: int | None = None,
-           claimed_in_set_up: int = 0) -> list[Truth]:
+           claimed_in_set_up: int = 0, bank_api_key: str = SANDBOX_BANK_API_KEY) -> list[Truth]:
     """Every acknowledged claim is a claimed packet; every claimed packet ends issued, once, at a
     bank that holds exactly that credit. `claimed_in_set_up` packets were claimed before the run
     (for the merchants' tills to spend)."""
@@ -136,7 +136,7 @@ def claims(database_url: str, bank_url: str | None, banks: list[str], campaign_i
     if bank_url is None:
         found.append(Truth("packets issued == bank credits", "the bank's books", "no bank URL known", False))
         return found
-    books = bank_books(bank_url, banks, campaign_id)
+    books = bank_books(bank_url, banks, campaign_id, bank_api_key)
     found += [
         _eq("packets issued == bank credits", issued, books["credits"]),
         _eq("fen issued == fen credited by the banks", issued_fen, books["credited_fen"]),
@@ -145,10 +145,11 @@ def claims(database_url: str, bank_url: str | None, banks: list[str], campaign_i
     return found
 
 
-def bank_books(bank_url: str, banks: list[str], campaign_id: str) -> dict[str, int]:
+def bank_books(bank_url: str, banks: list[str], campaign_id: str,
+               api_key: str = SANDBOX_BANK_API_KEY) -> dict[str, int]:
     """The operator banks' own totals for a campaign, summed over the banks."""
     totals = {"credits": 0, "credited_fen": 0, "double_credits": 0}
-    with httpx.Client(base_url=bank_url, timeout=30, headers=BANK_API_KEY_HEADER) as client:
+    with httpx.Client(base_url=bank_url, timeout=30, headers={"Authorization": f"Bearer {api_key}"}) as client:
         for code in banks:
             books = client.get(f"/banks/{code}/v1/books", params={"campaign_id": campaign_id})
             books.raise_for_status()

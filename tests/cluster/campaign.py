@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,9 @@ import httpx
 
 from loadtests import truth
 from loadtests.prepare import CITIZEN_BASE, Preparer
+from lottery import beacon
 from stimulus import auth
+from stimulus.db import _init_connection
 from stimulus.signing import SigningKey
 from tests.cluster import faults
 from tests.cluster.faults import Fault, Traffic
@@ -135,11 +137,51 @@ async def both_nodes_at_once(cluster: Cluster, cid: str, tokens: list[str]) -> t
     return wrong, tickets
 
 
+def record_beacon(cluster: Cluster, preparer: Preparer, campaign_id: str, found: list[truth.Truth]) -> None:
+    """The one step of the campaign no production node can take on this machine: recording the
+    draw's beacon. Production trusts drand quicknet alone, and a quicknet round published after
+    the commitment comes only from the League of Entropy's relays, which a machine without the
+    internet cannot reach (the sandbox relay holds a few recorded past rounds, and nobody else can
+    sign a future one). So the campaign declares the sandbox chain, which the production API
+    refuses to fetch (checked here), and an operator's console in development mode fetches the
+    round from the sandbox relay and records it, as `stimulus beacon fetch` would. The draw, which
+    reads the recorded round, is a job on the production jobs workers, and the bundle says it drew
+    on the sandbox chain."""
+    assert cluster.settings is not None
+    refused = preparer.call("POST", f"/v1/admin/campaigns/{campaign_id}/beacon/fetch", preparer.maker,
+                            expect=(200, 400, 422))
+    found.append(truth.Truth("production API nodes refuse the sandbox beacon", "sandbox_beacon_refused",
+                             str(refused.get("code")), refused.get("code") == "sandbox_beacon_refused"))
+    console = replace(cluster.settings, environment="development", drand_relays=(cluster.relay_url,))
+
+    async def go() -> None:
+        conn = await asyncpg.connect(cluster.direct_url)
+        await _init_connection(conn)
+        try:
+            await beacon.fetch_and_record(conn, console, campaign_id, "operator:cluster-maker")
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def one_service_key(cluster: Cluster) -> truth.Truth:
+    """Every API node signs with the key in the shared secret file (and so do the workers' bundles,
+    which stimulus-verify checks against the bundle's key)."""
+    assert cluster.settings is not None
+    key = cluster.settings.service_key
+    served = [httpx.get(f"{n.url}/v1/keys", timeout=10).json() for n in cluster.apis if n.url]
+    return truth.Truth("API nodes serve the service key from the shared secret file", f"{len(served)} x {key.key_id}",
+                       ", ".join(",".join(k) for k in served),
+                       all(k == {key.key_id: key.public_bytes.hex()} for k in served))
+
+
 async def draw(cluster: Cluster, preparer: Preparer, cid: str, key: SigningKey, secret: bytes,
-               traffic: Traffic) -> tuple[dict[str, Any], set[int], Fault]:
+               traffic: Traffic, found: list[truth.Truth]) -> tuple[dict[str, Any], set[int], Fault]:
     """The commitment and the draw, approved through the API; the jobs worker running the draw is killed."""
-    (committed, winners), fault = await asyncio.gather(asyncio.to_thread(preparer.draw, cid, key, secret),
-                                                       faults.kill_jobs_worker_mid_draw(cluster, traffic))
+    (committed, winners), fault = await asyncio.gather(
+        asyncio.to_thread(preparer.draw, cid, key, secret, lambda c: record_beacon(cluster, preparer, c, found)),
+        faults.kill_jobs_worker_mid_draw(cluster, traffic))
     return committed, winners, fault
 
 
@@ -157,7 +199,7 @@ async def claim(cluster: Cluster, cid: str, tokens: list[str], numbers: list[int
     async def issuer() -> Fault:
         # From the first claim on: in a small run every packet may be issued before half have claimed.
         await at(progress, 1)
-        return await faults.kill_issuance_worker_mid_batch(cluster, traffic, cid)
+        return await faults.kill_issuance_worker_mid_batch(cluster, traffic)
 
     answers, *found = await asyncio.gather(
         acknowledged_all(cluster.base_url, f"/v1/campaigns/{cid}/claim", tokens, bodies, (202,), traffic, progress),
@@ -213,10 +255,10 @@ async def operator_tokens(url: str) -> tuple[str, str]:
 
 
 def fault_rows(faults_seen: list[Fault], traffic: Traffic) -> list[str]:
-    lines = [f"{'fault':<62} {'failed requests':>15} {'recovered in':>12}"]
+    lines = [f"{'fault':<72} {'failed requests':>15} {'recovered in':>12}"]
     for fault in faults_seen:
         failed = traffic.failed_between(fault.started, fault.started + fault.recovered_s + 1.0)
-        lines.append(f"{fault.name:<62} {failed:>15,} {fault.recovered_s:>10.1f} s"
+        lines.append(f"{fault.name:<72} {failed:>15,} {fault.recovered_s:>10.1f} s"
                      + (f"  ({fault.note})" if fault.note else ""))
     return lines
 
@@ -265,7 +307,8 @@ def run(registrants: int, root: Path, say: Callable[[str], None] = say) -> Outco
             f"({registrants / elapsed:,.0f}/s), {sum(1 for _, ok in traffic.events if not ok):,} requests failed")
         wrong, doubled_tickets = asyncio.run(both_nodes_at_once(cluster, cid, doubled_tokens))
         started = time.monotonic()
-        committed, winners, fault = asyncio.run(draw(cluster, preparer, cid, key, secret, traffic))
+        production = [one_service_key(cluster)]
+        committed, winners, fault = asyncio.run(draw(cluster, preparer, cid, key, secret, traffic, production))
         found.append(fault)
         say(f"commitment of {committed['tree_size']:,} leaves and the draw of {len(winners):,} winners "
             f"(approved through the API, run as jobs) in {time.monotonic() - started:.0f} s")
@@ -282,12 +325,13 @@ def run(registrants: int, root: Path, say: Callable[[str], None] = say) -> Outco
         caught = [f.name for f in found if f.caught]
         checks = [truth.Truth("faults caused while their target was at work", f"{FAULTS} of {FAULTS}",
                               f"{len(caught)} of {len(found)}", len(caught) == len(found) == FAULTS),
+                  *production,
                   truth.Truth("citizens at both nodes at once: one 201, one 200, one ticket", "0 wrong",
                               f"{len(wrong)} wrong" + (f": {wrong[0]}" if wrong else ""), not wrong)]
         checks += truth.run_db(cluster.direct_url, lambda c: truth.registrations(c, cid, acks))
         checks += asyncio.run(once_per_citizen(cluster.direct_url, cid))
         checks += truth.claims(cluster.direct_url, cluster.bank_url, list(banks), cid, acks,
-                               max(ISSUANCE_WAIT_MIN_S, accepted / 20))
+                               max(ISSUANCE_WAIT_MIN_S, accepted / 20), bank_api_key=cluster.bank_api_key)
         say(f"{accepted:,} packets claimed and issued in {time.monotonic() - started:.0f} s")
         checks.append(verify_draw(cluster, cid, root))
         checks += truth.run_db(cluster.direct_url, lambda c: truth.ledger_and_log(c, [cid]))

@@ -13,12 +13,16 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from tests.cluster.nodes import Cluster, Node
+from wallet_adapter import streams
 
 RECOVERY_LIMIT_S = 120.0
 POLL_S = 0.1
 ISSUANCE_LIMIT_S = 600.0
+KILL_ATTEMPTS = 5
 
 
 @dataclass
@@ -46,13 +50,13 @@ class Fault:
     caught: bool = True  # False: what it was to hit had ended before it could be hit
 
 
-async def _until(predicate: object, limit_s: float = RECOVERY_LIMIT_S) -> float:
+async def _until(predicate: object, limit_s: float = RECOVERY_LIMIT_S, poll_s: float = POLL_S) -> float:
     """Seconds until the async predicate holds (it must, within the limit)."""
     started = time.monotonic()
     while time.monotonic() - started < limit_s:
         if await predicate():  # type: ignore[operator]
             return time.monotonic() - started
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(poll_s)
     raise RuntimeError(f"not recovered within {limit_s:.0f} s")
 
 
@@ -163,37 +167,85 @@ async def kill_jobs_worker_mid_draw(cluster: Cluster, traffic: Traffic) -> Fault
                  f"recovered = the draw job succeeded, attempt {attempts}")
 
 
-async def _issued(database_url: str, campaign_id: str) -> tuple[int, int]:
-    conn = await asyncpg.connect(database_url)
+async def _batches_in_hand(cluster: Cluster) -> dict[int, list[tuple[str, str]]]:
+    """The stream entries each issuance worker has taken and not yet acknowledged, by its pid:
+    Redis's pending list per bank stream, whose consumer names end in `-PID-RANDOM`."""
+    assert cluster.redis is not None and cluster.settings is not None
+    port = await asyncio.to_thread(cluster.redis.primary_port)
+    client = Redis(port=port, password=cluster.redis.password)
+    held: dict[int, list[tuple[str, str]]] = {}
     try:
-        row = await conn.fetchrow(
-            """SELECT count(*) FILTER (WHERE state = 'issued'), count(*) FILTER (WHERE state = 'issuing')
-               FROM packets WHERE campaign_id = $1""", campaign_id)
-        return int(row[0]), int(row[1])
+        for code in cluster.settings.bank_codes:
+            key = streams.stream_key(streams.DEFAULT_PREFIX, code)
+            try:
+                rows = await client.xpending_range(key, streams.GROUP, min="-", max="+", count=10_000)
+            except ResponseError:  # no group yet: nothing published to this bank
+                continue
+            for row in rows:
+                pid = int(streams._text(row["consumer"]).rsplit("-", 2)[1])
+                held.setdefault(pid, []).append((key, streams._text(row["message_id"])))
+    finally:
+        await client.aclose()
+    return held
+
+
+async def _outbox_rows(cluster: Cluster, entries: list[tuple[str, str]]) -> list[int]:
+    assert cluster.redis is not None
+    port = await asyncio.to_thread(cluster.redis.primary_port)
+    client = Redis(port=port, password=cluster.redis.password)
+    try:
+        ids: list[int] = []
+        for key, entry_id in entries:
+            for _, fields in await client.xrange(key, min=entry_id, max=entry_id):
+                ids += streams._decode_entry(entry_id, fields).outbox_ids
+        return ids
+    finally:
+        await client.aclose()
+
+
+async def kill_issuance_worker_mid_batch(cluster: Cluster, traffic: Traffic) -> Fault:
+    """SIGKILL the issuance worker that holds batches taken from the streams and not yet done;
+    the other takes them over once they have been idle `claim_idle_s` (XAUTOCLAIM), and every
+    packet in them is issued once."""
+    holder: list[int] = []
+
+    async def holding() -> bool:
+        found = await _batches_in_hand(cluster)
+        holder[:] = [n.pid for n in cluster.issuers if found.get(n.pid)][:1]
+        return bool(holder)
+
+    kills = 0
+    while kills < KILL_ATTEMPTS:
+        kills += 1
+        await _until(holding, ISSUANCE_LIMIT_S, poll_s=0.02)
+        worker = next(n for n in cluster.issuers if n.pid == holder[0])
+        started = time.monotonic()
+        worker.kill()
+        # What it held at its death stays pending under its name until another worker claims it.
+        entries = (await _batches_in_hand(cluster)).get(holder[0], [])
+        if entries:
+            break
+        # It finished its batch between the look and the kill: start it again and look again.
+        await asyncio.to_thread(worker.start)
+    rows = await _outbox_rows(cluster, entries)
+    conn = await asyncpg.connect(cluster.direct_url)
+    try:
+        async def done() -> bool:
+            return not await conn.fetchval(
+                "SELECT count(*) FROM issuance_outbox WHERE id = ANY($1::bigint[]) AND done_at IS NULL", rows)
+
+        recovered = await _until(done, ISSUANCE_LIMIT_S)
+        states = await conn.fetch(
+            """SELECT p.state, count(*) AS n FROM issuance_outbox o JOIN packets p ON p.id = o.packet_id
+               WHERE o.id = ANY($1::bigint[]) GROUP BY p.state""", rows)
     finally:
         await conn.close()
-
-
-async def kill_issuance_worker_mid_batch(cluster: Cluster, traffic: Traffic, campaign_id: str) -> Fault:
-    """SIGKILL an issuance worker while packets are at the bank; the other one carries on."""
-    url = cluster.direct_url
-
-    async def in_flight() -> bool:
-        return (await _issued(url, campaign_id))[1] > 0
-
-    await _until(in_flight)
-    worker = cluster.issuers[0]
-    before, flying = await _issued(url, campaign_id)
-    started = time.monotonic()
-    worker.kill()
-
-    async def done() -> bool:
-        return (await _issued(url, campaign_id))[0] >= before + flying
-
-    recovered = await _until(done, ISSUANCE_LIMIT_S)
     await asyncio.to_thread(worker.start)
-    return Fault(f"issuance worker {worker.name} SIGKILLed with {flying} packets in flight", started, recovered,
-                 "recovered = every packet in flight at the kill issued")
+    return Fault(f"issuance worker {worker.name} SIGKILLed holding {len(entries)} batch(es), {len(rows)} packets",
+                 started, recovered,
+                 "recovered = another worker claimed them after they idled and they are done: "
+                 + ", ".join(f"{r['n']} {r['state']}" for r in states)
+                 + (f"; caught at kill {kills}" if kills > 1 else ""), caught=bool(rows))
 
 
 def ready(url: str) -> bool:

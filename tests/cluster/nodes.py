@@ -1,15 +1,22 @@
 """Starting the cluster's parts as real processes on loopback addresses.
 
-PostgreSQL is the embedded server the test session uses, reached through a real PgBouncer in
-transaction mode (tests/pooler's fixture code). Every API node and worker is given the same
-secret files, as nodes of one deployment would be; the API nodes listen on 127.0.0.2, 127.0.0.3...
-behind haproxy (Debian's package, installed here as root with a time limit), whose address is
-the only one they trust for X-Forwarded-For. Redis is a Sentinel group (tests/redis_ha's: a
-primary, a replica and three sentinels); the nodes are given only the sentinels.
+PostgreSQL is an embedded server of the run's own, reached through a real PgBouncer in
+transaction mode (tests/pooler's fixture code). Redis is a Sentinel group (tests/redis_ha's: a
+primary, a replica and three sentinels, each asking for a password); the nodes are given only
+the sentinels. The API nodes listen on 127.0.0.2, 127.0.0.3... behind haproxy (Debian's package),
+whose address is the only one they trust for X-Forwarded-For.
+
+Every API node and worker runs as a city runs it: STIMULUS_ENV=production, each with a state
+directory of its own, all given the same secret files (pepper, service key, the banks' API key
+and pinned response keys, the Redis passwords). The sandbox bank, identity provider and drand
+relay run beside them as outside parties: the nodes know the bank by URL, API key and pinned key,
+the provider by an https:// issuer and a discovery URL, the relay by URL, and trust nothing
+of the sandbox's own (its routes are not mounted, its beacon chain is refused).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -23,16 +30,23 @@ from pathlib import Path
 from sandbox.idp import command as idp_command
 from stimulus.embedded import free_port
 from stimulus.servers import RunningStack, migrate_sync, start_stack
-from stimulus.settings import Settings, load_settings, sandbox_issuer
+from stimulus.settings import Settings, load_settings
 from stimulus.signing import SigningKey
 from stimulus.stack import ChildProcess, spawn, wait_http_ok
 from tests import debian
 from tests.pooler.conftest import PgBouncer
 from tests.redis_ha.sentinel_group import SentinelGroup, redis_server_binary
+from wallet_adapter.provider import fetch_sandbox_public_key
 
 PROXY_ADDRESS = "127.0.0.9"     # haproxy's source address towards the nodes: the one trusted proxy
 PROXY_LISTEN = "127.0.0.10"
 NODE_ADDRESSES = ("127.0.0.2", "127.0.0.3")
+# The city's identity provider, as the nodes know it: its tokens' issuer is an https:// name; its
+# discovery document is reached on loopback, as through a local egress proxy.
+ISSUER = "https://id.cluster.example"
+AUDIENCE = "stimulus-cluster"
+# Variables of the harness's own environment that must not leak into a node's.
+OWN_PREFIXES = ("STIMULUS_", "DATABASE_", "REDIS_", "PROMETHEUS_")
 # Shorter than the default 30 s so that a killed jobs worker's draw is taken over within the run.
 JOB_LEASE_S = 10.0
 HAPROXY_CONFIG = """\
@@ -120,25 +134,29 @@ class Cluster:
     base_url: str = ""
     env: dict[str, str] = field(default_factory=dict)   # what every node is started with
     bank_url: str = ""
+    bank_api_key: str = ""
+    bank_public_key: bytes = b""
+    relay_url: str = ""
 
     def start(self, say: Callable[[str], None]) -> None:
         haproxy_bin = program("haproxy", "haproxy")
         pgbouncer_bin = program("pgbouncer", "pgbouncer")
-        state = self.root / "state"
-        env = {**os.environ, "STIMULUS_ENV": "development", "STIMULUS_STATE_DIR": str(state),
-               "STIMULUS_LOG_LEVEL": "WARNING", "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0"}
-        for name in ("DATABASE_URL", "REDIS_URL", "DATABASE_DIRECT_URL", "STIMULUS_DB_POOLER"):
-            env.pop(name, None)
+        # The harness's own environment: what it starts outside the nodes (PostgreSQL itself,
+        # the outside parties) and what its checks read with.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_PREFIXES)}
+        env.update(STIMULUS_ENV="development", STIMULUS_STATE_DIR=str(self.root / "harness"),
+                   STIMULUS_LOG_LEVEL="WARNING")
         self.running = start_stack(load_settings(env), need_redis=False)
         direct = self.running.settings
         assert direct.database_url
         migrate_sync(direct)
         redis_binary, origin = redis_server_binary()
-        self.redis = SentinelGroup(redis_binary, self.root / "redis")
+        self.redis = SentinelGroup(redis_binary, self.root / "redis", password=secrets.token_urlsafe(18),
+                                   sentinel_password=secrets.token_urlsafe(18))
         self.redis.directory.mkdir(parents=True)
         self.redis.start()
         say(f"PostgreSQL {direct.database_url}; Redis: primary, replica and 3 sentinels ({origin} "
-            f"{redis_binary}), {self.redis.env['REDIS_SENTINELS']}")
+            f"{redis_binary}), {self.redis.env['REDIS_SENTINELS']}, passwords on both")
         self.bouncer = PgBouncer(pgbouncer_bin, self.root / "pgbouncer", direct.database_url)
         self.bouncer.configure()
         self.bouncer.start()
@@ -146,36 +164,22 @@ class Cluster:
 
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        bank_port, relay_port, idp_port = free_port(), free_port(), free_port()
-        issuer = sandbox_issuer(idp_port)
-        idp = spawn("sandbox-idp", idp_command("127.0.0.1", idp_port, self.running.settings.sandbox_idp_dir, issuer),
-                    env, logs / "sandbox-idp.log")
-        self.bank_url = f"http://127.0.0.1:{bank_port}"
-        bank = spawn("sandbox-bank", [sys.executable, "-m", "sandbox.bank", "--host", "127.0.0.1",
-                                      "--port", str(bank_port), "--data-dir", str(self.root / "bank"),
-                                      "--banks", ",".join(direct.bank_codes)], env, logs / "bank.log")
-        relay = spawn("drand-relay", [sys.executable, "-m", "sandbox.drand_relay", "--host", "127.0.0.1",
-                                      "--port", str(relay_port)], env, logs / "drand-relay.log")
-        self.others += [bank, relay, idp]
-        wait_http_ok(issuer + "/health", process=idp.process)
-        wait_http_ok(self.bank_url + "/health", process=bank.process)
-        wait_http_ok(f"http://127.0.0.1:{relay_port}/health", process=relay.process)
-
-        secret_dir = self.root / "secrets-mounted"
-        secret_dir.mkdir(parents=True, exist_ok=True)
-        (secret_dir / "pepper").write_text(secrets.token_bytes(32).hex() + "\n")
-        (secret_dir / "service_key").write_text(SigningKey.generate().seed_bytes().hex() + "\n")
-        node_env = {**env, "DATABASE_URL": self.bouncer.url, "DATABASE_DIRECT_URL": direct.database_url,
+        parties = self._outside_parties(env, logs, direct.bank_codes)
+        node_env = {**env, **parties, **self._secret_files(direct.bank_codes),
+                    "STIMULUS_ENV": "production",
+                    "DATABASE_URL": self.bouncer.url, "DATABASE_DIRECT_URL": direct.database_url,
                     "STIMULUS_DB_POOLER": "pgbouncer", **self.redis.env,
-                    "STIMULUS_PEPPER_FILE": str(secret_dir / "pepper"),
-                    "STIMULUS_SERVICE_KEY_FILE": str(secret_dir / "service_key"),
-                    "STIMULUS_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32", "STIMULUS_BANK_URL": self.bank_url,
-                    "STIMULUS_DRAND_RELAYS": f"http://127.0.0.1:{relay_port}",
-                    "STIMULUS_IDP_PORT": str(idp_port), "STIMULUS_IDP_ISSUER": issuer,
-                    "STIMULUS_IDP_DISCOVERY_URL": f"{issuer}/.well-known/openid-configuration",
-                    "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN": "60", "STIMULUS_JOB_LEASE_S": str(JOB_LEASE_S)}
+                    "STIMULUS_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32",
+                    "STIMULUS_RATE_LIMIT_IDENTITY_PER_MIN": "60", "STIMULUS_RATE_LIMIT_ADDRESS_PER_MIN": "0",
+                    "STIMULUS_JOB_LEASE_S": str(JOB_LEASE_S)}
         self.env = node_env
-        self.settings = replace(load_settings(node_env), database_url=direct.database_url)
+        settings = load_settings(node_env)
+        assert not settings.sandbox
+        # The harness signs citizens' tokens with the provider's key file, as its sign-in would.
+        self.settings = replace(settings, database_url=direct.database_url,
+                                sandbox_idp_dir=self.root / "idp")
+        say(f"nodes in production: issuer {ISSUER} (keys from {parties['STIMULUS_IDP_DISCOVERY_URL']}), "
+            f"banks {parties['STIMULUS_BANKS']} with pinned keys, secrets from *_FILE")
         for index, address in enumerate(NODE_ADDRESSES):
             port = free_port()
             metrics = self.root / f"metrics-api-{index}"
@@ -184,6 +188,7 @@ class Cluster:
                        "--port", str(port), "--workers", "1", "--loop", "uvloop", "--no-ws",
                        "--log-level", "warning", "--no-access-log", "stimulus.app:create_app_from_env"]
             node = Node(f"api-{index}", command, {**node_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+                                                  "STIMULUS_STATE_DIR": str(self.root / f"state-api-{index}"),
                                                   "STIMULUS_METRICS_PORT": str(free_port())},
                         logs / f"api-{index}.log", url=f"http://{address}:{port}")
             self.apis.append(node)
@@ -197,6 +202,7 @@ class Cluster:
                 metrics.mkdir(exist_ok=True)
                 group.append(Node(f"{role}-{index}", [*worker, role],
                                   {**node_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+                                   "STIMULUS_STATE_DIR": str(self.root / f"state-{role}-{index}"),
                                    "STIMULUS_METRICS_PORT": str(free_port())}, logs / f"{role}-{index}.log"))
         for node in (*self.issuers, *self.dispatchers, *self.jobs):
             node.start()
@@ -215,6 +221,54 @@ class Cluster:
         say(f"haproxy {self.base_url} -> {', '.join(n.url or '' for n in self.apis)}; "
             f"{len(self.issuers)} issuance workers, {len(self.dispatchers)} dispatchers, {len(self.jobs)} jobs "
             f"workers (job lease {JOB_LEASE_S:.0f} s)")
+
+    def _outside_parties(self, env: dict[str, str], logs: Path, codes: tuple[str, ...]) -> dict[str, str]:
+        """The sandbox bank, identity provider and drand relay, started as outside parties: the
+        nodes reach them only through the addresses, keys and issuer their settings name."""
+        bank_port, relay_port, idp_port = free_port(), free_port(), free_port()
+        self.bank_api_key = secrets.token_urlsafe(24)
+        self.bank_url = f"http://127.0.0.1:{bank_port}"
+        self.relay_url = f"http://127.0.0.1:{relay_port}"
+        idp_url = f"http://127.0.0.1:{idp_port}"
+        idp = spawn("sandbox-idp", idp_command("127.0.0.1", idp_port, self.root / "idp", ISSUER), env,
+                    logs / "sandbox-idp.log")
+        bank = spawn("sandbox-bank", [sys.executable, "-m", "sandbox.bank", "--host", "127.0.0.1",
+                                      "--port", str(bank_port), "--data-dir", str(self.root / "bank"),
+                                      "--banks", ",".join(codes), "--api-key", self.bank_api_key],
+                     env, logs / "bank.log")
+        relay = spawn("drand-relay", [sys.executable, "-m", "sandbox.drand_relay", "--host", "127.0.0.1",
+                                      "--port", str(relay_port)], env, logs / "drand-relay.log")
+        self.others += [bank, relay, idp]
+        wait_http_ok(idp_url + "/health", process=idp.process)
+        wait_http_ok(self.bank_url + "/health", process=bank.process)
+        wait_http_ok(self.relay_url + "/health", process=relay.process)
+        # Each bank's response key, pinned from what the bank handed over (here: its /keys).
+        self.bank_public_key = asyncio.run(fetch_sandbox_public_key(self.bank_url))
+        return {"STIMULUS_BANKS": ",".join(f"{code}={self.bank_url}" for code in codes),
+                "STIMULUS_IDP_ISSUER": ISSUER, "STIMULUS_IDP_AUDIENCE": AUDIENCE,
+                "STIMULUS_IDP_DISCOVERY_URL": f"{idp_url}/.well-known/openid-configuration",
+                "STIMULUS_DRAND_RELAYS": self.relay_url}
+
+    def _secret_files(self, codes: tuple[str, ...]) -> dict[str, str]:
+        """The deployment's secrets, one file each, the same files for every node."""
+        directory = self.root / "secrets-mounted"
+        directory.mkdir(parents=True, exist_ok=True)
+        assert self.redis is not None and self.redis.password and self.redis.sentinel_password
+        contents = {
+            "STIMULUS_PEPPER_FILE": secrets.token_bytes(32).hex(),
+            "STIMULUS_SERVICE_KEY_FILE": SigningKey.generate().seed_bytes().hex(),
+            "STIMULUS_BANK_API_KEY_FILE": self.bank_api_key,
+            "STIMULUS_BANK_PUBLIC_KEYS_FILE": "\n".join(f"{code}:{self.bank_public_key.hex()}" for code in codes),
+            "REDIS_PASSWORD_FILE": self.redis.password,
+            "REDIS_SENTINEL_PASSWORD_FILE": self.redis.sentinel_password,
+        }
+        files: dict[str, str] = {}
+        for name, content in contents.items():
+            path = directory / name.removesuffix("_FILE").lower()
+            path.write_text(content + "\n")
+            path.chmod(0o400)
+            files[name] = str(path)
+        return files
 
     @property
     def direct_url(self) -> str:
