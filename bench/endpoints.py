@@ -21,9 +21,10 @@ side runs at a time), and the ratio of our rate to the bare app's (the median of
 ratios). The last line is the smallest of the four ratios: `ratio = X`. The machine's load
 average is printed at the start and the end, since the figures mean little without it.
 
-`--profile DIR` also samples our API's processes with py-spy (`py-spy record --subprocesses`,
-raw collapsed stacks) during each of its runs, one file per endpoint and run, for finding where
-a request's time goes; sampling costs the server some CPU, so read its figures apart.
+`--profile DIR` also samples each app's processes with py-spy (`py-spy record --subprocesses`,
+raw collapsed stacks) during each of its runs, one file per endpoint, run and side, for finding
+where a request's time goes and what ours does that the bare contract does not; sampling costs
+the servers some CPU, so read those runs' figures apart.
 """
 
 from __future__ import annotations
@@ -277,7 +278,7 @@ def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tu
                 n += 1
                 result = drive(wrk, base, pid, lines_for(run, side), run_dir / f"requests-{n}.tsv",
                                scale.connections, watched,
-                               f"{endpoint.replace(' ', '-')}-{run + 1}" if side == "ours" else None)
+                               f"{endpoint.replace(' ', '-')}-{run + 1}-{side}")
                 measured[side].append(result)
                 say(f"  {endpoint:<16} run {run + 1} {side:<4}  {result.rate:8,.0f}/s  p50 {result.p50_ms:6.1f} ms"
                     f"  p99 {result.p99_ms:6.1f} ms  {result.cpu_us:7,.0f} us CPU/request"
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="requests per run and side, as a fraction of the default (0.5: half)")
     parser.add_argument("--smoke", action="store_true", help="a few hundred requests, one run")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="py-spy our API during each of its runs; collapsed stacks into DIR")
+                        help="py-spy both apps during each run; collapsed stacks into DIR")
     args = parser.parse_args(argv)
     full = Scale()
     scale = SMOKE if args.smoke else Scale(

@@ -24,7 +24,7 @@ from lottery.registration import (
     pseudonym_for,
     withdraw,
 )
-from lottery.services import LotteryServices
+from lottery.services import LotteryServices, get_lottery_services
 from stimulus.contract import contract
 from stimulus.errors import WrongState
 from stimulus.idempotency import StoredResponse, answer_once
@@ -76,9 +76,12 @@ def _encode(receipt: Receipt) -> bytes:
           body=RegistrationRequest, answers=[(201, Receipt, RECEIPT_MEDIA_TYPE), (200, Receipt, RECEIPT_MEDIA_TYPE)])
 @post("/v1/campaigns/{campaign_id:str}/registrations", tags=["citizen"], status_code=201,
       summary="Register for a campaign's lottery", responses=None)
-async def register(request: Request[Any, Any, Any], services: Services, lottery_services: LotteryServices,
-                   citizen: Citizen, campaign_id: str) -> Response[bytes]:
+async def register(request: Request[Any, Any, Any], services: Services, citizen: Citizen,
+                   campaign_id: str) -> Response[bytes]:
     """Register the token's holder. Returns a signed receipt (201 new, 200 same as before)."""
+    # Not a `lottery_services` dependency, on the hot path: Litestar resolves two dependencies of
+    # the same depth (it and `services`) in an anyio task group, two tasks on every request.
+    lottery_services = get_lottery_services(request.app.state)
     await _rate_limit(services, request, citizen)
     body = await request.body()
 
