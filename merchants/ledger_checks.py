@@ -8,7 +8,10 @@
 * per campaign, the refunds' postings gave the budget exactly what the matched refunds the banks
   returned to the city hold;
 * no packet has more matched (net of refunds) than it was credited and not reclaimed;
-* a match pairs a notice and a line that exist, both matched, of the same amount.
+* a match pairs a notice and a line that exist, both matched, of the same amount;
+* (whole audit only: settlement files are the banks', not a campaign's) every settlement line
+  names a stored file, and each file holds each of its line numbers once, as many lines as it
+  stored (the import guarantees both in its transaction; no constraint re-checks them per row).
 """
 
 from __future__ import annotations
@@ -93,6 +96,27 @@ WHERE ($1::text IS NULL OR n.campaign_id = $1 OR n.id IS NULL)
 LIMIT $2
 """
 
+_SETTLEMENT_LINES = """
+SELECT COALESCE(f.id, l.file_id) AS file_id, f.id IS NOT NULL AS stored_file,
+       f.line_count - f.rejected_count - f.repeated_count AS expected, COALESCE(l.lines, 0) AS lines,
+       COALESCE(l.numbers, 0) AS numbers
+FROM settlement_files f
+FULL JOIN (SELECT file_id, count(*) AS lines, count(DISTINCT line_no) AS numbers
+           FROM settlement_lines GROUP BY file_id) l ON l.file_id = f.id
+WHERE f.id IS NULL OR l.lines <> l.numbers
+   OR COALESCE(l.lines, 0) <> f.line_count - f.rejected_count - f.repeated_count
+LIMIT $1
+"""
+
+
+def _settlement_line_break(row: asyncpg.Record) -> LedgerBreak:
+    if not row["stored_file"]:
+        return LedgerBreak("settlement_lines_of_stored_files",
+                           f"{row['lines']} settlement lines name file {row['file_id']}, which is not stored")
+    return LedgerBreak("settlement_lines_of_stored_files",
+                       f"settlement file {row['file_id']} stored {row['expected']} lines; the table holds "
+                       f"{row['lines']} under {row['numbers']} line numbers")
+
 
 async def ledger_checks(conn: asyncpg.Connection, campaign_id: str | None) -> list[LedgerBreak]:
     breaks = [LedgerBreak("redeemed_matches_reconciled",
@@ -115,4 +139,6 @@ async def ledger_checks(conn: asyncpg.Connection, campaign_id: str | None) -> li
                            f"notice {r['notice_id']} ({r['notice_status']}, {r['notice_fen']} fen) matched to line "
                            f"{r['line_id']} ({r['line_status']}, {r['line_fen']} fen) for {r['amount_fen']} fen")
                for r in await conn.fetch(_PAIRS, campaign_id, MAX_REPORTED)]
+    if campaign_id is None:
+        breaks += [_settlement_line_break(r) for r in await conn.fetch(_SETTLEMENT_LINES, MAX_REPORTED)]
     return breaks

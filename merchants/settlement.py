@@ -416,6 +416,9 @@ async def import_file(conn: asyncpg.Connection, raw: bytes, *, source: str, acto
 
 async def _store(conn: asyncpg.Connection, body: _Body, *, source: str, actor: str,
                  fetched_at: datetime | None) -> ImportResult:
+    # The lines carry the id of the file row this transaction inserts, each line once and under
+    # its own number: what the dropped foreign key and unique index on settlement_lines checked
+    # (migration 0306) holds because this is the only writer of the lines.
     t = body.trailer
     records = body.records()
     async with conn.transaction():
@@ -430,9 +433,9 @@ async def _store(conn: asyncpg.Connection, body: _Body, *, source: str, actor: s
             actor, _coverage(t.complete, t.settlement_date, fetched_at, None))
         if file_id is None:
             row = await conn.fetchrow(
-                """SELECT f.id, f.rejected_count, f.repeated_count, f.covers_until,
-                          (SELECT count(*) FROM settlement_lines l WHERE l.file_id = f.id) AS stored
-                   FROM settlement_files f WHERE bank_code = $1 AND sha256 = $2""",
+                """SELECT id, rejected_count, repeated_count, covers_until,
+                          line_count - rejected_count - repeated_count AS stored
+                   FROM settlement_files WHERE bank_code = $1 AND sha256 = $2""",
                 t.bank_code, body.sha256)
             return ImportResult(row["id"], False, t.bank_code, t.settlement_date, t.complete, body.format,
                                 body.sha256.hex(), int(row["stored"]), int(row["repeated_count"]),
@@ -442,6 +445,8 @@ async def _store(conn: asyncpg.Connection, body: _Body, *, source: str, actor: s
             t.bank_code, t.settlement_date, file_id)
         if earlier:
             await conn.execute(_STAGE)
+            # Empty even when this import is nested in a caller's transaction after another.
+            await conn.execute("TRUNCATE settlement_stage")
             await conn.copy_records_to_table("settlement_stage", columns=_COLUMNS, records=records)
             body.finish()
             stored = int(await conn.fetchval(_INSERT_NEW, file_id, t.bank_code, t.settlement_date))

@@ -12,7 +12,9 @@ import asyncpg
 import pytest
 
 from merchants import settlement
+from merchants.ledger_checks import ledger_checks
 from stimulus.errors import InvalidInput
+from stimulus.ledger import LedgerBreak
 from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, SettlementFile, SettlementLine
 
 DAY = date(2026, 5, 1)
@@ -120,3 +122,33 @@ async def test_an_open_day_covers_until_its_last_line_and_the_wrong_day_is_refus
         await settlement.import_file(tx, _csv(_bank(), 3, []), source="fetched", actor="test",
                                      expect_day=DAY + timedelta(days=1))
     assert refused.value.code == "settlement_wrong_day"
+
+
+async def test_the_ledger_audit_finds_lines_no_stored_file_holds_once(tx: asyncpg.Connection) -> None:
+    """No constraint checks a line's file per row (the import's transaction makes it true): the
+    whole-database audit does, for a line of no stored file and a line number stored twice."""
+    bank = _bank()
+    result = await settlement.import_file(tx, _csv(bank, 20, BAD[:1]), source="uploaded", actor="test",
+                                          expect_bank=bank)
+
+    def ours(breaks: list[LedgerBreak], file_id: int) -> list[str]:
+        return [b.detail for b in breaks if b.check == "settlement_lines_of_stored_files"
+                and f"file {file_id}" in b.detail]
+
+    assert ours(await ledger_checks(tx, None), result.file_id) == []
+    orphan = await tx.fetchval("SELECT max(id) + 1000 FROM settlement_files")
+    await tx.execute(
+        """INSERT INTO settlement_lines (file_id, line_no, bank_code, settlement_date, spend_id, payment_reference,
+                                         merchant_id, amount_fen, settled_at)
+           SELECT file_id, line_no, bank_code, settlement_date, spend_id, payment_reference, merchant_id, amount_fen,
+                  settled_at
+           FROM settlement_lines WHERE file_id = $1 AND line_no = 2
+           UNION ALL
+           SELECT $2, line_no, bank_code, settlement_date, spend_id, payment_reference, merchant_id, amount_fen,
+                  settled_at
+           FROM settlement_lines WHERE file_id = $1 AND line_no = 3""", result.file_id, orphan)
+    breaks = await ledger_checks(tx, None)
+    assert ours(breaks, result.file_id) == [f"settlement file {result.file_id} stored 20 lines; the table holds "
+                                            "21 under 20 line numbers"]
+    assert ours(breaks, orphan) == [f"1 settlement lines name file {orphan}, which is not stored"]
+    assert await ledger_checks(tx, "no-such-campaign") == []
