@@ -4,8 +4,9 @@ smaller run in `make test` (test_cluster_small.py) both do.
 Registrations go through haproxy while an API node and the Redis primary are SIGKILLed and
 PgBouncer restarted; some citizens try both nodes at once; the commitment and the draw are
 approved through the API and run as jobs, and the jobs worker running the draw is SIGKILLed; the
-winners claim, and the issuance workers credit the banks while the dispatcher leader and an
-issuance worker are SIGKILLed. The end is judged by the project's own checks: loadtests/truth.py
+winners (as many as the registrants, so N registrants make N packets) claim, and the issuance
+workers credit the banks while the dispatcher leader and an issuance worker holding batches are
+SIGKILLed. The end is judged by the project's own checks: loadtests/truth.py
 (acknowledged == stored, issued == credited, no double credit, the ledger audit, the audit log's
 chain), `stimulus audit log`, and `stimulus-verify` on the published bundle and registrant list.
 """
@@ -39,7 +40,6 @@ from tests.cluster.nodes import Cluster
 CONCURRENCY = 32
 ATTEMPTS = 30
 BOTH_NODES_CITIZENS = 50
-WINNER_SHARE = 10           # one winner in ten registrants
 ISSUANCE_WAIT_MIN_S = 180.0
 FAULTS = 6
 
@@ -298,7 +298,9 @@ def run(registrants: int, root: Path, say: Callable[[str], None] = say) -> Outco
         tokens = preparer.tokens(numbers)
         doubled = list(range(base + registrants, base + registrants + BOTH_NODES_CITIZENS))
         doubled_tokens = preparer.tokens(doubled)
-        key, secret = preparer.open_campaign(cid, max(6, registrants // WINNER_SHARE))
+        # As many winners as registrants, so as many packets issued: of the registrants and the 50
+        # at both nodes, all but 50 win.
+        key, secret = preparer.open_campaign(cid, max(6, registrants))
         traffic = Traffic()
         started = time.monotonic()
         found, tickets = asyncio.run(register(cluster, cid, tokens, traffic))
@@ -331,7 +333,10 @@ def run(registrants: int, root: Path, say: Callable[[str], None] = say) -> Outco
         checks += truth.run_db(cluster.direct_url, lambda c: truth.registrations(c, cid, acks))
         checks += asyncio.run(once_per_citizen(cluster.direct_url, cid))
         checks += truth.claims(cluster.direct_url, cluster.bank_url, list(banks), cid, acks,
-                               max(ISSUANCE_WAIT_MIN_S, accepted / 20), bank_api_key=cluster.bank_api_key)
+                               max(ISSUANCE_WAIT_MIN_S, accepted / 20), every_winner=len(winners),
+                               bank_api_key=cluster.bank_api_key)
+        checks.append(truth.Truth("winners drawn, so packets to issue: one per registrant", f"{registrants:,}",
+                                  f"{len(winners):,}", len(winners) == registrants))
         say(f"{accepted:,} packets claimed and issued in {time.monotonic() - started:.0f} s")
         checks.append(verify_draw(cluster, cid, root))
         checks += truth.run_db(cluster.direct_url, lambda c: truth.ledger_and_log(c, [cid]))
