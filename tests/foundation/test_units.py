@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import date
 from pathlib import Path
@@ -18,7 +19,7 @@ from stimulus import ledger, resident_id
 from stimulus.errors import RateLimited, Unauthenticated
 from stimulus.identity import TokenVerifier
 from stimulus.oidc import IdTokenVerifier, ProviderKeys
-from stimulus.ratelimit import Limit, RateLimiter
+from stimulus.ratelimit import Limit, RateLimiter, bucket_key
 
 
 def test_known_resident_id_check_character() -> None:
@@ -90,6 +91,28 @@ async def test_token_bucket_refuses_only_when_any_bucket_is_empty(redis: redis_a
     assert info.value.headers["Retry-After"] == "1"
     # The refusal took nothing from bucket b; a second later bucket a has one token again.
     await limiter.check([a, b], now + 1000)
+
+
+async def test_concurrent_checks_share_round_trips_and_each_gets_its_own_verdict(
+        redis: redis_asyncio.Redis) -> None:
+    limiter = RateLimiter(redis)
+    await redis.script_flush()  # the first batch meets NOSCRIPT and loads the script itself
+    suffix = str(time.time_ns())
+    tight, loose = Limit("tight" + suffix, 60, 20), Limit("loose" + suffix, 6000, 1000)
+    now = 2_000_000
+
+    async def verdict(limits: list[Limit]) -> bool:
+        try:
+            await limiter.check(limits, now)
+        except RateLimited:
+            return False
+        return True
+
+    verdicts = await asyncio.gather(*(verdict([tight]) for _ in range(50)),
+                                    *(verdict([loose]) for _ in range(50)))
+    # 20 tokens in the tight bucket, whatever the order the batch ran them in; the loose one has room
+    assert sum(verdicts[:50]) == 20 and all(verdicts[50:])
+    assert int(await redis.hget(bucket_key(loose), "t") or 0) == 1000 - 50
 
 
 @given(st.binary(min_size=1, max_size=64), st.text(max_size=40))
