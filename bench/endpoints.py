@@ -325,9 +325,9 @@ def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tu
     # Merchant notices: each redeems part of a packet of its own, signed just before its run
     # (a signature's timestamp is good for 300 s).
     notice_cid = f"{drawn.campaign_id[:30]}-ntc"
-    keys = asyncio.run(setup.issued_campaign(settings, notice_cid, 2 * scale.runs * scale.notices,
-                                              max(10, scale.notices // 20)))
-    references = asyncio.run(setup.packet_references(settings, notice_cid))
+    issued = asyncio.run(setup.issued_campaign(settings, notice_cid, 2 * scale.runs * scale.notices,
+                                               max(10, scale.notices // 20)))
+    keys, references = issued.merchants, [reference for _, _, reference in issued.packets]
 
     def notices(run: int, side: str) -> list[str]:
         start = (2 * run + (side == "bare")) * scale.notices

@@ -37,22 +37,19 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-import msgspec
 
-from lottery import campaigns
-from merchants import csv_import, reconciler, settlement
+from bench import setup
+from merchants import reconciler, settlement
 from merchants.reconciler import RunOptions
 from stimulus import ledger_audit
 from stimulus.db import _init_connection
-from stimulus.sample import sample_campaign
 from stimulus.servers import migrate_sync, start_stack
 from stimulus.settings import Settings, load_settings
-from wallet_adapter import packets
-from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, idempotency_key_for
+from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE
 
 BANKS = ("ICBC", "CCB", "BOC")
 TARGET_SECONDS = 60.0
@@ -102,31 +99,6 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
     conn = await asyncpg.connect(settings.database_url)
     await _init_connection(conn)
     return conn
-
-
-async def set_up(conn: asyncpg.Connection, campaign_id: str, packet_count: int, merchants: int) -> tuple[
-        list[tuple[int, str, str]], list[str]]:
-    """Issued packets (id, bank, reference) and merchant ids."""
-    spec = msgspec.convert(sample_campaign(campaign_id, winners=packet_count), campaigns.CampaignSpec)
-    created = await campaigns.create(conn, spec, "bench:operator")
-    tiers = [(t.tier, t.amount_fen) for t in spec.tiers for _ in range(t.count)]
-    async with conn.transaction():
-        await campaigns.transition(conn, created.id, "issuing", "bench:operator", {"by": "bench"})
-        await packets.allocate(conn, created.id, [
-            packets.NewPacket(n + 1, tier, amount_fen, BANKS[n % 3], f"W-{n}")
-            for n, (tier, amount_fen) in enumerate(tiers)])
-        rows = await conn.fetch(
-            """UPDATE packets SET state = 'issuing', wallet_bank = registered_bank, wallet_id = registered_wallet,
-                      claimed_at = now() WHERE campaign_id = $1 RETURNING id, wallet_bank, wallet_id""", created.id)
-        now = datetime.now(UTC)
-        await packets.apply_issued(conn, [packets.Credited(r["id"], r["wallet_bank"], r["wallet_id"],
-                                                           f"CR-{r['id']}", now) for r in rows])
-    lines = ["id,name,category,district,settlement_account"]
-    lines += [f"{campaign_id}-m{n},Bench shop {n},5411,430102,ACCT-{n}" for n in range(merchants)]
-    imported = await csv_import.import_merchants(conn, ("\n".join(lines) + "\n").encode(), "bench:operator")
-    found = sorted((r["id"], r["wallet_bank"]) for r in rows)
-    return ([(pid, bank, idempotency_key_for(campaign_id, str(pid))) for pid, bank in found],
-            [k.merchant_id for k in imported.keys])
 
 
 def workload(campaign_id: str, packet_rows: list[tuple[int, str, str]], merchant_ids: list[str], total: int,
@@ -251,7 +223,8 @@ async def one_run(settings: Settings, run: int, args: argparse.Namespace) -> Run
     try:
         campaign_id = f"bench-rec-{run}-{int(time.time())}"
         print(f"run {run + 1}: set-up: {args.packets:,} issued packets, {args.merchants:,} merchants", flush=True)
-        packet_rows, merchant_ids = await set_up(conn, campaign_id, args.packets, args.merchants)
+        issued = await setup.issue_campaign(conn, campaign_id, args.packets, args.merchants)
+        packet_rows, merchant_ids = issued.packets, [merchant_id for merchant_id, _ in issued.merchants]
         day = (datetime.now(SETTLEMENT_TIMEZONE) - timedelta(days=2)).date()
         noon = datetime.combine(day, datetime.min.time(), SETTLEMENT_TIMEZONE) + timedelta(hours=12)
         work = workload(campaign_id, packet_rows, merchant_ids, args.notices, args.notices // 1000, noon)

@@ -1,7 +1,7 @@
 """What `make bench` sets up before it measures: the load generator, the servers' processes,
 operator tokens, and the merchant notices' campaign, packets, merchants and signed requests.
 
-Nothing here is timed. The notices' campaign is written straight to the database through the
+Nothing here is timed. The notices' campaign (`make bench`'s, and `make bench-reconcile`'s) is written straight to the database through the
 domain's own functions (a documented shortcut, the draw and the banks being beside the point of
 a notice): `campaigns.create` and its `issuing` transition, `packets.allocate` (the draw's
 hand-over) and `packets.apply_issued` (the issuance workers' commit, with its ledger postings)
@@ -16,6 +16,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -77,46 +78,49 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
     return await db.connect(settings.database_url, pooler=settings.db_pooler)
 
 
-async def issued_campaign(settings: Settings, campaign_id: str, packet_count: int,
-                          merchants: int) -> list[tuple[str, str]]:
-    """A campaign with at least `packet_count` issued packets and `merchants` merchants; returns
-    the merchants' (id, private key seed hex) pairs."""
-    conn = await _connect(settings)
-    try:
-        winners = packet_count - packet_count % 6 + 6  # the sample campaign's tiers come in sixes
-        spec = msgspec.convert(sample_campaign(campaign_id, winners=winners), campaigns.CampaignSpec)
-        created = await campaigns.create(conn, spec, "bench:operator")
-        tiers = [(t.tier, t.amount_fen) for t in spec.tiers for _ in range(t.count)]
-        async with conn.transaction():
-            await campaigns.transition(conn, created.id, "issuing", "bench:operator", {"by": "bench"})
-            await packets.allocate(conn, created.id, [
-                packets.NewPacket(n + 1, tier, amount_fen, BANKS[n % 3], f"W-{n}")
-                for n, (tier, amount_fen) in enumerate(tiers)])
-            rows = await conn.fetch(
-                """UPDATE packets SET state = 'issuing', wallet_bank = registered_bank, wallet_id = registered_wallet,
-                          claimed_at = now() WHERE campaign_id = $1 RETURNING id, wallet_bank, wallet_id""", created.id)
-            now = datetime.now(UTC)
-            await packets.apply_issued(conn, [packets.Credited(r["id"], r["wallet_bank"], r["wallet_id"],
-                                                               f"CR-{r['id']}", now) for r in rows])
-        lines = ["id,name,category,district,settlement_account"]
-        lines += [f"{campaign_id}-m{n},Bench shop {n},{5411 + n % 4},{DISTRICTS[n % 6]},ACCT-{n}"
-                  for n in range(merchants)]
-        imported = await csv_import.import_merchants(conn, ("\n".join(lines) + "\n").encode(), "bench:operator")
-        # Not the (still empty) notices table: statistics saying "empty" would plan its lookups as scans.
-        await conn.execute("ANALYZE packets; ANALYZE merchants")
-        return [(k.merchant_id, k.private_key_seed_hex) for k in imported.keys]
-    finally:
-        await conn.close()
+@dataclass(frozen=True)
+class IssuedCampaign:
+    packets: list[tuple[int, str, str]]  # (packet id, bank, payment reference), by packet id
+    merchants: list[tuple[str, str]]     # (merchant id, private key seed hex)
 
 
-async def packet_references(settings: Settings, campaign_id: str) -> list[str]:
-    """The payment reference of each of the campaign's packets, in packet order."""
+async def issue_campaign(conn: asyncpg.Connection, campaign_id: str, packet_count: int,
+                         merchants: int) -> IssuedCampaign:
+    """A campaign with at least `packet_count` issued packets and `merchants` merchants (of the
+    sample campaign's accepted categories and districts)."""
+    winners = packet_count - packet_count % 6 + 6  # the sample campaign's tiers come in sixes
+    spec = msgspec.convert(sample_campaign(campaign_id, winners=winners), campaigns.CampaignSpec)
+    created = await campaigns.create(conn, spec, "bench:operator")
+    tiers = [(t.tier, t.amount_fen) for t in spec.tiers for _ in range(t.count)]
+    async with conn.transaction():
+        await campaigns.transition(conn, created.id, "issuing", "bench:operator", {"by": "bench"})
+        await packets.allocate(conn, created.id, [
+            packets.NewPacket(n + 1, tier, amount_fen, BANKS[n % 3], f"W-{n}")
+            for n, (tier, amount_fen) in enumerate(tiers)])
+        rows = await conn.fetch(
+            """UPDATE packets SET state = 'issuing', wallet_bank = registered_bank, wallet_id = registered_wallet,
+                      claimed_at = now() WHERE campaign_id = $1 RETURNING id, wallet_bank, wallet_id""", created.id)
+        now = datetime.now(UTC)
+        await packets.apply_issued(conn, [packets.Credited(r["id"], r["wallet_bank"], r["wallet_id"],
+                                                           f"CR-{r['id']}", now) for r in rows])
+    lines = ["id,name,category,district,settlement_account"]
+    lines += [f"{campaign_id}-m{n},Bench shop {n},{5411 + n % 4},{DISTRICTS[n % 6]},ACCT-{n}"
+              for n in range(merchants)]
+    imported = await csv_import.import_merchants(conn, ("\n".join(lines) + "\n").encode(), "bench:operator")
+    # Not the (still empty) notices table: statistics saying "empty" would plan its lookups as scans.
+    await conn.execute("ANALYZE packets; ANALYZE merchants")
+    found = sorted((r["id"], r["wallet_bank"]) for r in rows)
+    return IssuedCampaign([(pid, bank, idempotency_key_for(campaign_id, str(pid))) for pid, bank in found],
+                          [(k.merchant_id, k.private_key_seed_hex) for k in imported.keys])
+
+
+async def issued_campaign(settings: Settings, campaign_id: str, packet_count: int, merchants: int) -> IssuedCampaign:
+    """`issue_campaign` on a connection of its own."""
     conn = await _connect(settings)
     try:
-        ids = await conn.fetch("SELECT id FROM packets WHERE campaign_id = $1 ORDER BY id", campaign_id)
+        return await issue_campaign(conn, campaign_id, packet_count, merchants)
     finally:
         await conn.close()
-    return [idempotency_key_for(campaign_id, str(r["id"])) for r in ids]
 
 
 def signed_notices(base_url: str, keys: list[tuple[str, str]], references: list[str], run: str) -> list[Prepared]:
