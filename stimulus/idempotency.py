@@ -10,6 +10,7 @@ and answers with what the action answered, or with the stored answer to replay.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from litestar import Request, Response
 from redis.asyncio import Redis
 
 from stimulus.errors import Conflict, DomainError, InvalidInput, Unprocessable
+from stimulus.outages import OUTAGE_ERRORS, is_outage
 
 KEY_TTL_S = 24 * 3600
 IN_PROGRESS_TTL_S = 60
@@ -82,11 +84,21 @@ class IdempotencyStore:
         await self._redis.delete(self._redis_key(scope, key))
 
 
+async def _forget(store: IdempotencyStore, scope: str, key: str) -> None:
+    """Free the key if Redis answers; if it is the outage, the key lapses after IN_PROGRESS_TTL_S."""
+    with contextlib.suppress(*OUTAGE_ERRORS):
+        await store.release(scope, key)
+
+
 async def answer_once(store: IdempotencyStore, request: Request[Any, Any, Any], scope: str, media_type: str,
                       act: Callable[[], Awaitable[StoredResponse]]) -> Response[bytes]:
     """`act`'s answer; with an `Idempotency-Key`, `act` runs once for the key and a retry with the
     same key and payload gets the stored answer, marked `Idempotent-Replayed`. A refusal
-    (a `DomainError`) changed nothing, so it frees the key for a corrected retry."""
+    (a `DomainError`) changed nothing, so it frees the key for a corrected retry. So does an
+    outage (503: PostgreSQL or Redis gone or past the request's deadline), whose effect is unknown:
+    the retry that Retry-After invites would otherwise be refused as in progress for
+    IN_PROGRESS_TTL_S. `act` must therefore be safe to run again (registration and claims are:
+    one registration per person, one binding per packet)."""
     key = request.headers.get(HEADER)
     if key is None:
         answer = await act()
@@ -98,8 +110,9 @@ async def answer_once(store: IdempotencyStore, request: Request[Any, Any, Any], 
                         headers={**stored.headers, **REPLAYED})
     try:
         answer = await act()
-    except DomainError:
-        await store.release(scope, key)
+    except Exception as exc:
+        if isinstance(exc, DomainError) or (isinstance(exc, OUTAGE_ERRORS) and is_outage(exc)):
+            await _forget(store, scope, key)
         raise
     await store.complete(scope, key, print_, answer)
     return Response(answer.body, status_code=answer.status, media_type=media_type, headers=answer.headers)

@@ -1,5 +1,5 @@
 """What the API does when PostgreSQL or Redis is down or hung: it answers `503
-dependency_unavailable` with `Retry-After` within about a second, and recovers by itself.
+dependency_unavailable` with `Retry-After` within a second or two, and recovers by itself.
 
 Redis was called with a 10 s socket timeout and redis-py's default retries, so a stopped Redis
 process (SIGSTOP: the kernel still accepts the connection, nothing answers) held each request

@@ -52,8 +52,8 @@ CODES: dict[str, ProblemCode] = {
     "lease_lost": _c(409, "another process took over a singleton job's lease (the job stops)"),
     "rate_limited": _c(429, "too many requests from this citizen or address; retry after Retry-After"),
     "unavailable": _c(503, "a dependency is unavailable; retry after Retry-After", "storage"),
-    "dependency_unavailable": _c(503, "PostgreSQL or Redis did not answer within about a second; retry "
-                                 "after Retry-After", "storage"),
+    "dependency_unavailable": _c(503, "PostgreSQL or Redis did not answer in time (0.5 s for Redis, 1.5 s "
+                                 "for a request's database work); retry after Retry-After", "storage"),
     "not_ready": _c(503, "the process cannot reach PostgreSQL or Redis (readiness probe)"),
     "internal_error": _c(500, "the server failed; the request id identifies the log entry"),
     # Identity tokens: citizens', and operators' where they sign in with the identity provider.
