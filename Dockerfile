@@ -7,6 +7,7 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
+COPY kernel ./kernel
 COPY stimulus ./stimulus
 COPY lottery ./lottery
 COPY wallet_adapter ./wallet_adapter

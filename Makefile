@@ -29,7 +29,7 @@ test-cluster: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy stimulus lottery wallet_adapter merchants sandbox
+	$(BIN)/mypy kernel stimulus lottery wallet_adapter merchants sandbox
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.endpoints

@@ -26,17 +26,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from litestar import Litestar, Request, Response, get, post
 
+from kernel import db
+from kernel.errors import Unauthenticated
+from kernel.identity import Citizen, TokenVerifier
+from kernel.oidc import ProviderKeys
+from kernel.ratelimit import Limit, RateLimiter
+from kernel.redis_clients import request_client
+from kernel.settings import Settings, load_settings
 from lottery.group_commit import GroupCommitter
 from lottery.registration import make_receipt
 from merchants.signing import NONCE_TTL_S, b64url_decode, canonical_message
-from stimulus import db
 from stimulus.app import _id_tokens
-from stimulus.errors import Unauthenticated
-from stimulus.identity import Citizen, TokenVerifier
-from stimulus.oidc import ProviderKeys
-from stimulus.ratelimit import Limit, RateLimiter
-from stimulus.redis_clients import request_client
-from stimulus.settings import Settings, load_settings
 
 JSON = "application/json"
 _REGISTER = """INSERT INTO registrations (campaign_id, id_hmac, pseudonym, stratum, payload_hash)

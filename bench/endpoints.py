@@ -49,12 +49,12 @@ from typing import Any
 import psutil
 
 from bench import setup
+from kernel.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from kernel.servers import RunningStack, migrate_sync, start_stack
+from kernel.settings import Settings, load_settings
 from loadtests.prepare import BANKS, Preparer
 from sandbox.idp import running_provider
 from sandbox.idp_keys import mint_citizen_tokens
-from stimulus.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from stimulus.servers import RunningStack, migrate_sync, start_stack
-from stimulus.settings import Settings, load_settings
 from stimulus.stack import (
     api_command,
     child_env,

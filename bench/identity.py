@@ -18,10 +18,10 @@ from pathlib import Path
 
 from joserfc.jwk import import_key
 
+from kernel.identity import TokenVerifier
+from kernel.oidc import IdTokenVerifier, ProviderKeys
 from sandbox.citizens import synthetic_citizen
 from sandbox.idp_keys import KeyStore, Signer
-from stimulus.identity import TokenVerifier
-from stimulus.oidc import IdTokenVerifier, ProviderKeys
 
 TOKENS = 3000
 CACHED_CALLS = 100_000

@@ -45,11 +45,11 @@ import asyncpg
 import msgspec
 import psutil
 
+from kernel.db import create_pool
+from kernel.embedded import free_port
+from kernel.servers import RunningStack, migrate_sync, start_stack
+from kernel.settings import Settings, load_settings
 from sandbox.bank import SANDBOX_API_KEY
-from stimulus.db import create_pool
-from stimulus.embedded import free_port
-from stimulus.servers import RunningStack, migrate_sync, start_stack
-from stimulus.settings import Settings, load_settings
 from stimulus.stack import wait_http_ok
 from wallet_adapter.bank_protocol import (
     BatchCreditRequest,
@@ -203,8 +203,8 @@ async def baseline(url: str, packets: int, concurrency: int, timeout_s: float) -
 
 
 async def set_up(pool: asyncpg.Pool, campaign_id: str, packets: int) -> None:
+    from kernel.sample import sample_campaign
     from lottery import campaigns
-    from stimulus.sample import sample_campaign
     from wallet_adapter.packets import NewPacket, allocate
 
     spec = sample_campaign(campaign_id, packets, opens_at=datetime.now(UTC) - timedelta(hours=1),
@@ -220,7 +220,8 @@ async def set_up(pool: asyncpg.Pool, campaign_id: str, packets: int) -> None:
 
 
 async def issue_in_bulk(pool: asyncpg.Pool, settings: Settings, campaign_id: str) -> dict[str, object]:
-    from stimulus import actions, approvals, jobs_worker
+    from kernel import approvals
+    from stimulus import actions, jobs_worker
     from wallet_adapter import issuance
 
     actions.install()
@@ -351,7 +352,7 @@ def _postmaster(state: Path) -> list[int]:
 
 
 def _redis_pids(stack: RunningStack) -> list[int]:
-    from stimulus.embedded import EmbeddedRedis
+    from kernel.embedded import EmbeddedRedis
 
     return [s.process.pid for s in stack.owned if isinstance(s, EmbeddedRedis) and s.process is not None]
 

@@ -43,12 +43,12 @@ from pathlib import Path
 import asyncpg
 
 from bench import setup
+from kernel.db import _init_connection
+from kernel.servers import migrate_sync, start_stack
+from kernel.settings import Settings, load_settings
 from merchants import reconciler, settlement
 from merchants.reconciler import RunOptions
 from stimulus import ledger_audit
-from stimulus.db import _init_connection
-from stimulus.servers import migrate_sync, start_stack
-from stimulus.settings import Settings, load_settings
 from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE
 
 BANKS = ("ICBC", "CCB", "BOC")

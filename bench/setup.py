@@ -23,13 +23,13 @@ import asyncpg
 import msgspec
 import psutil
 
+from kernel import auth, db
+from kernel.sample import sample_campaign
+from kernel.settings import Settings
 from loadtests.prepare import BANKS
 from lottery import campaigns
 from merchants import csv_import
 from merchants.client import MerchantClient, Prepared
-from stimulus import auth, db
-from stimulus.sample import sample_campaign
-from stimulus.settings import Settings
 from wallet_adapter import packets
 from wallet_adapter.bank_protocol import idempotency_key_for
 

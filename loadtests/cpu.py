@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from stimulus.settings import Settings
+from kernel.settings import Settings
 
 GROUPS = ("locust", "api", "workers", "bank", "postgres", "redis")
 

@@ -22,13 +22,13 @@ from typing import Any
 import asyncpg
 import httpx
 
+from kernel.db import _init_connection
+from kernel.sample import sample_campaign
+from kernel.settings import Settings
+from kernel.signing import SigningKey
 from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
 from sandbox.idp_keys import mint_citizen_tokens
-from stimulus.db import _init_connection
 from stimulus.loadgen import post_each
-from stimulus.sample import sample_campaign
-from stimulus.settings import Settings
-from stimulus.signing import SigningKey
 from wallet_adapter.bank_protocol import idempotency_key_for
 
 # Synthetic citizens are unique below ~120M; each population takes its own range, far from the

@@ -25,11 +25,11 @@ import asyncpg
 import httpx
 import psutil
 
+from kernel import auth
+from kernel.embedded import EmbeddedPostgres, free_port, socket_dir_for
+from kernel.servers import start_stack
+from kernel.settings import Settings, load_settings
 from loadtests.cpu import listening_pid
-from stimulus import auth
-from stimulus.embedded import EmbeddedPostgres, free_port, socket_dir_for
-from stimulus.servers import start_stack
-from stimulus.settings import Settings, load_settings
 
 READY_TIMEOUT_S = 2.0
 # Every simulated user comes from this machine's address; the per-address abuse limit would

@@ -16,8 +16,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from stimulus import audit_log, ledger
-from stimulus.db import _init_connection
+from kernel import audit_log, ledger
+from kernel.db import _init_connection
 
 SANDBOX_BANK_API_KEY = "sandbox-api-key"
 ISSUANCE_POLL_S = 2.0

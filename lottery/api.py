@@ -9,6 +9,8 @@ from typing import Any
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from kernel.services import Services
+from kernel.settings import Settings
 from lottery import (
     campaign_routes,
     draw_routes,
@@ -19,8 +21,6 @@ from lottery import (
 from lottery.campaign_cache import CampaignCache
 from lottery.registration import RegistrationWriter
 from lottery.services import STATE_KEY, LotteryServices, get_lottery_services
-from stimulus.services import Services
-from stimulus.settings import Settings
 
 
 def route_handlers(settings: Settings) -> list[Any]:

@@ -18,13 +18,13 @@ from typing import Any
 import asyncpg
 import httpx
 
+from kernel import audit_log
+from kernel.errors import Conflict, InvalidInput, NotFound, Unavailable, WrongState
+from kernel.input_types import Input, Int64
+from kernel.settings import Settings
 from lottery import campaigns, ceremony, drand, drand_relays
 from lottery.bundle import SANDBOX_WARNING
 from lottery.statements import timestamp
-from stimulus import audit_log
-from stimulus.errors import Conflict, InvalidInput, NotFound, Unavailable, WrongState
-from stimulus.input_types import Input, Int64
-from stimulus.settings import Settings
 
 # A fetch asked for a round a few seconds early waits for it rather than refusing.
 MAX_WAIT_FOR_ROUND_S = 10.0

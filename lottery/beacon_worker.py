@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from kernel.errors import DomainError
+from kernel.settings import Settings
 from lottery import beacon, drand
-from stimulus.errors import DomainError
-from stimulus.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,13 @@ import msgspec
 from litestar import get, post
 from litestar.params import Parameter
 
+from kernel.auth import Principal, require_role
+from kernel.contract import OPERATOR, contract
+from kernel.services import Services
 from lottery import campaigns, registration_counts
 from lottery.campaigns import Campaign, CampaignSpec
 from lottery.registration_counts import CampaignCounts
 from lottery.services import LotteryServices
-from stimulus.auth import Principal, require_role
-from stimulus.contract import OPERATOR, contract
-from stimulus.services import Services
 
 
 class AdminCampaignView(msgspec.Struct, frozen=True):
@@ -81,7 +81,7 @@ async def close_campaign(services: Services, lottery_services: LotteryServices, 
 @get("/v1/admin/campaigns/{campaign_id:str}", tags=["operator"], summary="Campaign with counts and ledger")
 async def admin_campaign(services: Services, principal: Principal, campaign_id: str) -> AdminCampaignView:
     require_role(principal, "operator", "auditor")
-    from stimulus import ledger
+    from kernel import ledger
 
     campaign = await campaigns.fetch(services.pool, campaign_id)
     async with services.pool.acquire() as conn:

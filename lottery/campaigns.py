@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import msgspec
 
-from stimulus import audit_log, ledger
-from stimulus.errors import InvalidInput, NotFound, WrongState
-from stimulus.input_types import Input, Int32, Int64
+from kernel import audit_log, ledger
+from kernel.errors import InvalidInput, NotFound, WrongState
+from kernel.input_types import Input, Int32, Int64
 
 STATES = ("draft", "open", "closed", "committed", "drawn", "issuing", "spending", "expired", "finished")
 CAMPAIGN_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{2,39}$")

@@ -15,6 +15,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from kernel import audit_log
+from kernel.errors import Conflict, InvalidInput, NotFound, WrongState
+from kernel.input_types import Input
 from lottery import campaigns, drand
 from lottery.campaigns import Campaign
 from lottery.statements import (
@@ -23,9 +26,6 @@ from lottery.statements import (
     ed25519_ok,
     timestamp,
 )
-from stimulus import audit_log
-from stimulus.errors import Conflict, InvalidInput, NotFound, WrongState
-from stimulus.input_types import Input
 
 MIN_SECRET_BYTES = 16
 MAX_SECRET_BYTES = 64

@@ -18,10 +18,8 @@ import asyncpg
 import click
 import msgspec
 
-from lottery import actions, beacon, campaigns, ceremony, commitment, draw, registrant_list
-from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
-from stimulus import approvals
-from stimulus.command_line import (
+from kernel import approvals
+from kernel.command_line import (
     echo_json,
     exit_for,
     follow,
@@ -32,8 +30,10 @@ from stimulus.command_line import (
     worker_pool,
     worker_settings,
 )
-from stimulus.settings import load_settings
-from stimulus.signing import SigningKey
+from kernel.settings import load_settings
+from kernel.signing import SigningKey
+from lottery import actions, beacon, campaigns, ceremony, commitment, draw, registrant_list
+from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
 
 
 @click.group("draw")

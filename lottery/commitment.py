@@ -15,12 +15,12 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from kernel.approvals import ApprovalContext
+from kernel.errors import NotFound, WrongState
 from lottery import campaigns, parallel, published, registrant_list
 from lottery.leaf import encode_leaf
 from lottery.merkle import HASH_SIZE, MerkleTree, hash_leaves
 from lottery.statements import commitment_statement, timestamp
-from stimulus.approvals import ApprovalContext
-from stimulus.errors import NotFound, WrongState
 
 CHUNK_NODES = 32_768  # 1 MiB of hashes per stored chunk
 FETCH_BATCH = 50_000

@@ -19,13 +19,13 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from kernel.approvals import ApprovalContext
+from kernel.errors import NotFound, WrongState
 from lottery import bundle as bundle_module
 from lottery import campaigns, ceremony, parallel, published
 from lottery.campaigns import Campaign
 from lottery.selection import DrawOutcome
 from lottery.statements import timestamp
-from stimulus.approvals import ApprovalContext
-from stimulus.errors import NotFound, WrongState
 
 # The notice carries no link: phishing texts imitating stimulus notices are the first thing
 # fraudsters send, so citizens are told to open the official app themselves.

@@ -9,19 +9,19 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
+from kernel import approvals, artefact_http, artefacts
+from kernel.approvals import Approval
+from kernel.auth import Principal
+from kernel.contract import OPERATOR, contract
+from kernel.errors import InvalidInput, NotFound
+from kernel.identity import Citizen
+from kernel.input_types import Input
+from kernel.services import Services
 from lottery import actions, beacon, campaigns, ceremony, commitment, draw, published, results
 from lottery.beacon import BeaconSubmission
 from lottery.ceremony import CeremonyStatus, CommitRequest, ParticipantStatus, RevealRequest
 from lottery.commitment import Commitment, InclusionProof
 from lottery.results import DrawResult, TicketResult
-from stimulus import approvals, artefact_http, artefacts
-from stimulus.approvals import Approval
-from stimulus.auth import Principal
-from stimulus.contract import OPERATOR, contract
-from stimulus.errors import InvalidInput, NotFound
-from stimulus.identity import Citizen
-from stimulus.input_types import Input
-from stimulus.services import Services
 
 # A drawn campaign's summary never changes (the draw runs once); each process keeps a few, so the
 # result spike's page loads do not decode a bundle listing 300,000 winners every time.

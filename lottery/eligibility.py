@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import date
 
+from kernel.errors import Forbidden
+from kernel.identity import Citizen
 from lottery.campaigns import Campaign
-from stimulus.errors import Forbidden
-from stimulus.identity import Citizen
 
 
 class Ineligible(Forbidden):

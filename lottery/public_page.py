@@ -15,8 +15,8 @@ from litestar import MediaType, Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
+from kernel.services import Services
 from lottery import campaigns
-from stimulus.services import Services
 
 STATIC = Path(__file__).parent / "static" / "public"
 INDEX = (STATIC / "index.html").read_bytes()

@@ -1,7 +1,7 @@
 """The draw's published files, written once when final: the registrant list and the signed bundle.
 
 The list (CSV and NDJSON, the bytes docs/draw-spec.md §12 pins) is written in the commitment's
-transaction, the bundle in the draw's: each is stored content-addressed (stimulus.artefacts) and
+transaction, the bundle in the draw's: each is stored content-addressed (kernel.artefacts) and
 named after its campaign, so downloads are served from the API nodes' disks, not re-queried.
 A campaign committed or drawn before these were stored gets them on its first download.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import asyncpg
 
+from kernel import artefacts
 from lottery import registrant_list
-from stimulus import artefacts
 
 FORMATS = {"ndjson": "application/x-ndjson", "csv": "text/csv"}
 LIST_BATCH = 20_000

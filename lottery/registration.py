@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
+from kernel.errors import Conflict, InvalidInput, NotFound, WrongState
+from kernel.input_types import Input
+from kernel.signing import SigningKey
+from kernel.wallet_rule import check_wallet
 from lottery.group_commit import GroupCommitter
 from lottery.leaf import encode_leaf
 from lottery.statements import receipt_statement
-from stimulus.errors import Conflict, InvalidInput, NotFound, WrongState
-from stimulus.input_types import Input
-from stimulus.signing import SigningKey
-from stimulus.wallet_rule import check_wallet
 
 
 class WalletBinding(Input, frozen=True):
@@ -46,7 +46,7 @@ class Receipt(msgspec.Struct, frozen=True):
 
 
 def parse_request(body: bytes, bank_codes: Collection[str]) -> RegistrationRequest:
-    """The body, its wallet (if any) held to the rule a claim applies (`stimulus.wallet_rule`)."""
+    """The body, its wallet (if any) held to the rule a claim applies (`kernel.wallet_rule`)."""
     if not body.strip():
         return RegistrationRequest()
     try:
@@ -248,7 +248,7 @@ async def count_ineligible(pool: asyncpg.Pool, campaign_id: str, code: str) -> N
 
 def verify_receipt(receipt: dict[str, object], service_public_key: bytes) -> bool:
     """Check a receipt's signature against the service's published key."""
-    from stimulus.signing import verify_signature
+    from kernel.signing import verify_signature
 
     try:
         message = receipt_message(str(receipt["campaign_id"]), int(str(receipt["ticket"])),

@@ -11,6 +11,12 @@ from litestar import Request, Response, delete, get, post
 from litestar.params import Parameter
 from prometheus_client import Counter
 
+from kernel.contract import contract
+from kernel.errors import WrongState
+from kernel.idempotency import StoredResponse, answer_once
+from kernel.identity import Citizen
+from kernel.ratelimit import Limit
+from kernel.services import Services, client_address
 from lottery import eligibility
 from lottery.registration import (
     NewRegistration,
@@ -25,12 +31,6 @@ from lottery.registration import (
     withdraw,
 )
 from lottery.services import LotteryServices, get_lottery_services
-from stimulus.contract import contract
-from stimulus.errors import WrongState
-from stimulus.idempotency import StoredResponse, answer_once
-from stimulus.identity import Citizen
-from stimulus.ratelimit import Limit
-from stimulus.services import Services, client_address
 
 REGISTRATIONS = Counter("stimulus_registrations_total", "Registrations accepted", ["result"])
 INELIGIBLE = Counter("stimulus_registrations_ineligible_total", "Ineligible attempts", ["code"])

@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from kernel.errors import NotFound
 from lottery import campaigns
 from lottery.seed import rank_key, score
-from stimulus.errors import NotFound
 
 TICKET_MAX = 2**63 - 1  # tickets are stored as bigint
 

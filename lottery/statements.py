@@ -62,7 +62,7 @@ def ed25519_ok(public_key: bytes, signature: bytes, message: bytes) -> bool:
 
 
 def key_id_of(public_key: bytes) -> str:
-    """Matches stimulus.signing.key_id_for: the first 16 hex digits of SHA-256 of the raw key."""
+    """Matches kernel.signing.key_id_for: the first 16 hex digits of SHA-256 of the raw key."""
     import hashlib
 
     return hashlib.sha256(public_key).hexdigest()[:16]

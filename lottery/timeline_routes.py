@@ -5,11 +5,11 @@ from __future__ import annotations
 from litestar import get
 from litestar.params import Parameter
 
+from kernel.auth import Principal, require_role
+from kernel.contract import contract
+from kernel.services import Services
 from lottery import campaigns, registration_counts
 from lottery.registration_counts import Timeline
-from stimulus.auth import Principal, require_role
-from stimulus.contract import contract
-from stimulus.services import Services
 
 
 @contract("campaign_not_found")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernel.settings import Settings
 from merchants import reconcile_routes, redemption_routes, registry_routes, report_routes
-from stimulus.settings import Settings
 
 
 def route_handlers(settings: Settings) -> list[Any]:

@@ -25,15 +25,15 @@ from typing import Any
 import asyncpg
 import click
 
-from merchants import csv_import, reconcile_cli, registry, report_cli
-from merchants.registry import Acceptance, IssuedKey, MerchantSpec
-from stimulus.command_line import (
+from kernel.command_line import (
     domain_errors_refused,
     echo_json,
     require_operator,
     run_db,
     token_option,
 )
+from merchants import csv_import, reconcile_cli, registry, report_cli
+from merchants.registry import Acceptance, IssuedKey, MerchantSpec
 
 
 def _run(fn: Any) -> Any:

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from kernel.signing import SigningKey
 from merchants.signing import signed_headers
-from stimulus.signing import SigningKey
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from kernel import audit_log
+from kernel.errors import InvalidInput
 from merchants import registry
 from merchants.registry import IssuedKey, MerchantSpec
-from stimulus import audit_log
-from stimulus.errors import InvalidInput
 
 HEADER = ("id", "name", "category", "district", "settlement_account")
 MAX_ROWS = 100_000

@@ -22,12 +22,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from merchants import reconciler, settlement
-from merchants.reconcile_worker import reconcile_forever
-from merchants.reconciler import RunOptions, RunSummary
-from merchants.settlement import ImportResult
-from merchants.settlement_fetch import fetch_days, recent_days
-from stimulus.command_line import (
+from kernel.command_line import (
     require_operator,
     run,
     run_until_stopped,
@@ -35,7 +30,12 @@ from stimulus.command_line import (
     worker_pool,
     worker_settings,
 )
-from stimulus.settings import load_settings
+from kernel.settings import load_settings
+from merchants import reconciler, settlement
+from merchants.reconcile_worker import reconcile_forever
+from merchants.reconciler import RunOptions, RunSummary
+from merchants.settlement import ImportResult
+from merchants.settlement_fetch import fetch_days, recent_days
 
 T = TypeVar("T")
 console = Console()

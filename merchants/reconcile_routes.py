@@ -9,15 +9,15 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter, QueryParameter
 
+from kernel.auth import Principal, require_role
+from kernel.contract import OPERATOR, bigint_path, contract
+from kernel.errors import InvalidInput
+from kernel.input_guard import BODY_MEDIA_TYPES
+from kernel.input_types import Input, Seconds
+from kernel.services import Services
 from merchants import reconciler, settlement
 from merchants.reconciler import Break, RunOptions, RunView
 from merchants.settlement import FileView
-from stimulus.auth import Principal, require_role
-from stimulus.contract import OPERATOR, bigint_path, contract
-from stimulus.errors import InvalidInput
-from stimulus.input_guard import BODY_MEDIA_TYPES
-from stimulus.input_types import Input, Seconds
-from stimulus.services import Services
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_REJECTS_SHOWN = 100

@@ -14,12 +14,12 @@ import logging
 
 import asyncpg
 
+from kernel.errors import DomainError
+from kernel.leases import Lease
+from kernel.settings import Settings
 from merchants import reconciler
 from merchants.reconciler import RunOptions
 from merchants.settlement_fetch import fetch_days, recent_days
-from stimulus.errors import DomainError
-from stimulus.leases import Lease
-from stimulus.settings import Settings
 from wallet_adapter.provider import BankError
 
 log = logging.getLogger("stimulus.reconcile")

@@ -28,7 +28,7 @@ A matched refund moves its money out of redeemed to where the bank put it: back 
 the packet was live (`wallet`), to budget when its balance had been reclaimed (`budget`). An
 unpaired reversal whose payment is matched is `missing_at_bank` once a file covers its moment.
 
-One run at a time: the run holds the `reconciliation` lease (`stimulus.leases`), renewed by every
+One run at a time: the run holds the `reconciliation` lease (`kernel.leases`), renewed by every
 chunk's transaction before it writes, so a run that lost it stops before writing anything; a run
 that died holding it is closed as interrupted by the next, once its lease has expired.
 """
@@ -44,9 +44,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from stimulus import audit_log, ledger
-from stimulus.errors import Conflict, NotFound
-from stimulus.leases import Lease
+from kernel import audit_log, ledger
+from kernel.errors import Conflict, NotFound
+from kernel.leases import Lease
 
 RECONCILE_LEASE = "reconciliation"
 # Renewed by each chunk's transaction. A run killed mid-way is taken over this long after its last

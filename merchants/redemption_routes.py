@@ -15,10 +15,10 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
+from kernel.contract import contract
+from kernel.services import Services
 from merchants import redemptions, registry, signing
 from merchants.redemptions import Notice, PaymentNotice, ReversalNotice, Stored
-from stimulus.contract import contract
-from stimulus.services import Services
 
 MEDIA_TYPE = "application/json"
 MerchantId = Parameter(pattern=registry.MERCHANT_ID_PATTERN.pattern, description="merchant id")

@@ -36,8 +36,7 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from merchants.registry import Merchant
-from stimulus.errors import (
+from kernel.errors import (
     Conflict,
     DomainError,
     Forbidden,
@@ -46,7 +45,8 @@ from stimulus.errors import (
     Unauthenticated,
     Unprocessable,
 )
-from stimulus.input_types import Input
+from kernel.input_types import Input
+from merchants.registry import Merchant
 
 TXN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 PAYMENT_REFERENCE_PATTERN = r"^pkt-[0-9a-f]{32}$"

@@ -15,10 +15,10 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from stimulus import audit_log
-from stimulus.errors import InvalidInput, NotFound, WrongState
-from stimulus.input_types import Input
-from stimulus.signing import SigningKey, key_id_for
+from kernel import audit_log
+from kernel.errors import InvalidInput, NotFound, WrongState
+from kernel.input_types import Input
+from kernel.signing import SigningKey, key_id_for
 
 ACTIVE, SUSPENDED = "active", "suspended"
 STATUSES = (ACTIVE, SUSPENDED)

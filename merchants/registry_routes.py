@@ -12,13 +12,13 @@ import msgspec
 from litestar import Request, get, post, put
 from litestar.params import Parameter
 
+from kernel.auth import Principal, require_role
+from kernel.contract import OPERATOR, contract
+from kernel.input_guard import BODY_MEDIA_TYPES
+from kernel.input_types import Input
+from kernel.services import Services
 from merchants import csv_import, registry
 from merchants.registry import Acceptance, IssuedKey, MerchantSpec, MerchantView
-from stimulus.auth import Principal, require_role
-from stimulus.contract import OPERATOR, contract
-from stimulus.input_guard import BODY_MEDIA_TYPES
-from stimulus.input_types import Input
-from stimulus.services import Services
 
 MerchantId = Parameter(pattern=registry.MERCHANT_ID_PATTERN.pattern, description="merchant id")
 CampaignId = Parameter(pattern=r"^[a-z0-9][a-z0-9-]{2,39}$", description="campaign id")

@@ -14,9 +14,9 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from kernel.command_line import echo_json, run
 from merchants import report_html, reports
 from merchants.reports import CampaignReport, SpendRow
-from stimulus.command_line import echo_json, run
 
 
 def yuan(fen: int) -> str:

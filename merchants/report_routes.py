@@ -8,12 +8,12 @@ from typing import Any
 from litestar import Response, get
 from litestar.params import Parameter, QueryParameter
 
+from kernel.auth import Principal, require_role
+from kernel.contract import contract
+from kernel.errors import InvalidInput
+from kernel.services import Services
 from merchants import registry, report_html, reports
 from merchants.reports import CampaignReport, Statement
-from stimulus.auth import Principal, require_role
-from stimulus.contract import contract
-from stimulus.errors import InvalidInput
-from stimulus.services import Services
 
 CampaignId = Parameter(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="campaign id")
 MerchantId = Parameter(pattern=registry.MERCHANT_ID_PATTERN.pattern, description="merchant id")

@@ -15,7 +15,7 @@ from datetime import date, datetime
 import asyncpg
 import msgspec
 
-from stimulus.errors import NotFound
+from kernel.errors import NotFound
 
 BANK_TIME_ZONE = "Asia/Shanghai"  # the banks' settlement days (UTC+8)
 BREAK_CLASSES = ("missing_at_bank", "missing_at_merchant", "amount_mismatch", "duplicate", "late")

@@ -32,9 +32,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from kernel import audit_log
+from kernel.errors import InvalidInput
 from merchants.registry import MERCHANT_ID_PATTERN
-from stimulus import audit_log
-from stimulus.errors import InvalidInput
 from wallet_adapter.bank_protocol import (
     SETTLEMENT_CSV_HEADER,
     SETTLEMENT_CSV_REFUND_COLUMNS,

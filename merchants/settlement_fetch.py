@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
+from kernel.settings import Settings
 from merchants import settlement
 from merchants.settlement import ImportResult
-from stimulus.settings import Settings
 from wallet_adapter.bank_protocol import settlement_date_of
 from wallet_adapter.banks import BankRegistry, issuance_client_options
 from wallet_adapter.provider import BankClient, BankError

@@ -27,10 +27,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from litestar import Request
 
+from kernel.errors import Forbidden, Unauthenticated
+from kernel.services import Services
+from kernel.signing import SigningKey
 from merchants import registry
-from stimulus.errors import Forbidden, Unauthenticated
-from stimulus.services import Services
-from stimulus.signing import SigningKey
 
 SCHEME = "stimulus-merchant-v1"
 MAX_SKEW_S = 300

@@ -58,6 +58,8 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromHeader, RawBody
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from kernel.settings import DEVELOPMENT_BANK_API_KEY
+from kernel.signing import SigningKey
 from sandbox.bank_books import (
     Books,
 )
@@ -73,8 +75,6 @@ from sandbox.bank_records import (
     settlement_file,
     totals,
 )
-from stimulus.settings import DEVELOPMENT_BANK_API_KEY
-from stimulus.signing import SigningKey
 from wallet_adapter.bank_protocol import (
     BANK_CODE_PATTERN,
     CSV_MEDIA_TYPE,

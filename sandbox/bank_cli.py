@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from stimulus.settings import DEVELOPMENT_BANK_API_KEY
+from kernel.settings import DEVELOPMENT_BANK_API_KEY
 
 
 @click.command("sandbox-bank")

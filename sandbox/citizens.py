@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from stimulus import resident_id
-from stimulus.sample import SAMPLE_CITY, SAMPLE_DISTRICTS
+from kernel import resident_id
+from kernel.sample import SAMPLE_CITY, SAMPLE_DISTRICTS
 
 
 @dataclass(frozen=True)

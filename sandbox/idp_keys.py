@@ -20,8 +20,8 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
+from kernel.oidc import jws_registry
 from sandbox.citizens import SyntheticCitizen, claims_for
-from stimulus.oidc import jws_registry
 
 KEYS_FILE = "keys.json"
 SIGNING_ALGORITHMS = ("EdDSA", "ES256", "RS256")

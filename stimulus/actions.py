@@ -7,10 +7,11 @@ a process that never wired the actions refuses them by name instead of drawing w
 
 from __future__ import annotations
 
+from kernel import approvals
+from kernel.approvals import Action
 from lottery import actions as lottery_actions
 from lottery import commitment, draw
-from stimulus import __version__, approvals
-from stimulus.approvals import Action
+from stimulus import __version__
 from wallet_adapter import issuance
 
 

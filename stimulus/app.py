@@ -18,22 +18,23 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from stimulus import actions, approval_routes, dashboard, db, job_routes
-from stimulus.auth import authorize_staff
-from stimulus.contract import ContractJsonPlugin
-from stimulus.idempotency import IdempotencyStore
-from stimulus.identity import TokenVerifier
-from stimulus.input_guard import guard_input
-from stimulus.metrics_listener import metrics_listener
-from stimulus.observability import RequestContextMiddleware
-from stimulus.oidc import IdTokenVerifier, ProviderKeys
-from stimulus.operator_signin import OperatorSignIn
-from stimulus.outages import EXCEPTION_HANDLERS as OUTAGE_HANDLERS
-from stimulus.problems import EXCEPTION_HANDLERS, problem
-from stimulus.ratelimit import RateLimiter
-from stimulus.redis_clients import request_client
-from stimulus.services import Services, get_citizen, get_principal, get_services
-from stimulus.settings import Settings
+from kernel import approval_routes, db, job_routes
+from kernel.auth import authorize_staff
+from kernel.contract import ContractJsonPlugin
+from kernel.idempotency import IdempotencyStore
+from kernel.identity import TokenVerifier
+from kernel.input_guard import guard_input
+from kernel.metrics_listener import metrics_listener
+from kernel.observability import RequestContextMiddleware
+from kernel.oidc import IdTokenVerifier, ProviderKeys
+from kernel.operator_signin import OperatorSignIn
+from kernel.outages import EXCEPTION_HANDLERS as OUTAGE_HANDLERS
+from kernel.problems import EXCEPTION_HANDLERS, problem
+from kernel.ratelimit import RateLimiter
+from kernel.redis_clients import request_client
+from kernel.services import Services, get_citizen, get_principal, get_services
+from kernel.settings import Settings
+from stimulus import actions, dashboard
 
 DOMAIN_API_MODULES = ("lottery.api", "wallet_adapter.api", "merchants.api")
 REDIS_MAX_CONNECTIONS = 200
@@ -159,8 +160,8 @@ def create_app_from_env() -> RequestContextMiddleware:
     The request-context middleware wraps the whole app rather than sitting in Litestar's stack, so
     requests that match no route (404, 405) get a request id and metrics too.
     """
-    from stimulus.observability import configure_logging
-    from stimulus.settings import load_settings
+    from kernel.observability import configure_logging
+    from kernel.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level)

@@ -16,10 +16,10 @@ import asyncpg
 import click
 import msgspec
 
-from stimulus import audit_log, auth
-from stimulus.command_line import console, run_db
-from stimulus.servers import migrate_sync, start_stack
-from stimulus.settings import ConfigurationError, load_settings
+from kernel import audit_log, auth
+from kernel.command_line import console, run_db
+from kernel.servers import migrate_sync, start_stack
+from kernel.settings import ConfigurationError, load_settings
 from stimulus.stack import api_command, child_env, prepare_metrics_dir
 
 # Domain packages may add command groups; each module exposes `commands: list[click.Command]`.
@@ -181,8 +181,8 @@ def campaign() -> None:
 @click.option("--winners", type=int, default=3000, show_default=True, help="with --sample")
 def campaign_create(spec_file: Path | None, sample_id: str | None, winners: int) -> None:
     """Create a campaign from a JSON spec (see docs) or a sample one."""
+    from kernel.sample import sample_campaign
     from lottery import campaigns
-    from stimulus.sample import sample_campaign
 
     if (spec_file is None) == (sample_id is None):
         raise click.UsageError("give exactly one of --file or --sample")
@@ -221,8 +221,8 @@ def campaign_close(campaign_id: str) -> None:
 @click.argument("campaign_id")
 def campaign_show(campaign_id: str) -> None:
     """Show a campaign, its registration count and ledger balances."""
+    from kernel import ledger
     from lottery import campaigns
-    from stimulus import ledger
 
     async def show(conn: asyncpg.Connection) -> dict[str, Any]:
         found = await campaigns.fetch(conn, campaign_id)
@@ -311,7 +311,7 @@ def worker(ctx: click.Context) -> None:
     STIMULUS_WORKER_HTTP_PORT set, each answers /health, /ready and /metrics on that port."""
     settings = load_settings()
     if settings.worker_http_port and ctx.invoked_subcommand:
-        from stimulus import worker_listener
+        from kernel import worker_listener
 
         dsn = settings.database_url
         ready = (worker_listener.database_answers(dsn, settings.db_pooler) if dsn else lambda: False)

@@ -18,7 +18,10 @@ import asyncpg
 import httpx
 from rich.table import Table
 
-from stimulus import auth, demo_merchants
+from kernel import auth
+from kernel.embedded import free_port
+from kernel.settings import Settings, load_settings
+from stimulus import demo_merchants
 from stimulus.demo_draw import (
     DemoContext,
     console,
@@ -28,8 +31,6 @@ from stimulus.demo_draw import (
     verify_offline,
 )
 from stimulus.demo_money import audit_books, expire, issue, wait_claim_deadline, with_bank
-from stimulus.embedded import free_port
-from stimulus.settings import Settings, load_settings
 from stimulus.supervisor import Supervisor
 
 DEFAULT_CITIZENS = 100_000

@@ -19,12 +19,12 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from kernel.sample import sample_campaign
+from kernel.settings import Settings
+from kernel.signing import SigningKey
 from lottery import verify
 from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
 from stimulus.loadgen import Reply, post_each
-from stimulus.sample import sample_campaign
-from stimulus.settings import Settings
-from stimulus.signing import SigningKey
 
 if TYPE_CHECKING:  # demo_merchants builds on this module
     from stimulus.demo_merchants import Spending

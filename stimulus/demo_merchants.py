@@ -18,12 +18,12 @@ from typing import Any
 import asyncpg
 import httpx
 
+from kernel.db import _init_connection
+from kernel.sample import SAMPLE_DISTRICTS
 from merchants.client import MerchantClient
 from merchants.settlement import ImportResult
 from merchants.settlement_fetch import fetch_day
-from stimulus.db import _init_connection
 from stimulus.demo_draw import DemoContext, call, console, progress
-from stimulus.sample import SAMPLE_DISTRICTS
 from wallet_adapter.bank_protocol import (
     RefundRequest,
     SpendRequest,

@@ -11,12 +11,12 @@ from typing import Any
 import asyncpg
 import httpx
 
-from stimulus.db import create_pool
+from kernel.db import create_pool
+from kernel.errors import WrongState
+from kernel.settings import Settings
 from stimulus.demo_draw import BANKS, DemoContext, approved, call, console, progress, seconds_until
-from stimulus.errors import WrongState
 from stimulus.ledger_audit import audit
 from stimulus.loadgen import Reply, post_each
-from stimulus.settings import Settings
 
 CLAIM_CONCURRENCY = 32
 # One winner in twenty never claims: their packets go back to the budget at the claim deadline.
@@ -168,7 +168,7 @@ def audit_books(ctx: DemoContext, settings: Settings) -> bool:
 
 
 async def _audit(settings: Settings, campaign_id: str) -> tuple[list[Any], dict[str, int], list[Any]]:
-    from stimulus import ledger
+    from kernel import ledger
     from wallet_adapter.banks import BankRegistry
 
     conn = await asyncpg.connect(settings.database_url)

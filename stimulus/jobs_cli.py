@@ -8,10 +8,10 @@ import sys
 import asyncpg
 import click
 
-from stimulus import approvals, jobs
-from stimulus.command_line import echo_job, exit_for, follow, require_operator, run_db, token_option
-from stimulus.jobs import Job
-from stimulus.settings import load_settings
+from kernel import approvals, jobs
+from kernel.command_line import echo_job, exit_for, follow, require_operator, run_db, token_option
+from kernel.jobs import Job
+from kernel.settings import load_settings
 
 
 @click.group("jobs")

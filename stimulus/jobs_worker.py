@@ -12,10 +12,11 @@ import signal
 
 import asyncpg
 
-from stimulus import actions, approvals
-from stimulus.db import create_pool
-from stimulus.jobs import JobKind, JobRunner
-from stimulus.settings import Settings
+from kernel import approvals
+from kernel.db import create_pool
+from kernel.jobs import JobKind, JobRunner
+from kernel.settings import Settings
+from stimulus import actions
 
 log = logging.getLogger("stimulus.jobs_worker")
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from stimulus.ledger import LedgerBreak, check_postings_balanced
+from kernel.ledger import LedgerBreak, check_postings_balanced
 
 DOMAIN_CHECK_MODULES = ("wallet_adapter.ledger_checks", "merchants.ledger_checks")
 HELD_KINDS = ("allocated", "issued", "redeemed", "reclaimed")

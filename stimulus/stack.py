@@ -1,5 +1,5 @@
 """Running the API and the sandbox's drand relay as child processes, on the servers
-stimulus.servers found or started."""
+kernel.servers found or started."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from stimulus.embedded import free_port
-from stimulus.settings import Settings
+from kernel.embedded import free_port
+from kernel.settings import Settings
 
 
 def child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:

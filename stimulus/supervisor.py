@@ -16,9 +16,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from stimulus.embedded import EmbeddedPostgres, free_port
-from stimulus.servers import RunningStack, migrate_sync, start_stack
-from stimulus.settings import Settings, sandbox_issuer
+from kernel.embedded import EmbeddedPostgres, free_port
+from kernel.servers import RunningStack, migrate_sync, start_stack
+from kernel.settings import Settings, sandbox_issuer
 from stimulus.stack import (
     ChildProcess,
     api_command,

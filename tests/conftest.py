@@ -17,10 +17,10 @@ import httpx
 import pytest
 import redis.asyncio as redis_asyncio
 
+from kernel.embedded import free_port
+from kernel.servers import RunningStack, migrate_sync, start_stack
+from kernel.settings import Settings, load_settings
 from sandbox.idp import running_provider
-from stimulus.embedded import free_port
-from stimulus.servers import RunningStack, migrate_sync, start_stack
-from stimulus.settings import Settings, load_settings
 from stimulus.stack import running_api, running_drand_relay
 
 # One sandbox identity provider serves the session (started by the `sandbox_idp` fixture); every
@@ -131,7 +131,7 @@ async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
-    from stimulus.db import _init_connection
+    from kernel.db import _init_connection
 
     conn = await asyncpg.connect(stack.database_url)
     await _init_connection(conn)
@@ -168,7 +168,7 @@ def auditor_token(stack: Stack) -> str:
 def _token(stack: Stack, name: str, role: str) -> str:
     import asyncio
 
-    from stimulus import auth
+    from kernel import auth
 
     async def make() -> str:
         conn = await asyncpg.connect(stack.database_url)

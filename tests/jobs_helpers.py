@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
+from kernel.jobs import Job
+from kernel.settings import Settings
 from stimulus import jobs_worker
-from stimulus.jobs import Job
-from stimulus.settings import Settings
 from tests.foundation.helpers import auth
 
 

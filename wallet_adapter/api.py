@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stimulus.settings import Settings
+from kernel.settings import Settings
 from wallet_adapter import claims
 
 

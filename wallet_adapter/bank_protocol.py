@@ -100,7 +100,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from stimulus import wallet_rule
+from kernel import wallet_rule
 
 SIGNATURE_HEADER = "X-Bank-Signature"
 KEY_ID_HEADER = "X-Bank-Key-Id"

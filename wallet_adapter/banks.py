@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from stimulus.settings import Settings
+from kernel.settings import Settings
 from wallet_adapter.backoff import Backoff
 from wallet_adapter.circuit_breaker import BreakerOptions
 from wallet_adapter.provider import BankClient, BankClientOptions, fetch_sandbox_public_key

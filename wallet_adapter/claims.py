@@ -16,19 +16,19 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
+from kernel import approvals
+from kernel.approvals import Approval
+from kernel.auth import Principal, require_role
+from kernel.contract import OPERATOR, contract
+from kernel.errors import InvalidInput, NotFound
+from kernel.idempotency import StoredResponse, answer_once
+from kernel.identity import Citizen
+from kernel.input_types import Input
+from kernel.ratelimit import Limit
+from kernel.services import Services
+from kernel.wallet_rule import check_wallet
 from lottery import campaigns
 from lottery.registration import find_own
-from stimulus import approvals
-from stimulus.approvals import Approval
-from stimulus.auth import Principal, require_role
-from stimulus.contract import OPERATOR, contract
-from stimulus.errors import InvalidInput, NotFound
-from stimulus.idempotency import StoredResponse, answer_once
-from stimulus.identity import Citizen
-from stimulus.input_types import Input
-from stimulus.ratelimit import Limit
-from stimulus.services import Services
-from stimulus.wallet_rule import check_wallet
 from wallet_adapter import issuance, packets
 from wallet_adapter.packets import PacketView, Wallet
 from wallet_adapter.progress import IssuanceProgress, issuance_progress

@@ -23,10 +23,10 @@ from datetime import timedelta
 
 import asyncpg
 
+from kernel import audit_log
+from kernel.errors import WrongState
+from kernel.leases import Lease
 from lottery import campaigns
-from stimulus import audit_log
-from stimulus.errors import WrongState
-from stimulus.leases import Lease
 from wallet_adapter import issuance, packets
 from wallet_adapter.bank_protocol import CreditRecord, idempotency_key_for
 from wallet_adapter.banks import BankRegistry

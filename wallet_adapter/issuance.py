@@ -17,13 +17,13 @@ from typing import Any, NoReturn
 
 import asyncpg
 
+from kernel import audit_log, wallet_rule
+from kernel.approvals import ApprovalContext
+from kernel.errors import Conflict, NotFound, WrongState
 from lottery import campaigns
 from lottery.campaigns import Campaign
 from lottery.registration import find_own
 from lottery.selection import DrawOutcome
-from stimulus import audit_log, wallet_rule
-from stimulus.approvals import ApprovalContext
-from stimulus.errors import Conflict, NotFound, WrongState
 from wallet_adapter import packets
 from wallet_adapter.packets import NewPacket, PacketView, Wallet
 

@@ -21,8 +21,8 @@ import click
 import redis.asyncio as redis_asyncio
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from stimulus import approvals, audit_log
-from stimulus.command_line import (
+from kernel import approvals, audit_log
+from kernel.command_line import (
     console,
     echo_json,
     require_operator,
@@ -32,9 +32,9 @@ from stimulus.command_line import (
     token_option,
     worker_settings,
 )
-from stimulus.db import create_pool
-from stimulus.redis_clients import worker_client
-from stimulus.settings import Settings
+from kernel.db import create_pool
+from kernel.redis_clients import worker_client
+from kernel.settings import Settings
 from wallet_adapter import expiry, issuance, streams
 from wallet_adapter.banks import BankRegistry, issuance_client_options
 from wallet_adapter.outbox import Dispatcher, DispatcherOptions

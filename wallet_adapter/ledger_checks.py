@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from stimulus.ledger import LedgerBreak
+from kernel.ledger import LedgerBreak
 
 MAX_REPORTED = 50
 

@@ -10,7 +10,7 @@ are harmless: a worker skips a row that is done.
 
 It publishes only while a stream holds fewer than `max_entries` entries, so Redis holds a few
 seconds of work per bank, not the whole campaign. One dispatcher leads, holding the
-`issuance-dispatcher` lease (`stimulus.leases`: a row renewed every few seconds, so it works behind
+`issuance-dispatcher` lease (`kernel.leases`: a row renewed every few seconds, so it works behind
 PgBouncer in transaction mode); the others wait, and take over within `lease_ttl_s` of a leader
 that died. Every write that moves outbox rows renews the lease first in its own transaction, so a
 leader that lost the lease (paused, cut off) publishes nothing a new leader also publishes. The
@@ -33,9 +33,9 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from kernel.errors import WrongState
+from kernel.leases import Lease, LeaseLost, stop_keeping
 from lottery import campaigns
-from stimulus.errors import WrongState
-from stimulus.leases import Lease, LeaseLost, stop_keeping
 from wallet_adapter import expiry, issuance, streams
 from wallet_adapter.banks import BankRegistry
 from wallet_adapter.progress import CANCELLED, OUTBOX_OPEN, REPUBLISHED

@@ -37,8 +37,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from stimulus import ledger
-from stimulus.input_types import Input
+from kernel import ledger
+from kernel.input_types import Input
 
 ALLOCATED, ISSUING, ISSUED, FAILED = "allocated", "issuing", "issued", "failed"
 CANCELLED, RECLAIMED, SPENT = "cancelled", "reclaimed", "spent"

@@ -43,7 +43,7 @@ import certifi
 import httpx
 import msgspec
 
-from stimulus.signing import key_id_for, verify_signature
+from kernel.signing import key_id_for, verify_signature
 from wallet_adapter.backoff import Backoff
 from wallet_adapter.bank_protocol import (
     IDEMPOTENCY_KEY_PATTERN,

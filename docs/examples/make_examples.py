@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kernel.signing import SigningKey
 from lottery import algorithms, drand, merkle, registrant_list, rfc3797
 from lottery.bundle import ceremony_inputs
 from lottery.canonical import dumps
@@ -43,7 +44,6 @@ from lottery.statements import (
     receipt_statement,
 )
 from sandbox.drand_chain import sign_round
-from stimulus.signing import SigningKey
 
 HERE = Path(__file__).resolve().parent
 CAMPAIGN = "changsha-2021"

@@ -27,12 +27,12 @@ from typing import Any
 import asyncpg
 import httpx
 
+from kernel import auth
+from kernel.db import _init_connection
+from kernel.signing import SigningKey
 from loadtests import truth
 from loadtests.prepare import CITIZEN_BASE, Preparer
 from lottery import beacon
-from stimulus import auth
-from stimulus.db import _init_connection
-from stimulus.signing import SigningKey
 from tests.cluster import faults
 from tests.cluster.faults import Fault, Traffic
 from tests.cluster.nodes import Cluster

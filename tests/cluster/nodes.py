@@ -27,11 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from kernel.embedded import free_port
+from kernel.servers import RunningStack, migrate_sync, start_stack
+from kernel.settings import Settings, load_settings
+from kernel.signing import SigningKey
 from sandbox.idp import command as idp_command
-from stimulus.embedded import free_port
-from stimulus.servers import RunningStack, migrate_sync, start_stack
-from stimulus.settings import Settings, load_settings
-from stimulus.signing import SigningKey
 from stimulus.stack import ChildProcess, spawn, wait_http_ok
 from tests import debian
 from tests.pooler.conftest import PgBouncer

@@ -5,7 +5,7 @@ A code enters a response in one of a few ways, and each is found by reading the 
 * a `DomainError` subclass raised without `code=`: the class's own `code`;
 * `code="..."` passed to one of those classes (or `code=name`, where `name` is a parameter, a
   local assigned from string literals, or compared with string literals in the same function);
-* `problem(status, "...")` and the framework codes in `stimulus.problems._HTTP_CODES`.
+* `problem(status, "...")` and the framework codes in `kernel.problems._HTTP_CODES`.
 
 Status comes from the class (or an explicit `status=`) the code is raised with.
 """
@@ -16,7 +16,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-PACKAGES = ("stimulus", "lottery", "wallet_adapter", "merchants")
+PACKAGES = ("kernel", "stimulus", "lottery", "wallet_adapter", "merchants")
 ROOT_ERROR = "DomainError"
 
 

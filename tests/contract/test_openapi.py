@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from litestar.exceptions import LitestarDeprecationWarning
 
+from kernel.contract import Access, access_of, openapi_document, operations
+from kernel.problem_codes import CODES
+from kernel.problems import PROBLEM_MEDIA_TYPE
 from stimulus.app import create_app
-from stimulus.contract import Access, access_of, openapi_document, operations
-from stimulus.problem_codes import CODES
-from stimulus.problems import PROBLEM_MEDIA_TYPE
 from tests.conftest import Stack
 
 

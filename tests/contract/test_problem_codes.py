@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stimulus.problem_codes import CODES
+from kernel.problem_codes import CODES
 from tests.contract.problem_scan import raisable_codes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def _documented() -> dict[str, tuple[set[int], str]]:
 def test_the_catalogue_holds_exactly_the_codes_the_code_raises() -> None:
     raised = raisable_codes(ROOT)
     catalogued = {code: set(entry.statuses) for code, entry in CODES.items()}
-    assert sorted(set(raised) - set(catalogued)) == [], "raised but not in stimulus/problem_codes.py"
+    assert sorted(set(raised) - set(catalogued)) == [], "raised but not in kernel/problem_codes.py"
     assert sorted(set(catalogued) - set(raised)) == [], "catalogued but raised nowhere"
     assert {c: s for c, s in raised.items() if catalogued[c] != s} == {}, "raised with another status"
 
@@ -43,13 +43,13 @@ def test_docs_list_every_code_with_its_status_and_meaning() -> None:
 
 
 def test_the_scan_finds_codes_in_each_way_they_are_raised(tmp_path: Path) -> None:
-    package = tmp_path / "stimulus"
+    package = tmp_path / "kernel"
     package.mkdir()
     (package / "errors.py").write_text(
         "class DomainError(Exception):\n    status = 400\n    code = 'bad_request'\n"
         "class NotFound(DomainError):\n    status = 404\n    code = 'not_found'\n")
     (package / "routes.py").write_text(
-        "from stimulus.errors import DomainError, NotFound\n"
+        "from kernel.errors import DomainError, NotFound\n"
         "def a():\n    raise NotFound('x', code='thing_not_found')\n"
         "def b(outcome):\n    if outcome == 'gone':\n        return NotFound('y', code=outcome)\n"
         "    raise DomainError('z', code='late', status=409)\n"
@@ -61,7 +61,7 @@ def test_the_scan_finds_codes_in_each_way_they_are_raised(tmp_path: Path) -> Non
 
 
 def test_a_route_cannot_declare_a_code_the_catalogue_lacks_or_a_status_it_never_has() -> None:
-    from stimulus.contract import contract
+    from kernel.contract import contract
 
     with pytest.raises(KeyError):
         contract("no_such_code")

@@ -18,9 +18,9 @@ import pytest
 from litestar.exceptions import LitestarDeprecationWarning
 from litestar.routes import HTTPRoute
 
+from kernel.signing import SigningKey
 from merchants.signing import signed_headers
 from stimulus.app import create_app
-from stimulus.signing import SigningKey
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, open_campaign
 

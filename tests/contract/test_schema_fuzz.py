@@ -27,9 +27,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from kernel.sample import sample_campaign
+from kernel.signing import SigningKey
 from merchants.signing import signed_headers
-from stimulus.sample import sample_campaign
-from stimulus.signing import SigningKey
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token
 

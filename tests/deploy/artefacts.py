@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAY = K8S / "overlays" / "production"
-PRODUCT_PACKAGES = ("stimulus", "lottery", "wallet_adapter", "merchants")
+PRODUCT_PACKAGES = ("kernel", "stimulus", "lottery", "wallet_adapter", "merchants")
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume"}
 
 Resource = dict[str, Any]

@@ -25,8 +25,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from stimulus.embedded import free_port
-from stimulus.settings import ConfigurationError, load_settings
+from kernel.embedded import free_port
+from kernel.settings import ConfigurationError, load_settings
 from tests.conftest import Stack
 from tests.deploy.artefacts import DEPLOY, OVERLAY, cli_has, render
 

@@ -201,7 +201,7 @@ def test_compose_services_are_wired(compose: dict[str, Any]) -> None:
     assert set(re.findall(r"server \S+ (\S+):8000", haproxy)) == {"api-1", "api-2"}
 
 
-@pytest.mark.parametrize("directory", ["stimulus", "lottery", "wallet_adapter", "merchants"])
+@pytest.mark.parametrize("directory", ["kernel", "stimulus", "lottery", "wallet_adapter", "merchants"])
 def test_the_image_builds_the_product_packages_only(directory: str) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     build = dockerfile.split(" AS sandbox")[0]

@@ -15,8 +15,8 @@ from urllib.parse import parse_qsl, urlsplit
 import asyncpg
 import httpx
 
+from kernel.embedded import free_port
 from lottery import registrant_list
-from stimulus.embedded import free_port
 from stimulus.stack import running_api
 from tests.conftest import TEST_ENV, Stack
 from tests.foundation.helpers import auth, citizen_token, open_campaign

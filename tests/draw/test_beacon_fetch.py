@@ -10,12 +10,12 @@ import asyncpg
 import httpx
 import pytest
 
+from kernel.db import create_pool
+from kernel.embedded import free_port
+from kernel.errors import InvalidInput, Unavailable
 from lottery import beacon, beacon_worker, drand, drand_relays, verify
 from lottery.beacon import BeaconSubmission
 from sandbox.drand_chain import sign_round
-from stimulus.db import create_pool
-from stimulus.embedded import free_port
-from stimulus.errors import InvalidInput, Unavailable
 from tests.conftest import Stack, settings_with
 from tests.draw.test_draw_flow import _create, _maker_checker, _register
 from tests.foundation.helpers import auth

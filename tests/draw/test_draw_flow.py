@@ -13,6 +13,8 @@ from typing import Any
 import asyncpg
 import httpx
 
+from kernel.sample import sample_campaign
+from kernel.signing import SigningKey
 from lottery import notifications, verify
 from lottery.merkle import verify_inclusion
 from lottery.rehearsal import DRAND_VECTOR_ROUND, DRAND_VECTOR_SIGNATURE
@@ -22,8 +24,6 @@ from lottery.statements import (
     commitment_statement,
     ed25519_ok,
 )
-from stimulus.sample import sample_campaign
-from stimulus.signing import SigningKey
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id
 from tests.jobs_helpers import approve_and_run

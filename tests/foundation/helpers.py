@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 
+from kernel.sample import sample_campaign
+from kernel.settings import Settings
 from sandbox.citizens import claims_for, synthetic_citizen
 from sandbox.idp_keys import Signer
-from stimulus.sample import sample_campaign
-from stimulus.settings import Settings
 
 _ids = itertools.count(1)
 

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from stimulus.sample import sample_campaign
+from kernel.sample import sample_campaign
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id, open_campaign
 

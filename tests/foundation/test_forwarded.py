@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stimulus.forwarded import TrustedProxies, parse_node
-from stimulus.settings import Settings, load_settings
+from kernel.forwarded import TrustedProxies, parse_node
+from kernel.settings import Settings, load_settings
 from stimulus.stack import running_api
 from tests.conftest import TEST_ENV, Stack
 from tests.foundation.helpers import auth, citizen_token, open_campaign

@@ -10,8 +10,8 @@ import uuid
 import asyncpg
 import pytest
 
-from stimulus.db import create_pool
-from stimulus.leases import Lease, LeaseLost, current_holder
+from kernel.db import create_pool
+from kernel.leases import Lease, LeaseLost, current_holder
 from tests.conftest import Stack
 
 

@@ -20,10 +20,10 @@ import asyncpg
 import httpx
 import pytest
 
+from kernel.embedded import free_port
 from sandbox.citizens import claims_for, synthetic_citizen
 from sandbox.idp import running_provider
 from sandbox.idp_keys import KeyStore, Signer
-from stimulus.embedded import free_port
 from stimulus.stack import running_api
 from tests.conftest import TEST_ENV, Stack
 
@@ -238,7 +238,7 @@ async def test_operator_signs_in_with_an_id_token_and_gets_the_claimed_role(
         return {"Authorization": f"Bearer {token}"}
 
     assert (await api.get("/v1/admin/approvals", headers=await as_(["auditor"]))).status_code == 200
-    from stimulus.sample import sample_campaign
+    from kernel.sample import sample_campaign
     from tests.foundation.helpers import new_campaign_id
 
     campaign_id = new_campaign_id("oidc")

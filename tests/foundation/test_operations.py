@@ -6,8 +6,8 @@ import asyncpg
 import httpx
 import pytest
 
-from stimulus import audit_log
-from stimulus import db as stimulus_db
+from kernel import audit_log
+from kernel import db as stimulus_db
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, open_campaign
 
@@ -43,7 +43,7 @@ async def test_operator_endpoints_need_an_operator(http: httpx.AsyncClient, audi
     assert (await http.post("/v1/admin/campaigns", json={})).status_code == 401
     bad = await http.post("/v1/admin/campaigns", json={}, headers=auth("stm_nope"))
     assert bad.status_code == 401 and bad.json()["code"] == "invalid_admin_token"
-    from stimulus.sample import sample_campaign
+    from kernel.sample import sample_campaign
 
     forbidden = await http.post("/v1/admin/campaigns", json=sample_campaign("aud-1"), headers=auth(auditor_token))
     assert forbidden.status_code == 403 and forbidden.json()["code"] == "role_required"
@@ -59,7 +59,7 @@ async def test_operator_endpoints_need_an_operator(http: httpx.AsyncClient, audi
 ])
 async def test_campaign_validation(http: httpx.AsyncClient, operator_token: str,
                                    change: dict[str, object], code: str, db: asyncpg.Connection) -> None:
-    from stimulus.sample import sample_campaign
+    from kernel.sample import sample_campaign
 
     spec = sample_campaign("valid-" + code.replace("_", "-")[:20], 60)
     spec.update(change)
@@ -70,7 +70,7 @@ async def test_campaign_validation(http: httpx.AsyncClient, operator_token: str,
 
 
 async def test_unknown_campaign_field_is_refused(http: httpx.AsyncClient, operator_token: str) -> None:
-    from stimulus.sample import sample_campaign
+    from kernel.sample import sample_campaign
 
     spec = {**sample_campaign("unknown-field", 60), "surprise": True}
     response = await http.post("/v1/admin/campaigns", json=spec, headers=auth(operator_token))
@@ -92,7 +92,7 @@ async def test_transitions_are_audited_and_chain_verifies(
 
 async def test_ledger_funding_posted_at_creation(http: httpx.AsyncClient, operator_token: str,
                                                  db: asyncpg.Connection) -> None:
-    from stimulus import ledger
+    from kernel import ledger
 
     campaign_id = await open_campaign(http, operator_token, winners=60)
     balances = await ledger.balances(db, campaign_id)

@@ -23,11 +23,12 @@ import asyncpg
 import httpx
 import pytest
 
-from stimulus import audit_log, auth, ledger_audit
-from stimulus.db import connect
-from stimulus.embedded import EmbeddedPostgres, EmbeddedRedis
-from stimulus.servers import migrate_sync, start_stack
-from stimulus.settings import Settings, load_settings
+from kernel import audit_log, auth
+from kernel.db import connect
+from kernel.embedded import EmbeddedPostgres, EmbeddedRedis
+from kernel.servers import migrate_sync, start_stack
+from kernel.settings import Settings, load_settings
+from stimulus import ledger_audit
 from stimulus.stack import running_api
 from tests.conftest import TEST_ENV
 from tests.foundation.helpers import auth as bearer

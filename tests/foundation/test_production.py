@@ -19,17 +19,17 @@ import asyncpg
 import httpx
 import pytest
 
+from kernel import auth
+from kernel.embedded import free_port
+from kernel.sample import sample_campaign
+from kernel.servers import migrate_sync
+from kernel.settings import Settings, load_settings
+from kernel.signing import SigningKey, verify_signature
 from lottery import drand
 from lottery.registration import receipt_message
 from sandbox.citizens import synthetic_citizen
 from sandbox.idp import running_provider
 from sandbox.idp_keys import Signer
-from stimulus import auth
-from stimulus.embedded import free_port
-from stimulus.sample import sample_campaign
-from stimulus.servers import migrate_sync
-from stimulus.settings import Settings, load_settings
-from stimulus.signing import SigningKey, verify_signature
 from stimulus.stack import running_api, wait_http_ok
 from tests.conftest import TEST_ENV, Stack
 

@@ -184,7 +184,7 @@ async def test_eligibility_refusals_have_codes_and_are_counted(
         "ineligible_too_young": {"sub": "430102201501010012"},
         "ineligible_district": {"district": "430199"},
     }
-    from stimulus.resident_id import check_char
+    from kernel.resident_id import check_char
 
     young = "43010220150101001"
     cases["ineligible_too_young"] = {"sub": young + check_char(young)}

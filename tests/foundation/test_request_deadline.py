@@ -1,4 +1,4 @@
-"""The API's deadline on a request's database work (stimulus/db.py `BoundedPool`) on a live
+"""The API's deadline on a request's database work (kernel/db.py `BoundedPool`) on a live
 PostgreSQL, and the group commit's bound on a registration's wait (lottery/group_commit.py).
 
 The hung server itself (SIGSTOP) is in test_outages.py, on a private stack.
@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 import pytest
 
+from kernel.db import create_pool
 from lottery.group_commit import GroupCommitter
-from stimulus.db import create_pool
 from tests.conftest import Stack
 
 DEADLINE_S = 0.5

@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from stimulus.servers import migrate_sync, start_stack
-from stimulus.settings import load_settings
+from kernel.servers import migrate_sync, start_stack
+from kernel.settings import load_settings
 from stimulus.stack import running_api
 from tests.conftest import TEST_ENV
 from tests.foundation.helpers import citizen_token
@@ -28,7 +28,7 @@ def test_restart_keeps_registrations_and_secrets(sandbox_idp: str) -> None:
             migrate_sync(stack.settings)
             token = asyncio.run(_operator(stack.settings.database_url or ""))
             with running_api(stack.settings, workers=1, extra_env=TEST_ENV) as base:
-                from stimulus.sample import sample_campaign
+                from kernel.sample import sample_campaign
 
                 with httpx.Client(base_url=base, timeout=30) as client:
                     headers = {"Authorization": f"Bearer {token}"}
@@ -58,7 +58,7 @@ def test_restart_keeps_registrations_and_secrets(sandbox_idp: str) -> None:
 
 
 async def _operator(database_url: str) -> str:
-    from stimulus import auth
+    from kernel import auth
 
     conn = await asyncpg.connect(database_url)
     try:

@@ -13,13 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from joserfc.jwk import OKPKey
 
+from kernel import ledger, resident_id
+from kernel.errors import RateLimited, Unauthenticated
+from kernel.identity import TokenVerifier
+from kernel.oidc import IdTokenVerifier, ProviderKeys
+from kernel.ratelimit import Limit, RateLimiter, bucket_key
 from sandbox.citizens import synthetic_citizen
 from sandbox.idp_keys import KeyStore, Signer
-from stimulus import ledger, resident_id
-from stimulus.errors import RateLimited, Unauthenticated
-from stimulus.identity import TokenVerifier
-from stimulus.oidc import IdTokenVerifier, ProviderKeys
-from stimulus.ratelimit import Limit, RateLimiter, bucket_key
 
 
 def test_known_resident_id_check_character() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import psutil
 
-from stimulus.embedded import free_port
+from kernel.embedded import free_port
 from tests.conftest import TEST_ENV
 
 WORKERS = ("issuance-dispatcher", "issuance", "reconcile")

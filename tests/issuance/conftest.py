@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from stimulus.settings import Settings
+from kernel.settings import Settings
 from tests.conftest import Stack
 from tests.issuance.helpers import bank_settings
 from tests.wallet.conftest import RunningBank

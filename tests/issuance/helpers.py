@@ -21,10 +21,10 @@ import asyncpg
 import httpx
 import redis.asyncio as redis_asyncio
 
+from kernel.db import create_pool
+from kernel.sample import sample_campaign
+from kernel.settings import Settings
 from sandbox.bank import SANDBOX_API_KEY
-from stimulus.db import create_pool
-from stimulus.sample import sample_campaign
-from stimulus.settings import Settings
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id
 from tests.jobs_helpers import approve_and_run
 from tests.wallet.conftest import RunningBank

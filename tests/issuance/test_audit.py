@@ -8,7 +8,7 @@ import sys
 
 import asyncpg
 
-from stimulus import ledger
+from kernel import ledger
 from tests.conftest import Stack
 
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
+from kernel.db import create_pool
+from kernel.settings import Settings
 from lottery import campaigns
-from stimulus.db import create_pool
-from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
 from tests.issuance.helpers import (

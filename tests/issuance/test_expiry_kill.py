@@ -19,10 +19,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from kernel import audit_log
+from kernel.leases import current_holder
+from kernel.settings import Settings
 from sandbox.bank import SANDBOX_API_KEY
-from stimulus import audit_log
-from stimulus.leases import current_holder
-from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.issuance.helpers import (
     BANKS,

@@ -20,11 +20,11 @@ import asyncpg
 import httpx
 import redis.asyncio as redis_asyncio
 
-from stimulus import auth
-from stimulus.db import _init_connection
-from stimulus.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from stimulus.servers import run_migrations, start_stack
-from stimulus.settings import Settings, load_settings
+from kernel import auth
+from kernel.db import _init_connection
+from kernel.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from kernel.servers import run_migrations, start_stack
+from kernel.settings import Settings, load_settings
 from stimulus.stack import running_api
 from tests.conftest import TEST_ENV, Stack
 from tests.issuance.helpers import (

@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from stimulus.leases import current_holder
-from stimulus.settings import Settings
+from kernel.leases import current_holder
+from kernel.settings import Settings
 from tests.conftest import Stack
 from tests.issuance.helpers import (
     Process,

@@ -13,12 +13,12 @@ import asyncpg
 import httpx
 import pytest
 
+from kernel import ledger
+from kernel.db import create_pool
+from kernel.errors import WrongState
+from kernel.settings import Settings
 from sandbox.bank import SANDBOX_API_KEY
-from stimulus import ledger
-from stimulus.db import create_pool
-from stimulus.errors import WrongState
 from stimulus.ledger_audit import audit
-from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
 from tests.issuance.helpers import (

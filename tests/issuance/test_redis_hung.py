@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from stimulus.embedded import EmbeddedRedis, free_port
+from kernel.embedded import EmbeddedRedis, free_port
 from tests.conftest import Stack
 from tests.issuance.helpers import assert_books_match, start_process, wait_for_states, worker_env
 from tests.issuance.test_faults import ISSUED, bulk, pending_entries, worker_args

@@ -13,9 +13,9 @@ from typing import Any
 import asyncpg
 import httpx
 
+from kernel.embedded import free_port
+from kernel.sample import sample_campaign
 from lottery import verify
-from stimulus.embedded import free_port
-from stimulus.sample import sample_campaign
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, new_campaign_id
 from tests.issuance.helpers import Process, start_process

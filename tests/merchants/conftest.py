@@ -20,8 +20,8 @@ import asyncpg
 import httpx
 import pytest
 
+from kernel.settings import Settings
 from merchants.client import MerchantClient
-from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
 from tests.issuance.helpers import (
@@ -96,7 +96,7 @@ CampaignFactory = Callable[..., Awaitable[IssuedCampaign]]
 def new_issued_campaign(api_url: str, stack: Stack, merchant_settings: Settings, operator_token: str,
                         second_operator_token: str) -> CampaignFactory:
     """Makes a campaign of its own, issued to every winner, for tests that need exact figures."""
-    from stimulus.db import _init_connection
+    from kernel.db import _init_connection
 
     async def make(winners: int = 6) -> IssuedCampaign:
         conn = await asyncpg.connect(stack.database_url)

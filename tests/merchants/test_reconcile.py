@@ -13,14 +13,14 @@ import asyncpg
 import httpx
 import pytest
 
+from kernel.db import create_pool
+from kernel.leases import current_holder
+from kernel.settings import Settings
 from merchants import reconciler, settlement
 from merchants.reconcile_worker import reconcile_forever, reconcile_round
 from merchants.reconciler import RunOptions
 from merchants.settlement_fetch import fetch_day
 from stimulus import ledger_audit
-from stimulus.db import create_pool
-from stimulus.leases import current_holder
-from stimulus.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
 from tests.merchants.conftest import CampaignFactory, IssuedCampaign, MerchantFactory, Packet

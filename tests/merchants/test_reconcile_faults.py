@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from kernel.errors import Conflict
 from merchants import reconciler, settlement
 from merchants.reconciler import RunOptions
 from stimulus import ledger_audit
-from stimulus.errors import Conflict
 from tests.conftest import Stack
 from tests.merchants.conftest import CampaignFactory, IssuedCampaign, MerchantFactory
 from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, settlement_date_of

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
-from stimulus.db import create_pool
-from stimulus.settings import Settings
+from kernel.db import create_pool
+from kernel.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
 from tests.merchants.conftest import (

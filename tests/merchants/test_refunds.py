@@ -12,11 +12,11 @@ import asyncpg
 import httpx
 import pytest
 
+from kernel.settings import Settings
 from merchants import reconciler, settlement
 from merchants.reconciler import RunOptions
 from merchants.settlement_fetch import fetch_day
 from stimulus import ledger_audit
-from stimulus.settings import Settings
 from tests.foundation.helpers import auth
 from tests.merchants.conftest import CampaignFactory, IssuedCampaign, MerchantFactory, Packet
 from wallet_adapter.bank_protocol import (

@@ -17,9 +17,9 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kernel.signing import SigningKey
 from merchants import csv_import
 from merchants.client import MerchantClient
-from stimulus.signing import SigningKey
 from tests.conftest import Stack
 from tests.foundation.helpers import auth
 

@@ -11,10 +11,10 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import pytest
 
+from kernel.errors import InvalidInput
+from kernel.ledger import LedgerBreak
 from merchants import settlement
 from merchants.ledger_checks import ledger_checks
-from stimulus.errors import InvalidInput
-from stimulus.ledger import LedgerBreak
 from wallet_adapter.bank_protocol import SETTLEMENT_TIMEZONE, SettlementFile, SettlementLine
 
 DAY = date(2026, 5, 1)

@@ -12,8 +12,8 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kernel.signing import SigningKey, verify_signature
 from merchants.signing import MAX_SKEW_S, b64url, b64url_decode, canonical_message, signed_headers
-from stimulus.signing import SigningKey, verify_signature
 from tests.foundation.helpers import auth
 from tests.merchants.conftest import IssuedCampaign, MerchantFactory, RegisteredMerchant
 

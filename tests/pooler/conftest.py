@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from stimulus.embedded import PG_SYSTEM_USER, free_port
+from kernel.embedded import PG_SYSTEM_USER, free_port
 from tests import debian
 from tests.conftest import Stack
 

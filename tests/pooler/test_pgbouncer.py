@@ -23,9 +23,9 @@ import pytest
 import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
+from kernel.settings import Settings
 from merchants import settlement
 from merchants.client import MerchantClient
-from stimulus.settings import Settings
 from stimulus.stack import running_api
 from tests.conftest import TEST_ENV, Stack
 from tests.foundation.helpers import auth, citizen_token, open_campaign

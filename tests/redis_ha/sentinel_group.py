@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from stimulus.embedded import _redis_bin, free_port
+from kernel.embedded import _redis_bin, free_port
 from tests import debian
 
 MASTER = "stimulus"

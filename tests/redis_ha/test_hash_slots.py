@@ -17,10 +17,10 @@ import pytest
 import redis.asyncio as redis_asyncio
 from redis.crc import key_slot
 
-from stimulus.embedded import _redis_bin, free_port
-from stimulus.errors import RateLimited
-from stimulus.idempotency import IdempotencyStore, StoredResponse
-from stimulus.ratelimit import Limit, RateLimiter, bucket_key
+from kernel.embedded import _redis_bin, free_port
+from kernel.errors import RateLimited
+from kernel.idempotency import IdempotencyStore, StoredResponse
+from kernel.ratelimit import Limit, RateLimiter, bucket_key
 from wallet_adapter import streams
 
 LIMIT_SETS = [

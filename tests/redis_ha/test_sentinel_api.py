@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 
 import httpx
 
-from stimulus import audit_log, ledger_audit
-from stimulus.db import connect
+from kernel import audit_log
+from kernel.db import connect
+from stimulus import ledger_audit
 from stimulus.stack import running_api
 from tests.conftest import TEST_ENV, Stack
 from tests.foundation.helpers import auth as bearer

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis.exceptions
 
-from stimulus.redis_clients import request_client, worker_client
-from stimulus.settings import ConfigurationError, load_settings
+from kernel.redis_clients import request_client, worker_client
+from kernel.settings import ConfigurationError, load_settings
 from tests.redis_ha.sentinel_group import SentinelGroup
 
 

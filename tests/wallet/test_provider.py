@@ -8,7 +8,7 @@ from datetime import date
 import msgspec
 import pytest
 
-from stimulus.signing import SigningKey
+from kernel.signing import SigningKey
 from tests.wallet.conftest import ClientFactory, credit_request
 from wallet_adapter.bank_protocol import (
     CreditRefused,

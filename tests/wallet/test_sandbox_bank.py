@@ -10,8 +10,8 @@ import httpx
 import msgspec
 from litestar.testing import TestClient
 
+from kernel.signing import verify_signature
 from sandbox.bank import SEED_FILE, SandboxConfig, create_app
-from stimulus.signing import verify_signature
 from tests.wallet.conftest import AUTH, RunningBank, credit_request
 from wallet_adapter.bank_protocol import KEY_ID_HEADER, SIGNATURE_HEADER, CreditRequest
 

@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 import pytest
 
+from kernel.sample import sample_campaign
+from kernel.signing import SigningKey
 from lottery.statements import ceremony_commit_statement, ceremony_reveal_statement
-from stimulus.sample import sample_campaign
-from stimulus.signing import SigningKey
 from tests import debian
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id

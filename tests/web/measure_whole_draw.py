@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kernel.sample import SAMPLE_DISTRICTS
 from lottery import rehearsal
 from sandbox.drand_chain import sign_round
-from stimulus.sample import SAMPLE_DISTRICTS
 from tests.web.bundle_server import Published, serving
 from tests.web.conftest import CHROMIUM_ARGS, _installed
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from stimulus.sample import sample_campaign
-from stimulus.settings import Settings
+from kernel.sample import sample_campaign
+from kernel.settings import Settings
 from tests.conftest import Stack
 from tests.foundation.helpers import auth, citizen_token, new_campaign_id
 from tests.jobs_helpers import run_jobs_sync

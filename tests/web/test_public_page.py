@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import lottery
-from stimulus.sample import sample_campaign
+from kernel.sample import sample_campaign
 from tests.foundation.helpers import auth, new_campaign_id
 from tests.web.conftest import DrawnCampaign
 

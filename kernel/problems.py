@@ -21,7 +21,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 
-from stimulus.errors import DomainError
+from kernel.errors import DomainError
 
 log = logging.getLogger("stimulus.errors")
 

@@ -34,7 +34,7 @@ from typing import TypeAlias
 
 import asyncpg
 
-from stimulus.errors import Conflict
+from kernel.errors import Conflict
 
 log = logging.getLogger("stimulus.leases")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-from stimulus.errors import InvalidInput
+from kernel.errors import InvalidInput
 
 BANK_CODE_PATTERN = re.compile(r"^[A-Z0-9]{2,16}$")
 # Also used as a PostgreSQL regular expression: keep it to the syntax both understand.

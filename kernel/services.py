@@ -13,20 +13,20 @@ from litestar import Request
 from litestar.datastructures import State
 from redis.asyncio import Redis
 
-from stimulus.auth import (
+from kernel.auth import (
     PRINCIPAL_STATE,
     TOKEN_PREFIX,
     Principal,
     bearer_token,
     principal_from_token,
 )
-from stimulus.errors import Unauthenticated
-from stimulus.forwarded import trusted_proxies
-from stimulus.idempotency import IdempotencyStore
-from stimulus.identity import Citizen, TokenVerifier
-from stimulus.operator_signin import OperatorSignIn
-from stimulus.ratelimit import RateLimiter
-from stimulus.settings import Settings
+from kernel.errors import Unauthenticated
+from kernel.forwarded import trusted_proxies
+from kernel.idempotency import IdempotencyStore
+from kernel.identity import Citizen, TokenVerifier
+from kernel.operator_signin import OperatorSignIn
+from kernel.ratelimit import RateLimiter
+from kernel.settings import Settings
 
 
 @dataclass

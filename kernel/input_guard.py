@@ -16,7 +16,7 @@ written to storage:
   object (`duplicate_key`): msgspec, like most decoders, silently keeps the last one, so two
   parties (a merchant's signer and our decoder, a proxy and us) could read different requests.
 
-Types, bounds and datetimes inside a body are the typed Structs' job (`stimulus.input_types`).
+Types, bounds and datetimes inside a body are the typed Structs' job (`kernel.input_types`).
 
 Cost: the body checks are two regular-expression scans in C and, only when a key name repeats
 somewhere in the body (nested objects with the same fields, escaped keys), a second parse with
@@ -35,8 +35,8 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from stimulus.errors import DomainError, InvalidInput
-from stimulus.input_types import INT64_MAX, INT64_MIN
+from kernel.errors import DomainError, InvalidInput
+from kernel.input_types import INT64_MAX, INT64_MIN
 
 BODY_MEDIA_TYPES = "body_media_types"  # route opt key: the media types a route's body may have
 JSON_MEDIA_TYPE = "application/json"
@@ -73,7 +73,7 @@ def check_text(where: str, value: str) -> None:
 def check_path_params(params: dict[str, Any]) -> None:
     # Integer path parameters are the routes' own: most are bounded to bigint (a 400), a ticket
     # beyond it is one never committed (a 404); a route that forgets meets the database's
-    # out-of-range error, answered as 400 invalid_value (stimulus.problems).
+    # out-of-range error, answered as 400 invalid_value (kernel.problems).
     for name, value in params.items():
         if isinstance(value, str):
             check_text(name, value)

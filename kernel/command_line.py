@@ -22,13 +22,13 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from stimulus import auth, jobs
-from stimulus.db import connect, create_pool
-from stimulus.errors import DomainError
-from stimulus.jobs import Job
-from stimulus.observability import configure_logging
-from stimulus.servers import migrate_sync, start_stack
-from stimulus.settings import Settings, load_settings
+from kernel import auth, jobs
+from kernel.db import connect, create_pool
+from kernel.errors import DomainError
+from kernel.jobs import Job
+from kernel.observability import configure_logging
+from kernel.servers import migrate_sync, start_stack
+from kernel.settings import Settings, load_settings
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from litestar import Response
 from litestar.response import Stream
 
-from stimulus.artefacts import Artefact
+from kernel.artefacts import Artefact
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 # A name (a campaign's list) may still be unpublished a moment before, so caches revalidate it.

@@ -23,8 +23,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stimulus.oidc import allowed_algorithms
-from stimulus.signing import SigningKey, load_or_create_signing_key
+from kernel.oidc import allowed_algorithms
+from kernel.signing import SigningKey, load_or_create_signing_key
 
 DB_POOLERS = ("none", "pgbouncer")
 

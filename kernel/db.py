@@ -10,7 +10,7 @@ created inside the transaction that fills them), so the whole product runs throu
 longer than a pooler lets a query run.
 
 Migrations are numbered plain SQL files in each package's `migrations/` folder
-(`stimulus/migrations`, `lottery/migrations`, ...), applied in number order, each in its own
+(`kernel/migrations`, `lottery/migrations`, ...), applied in number order, each in its own
 transaction, and recorded in `schema_migrations`; applying twice is a no-op. Number ranges keep the
 packages apart: 0001-0099 stimulus, 0100-0199 lottery, 0200-0299 wallet_adapter, 0300-0399 merchants.
 """
@@ -31,7 +31,7 @@ from prometheus_client import Counter, Histogram
 
 log = logging.getLogger("stimulus.db")
 
-MIGRATION_PACKAGES = ("stimulus", "lottery", "wallet_adapter", "merchants")
+MIGRATION_PACKAGES = ("kernel", "lottery", "wallet_adapter", "merchants")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # One advisory lock id for the migration runner, so concurrent starts apply each file once. It is
 # taken per transaction, never per session, so migrating through a pooler is safe too.

@@ -2,7 +2,7 @@
 
 An operator requests an action (it is recorded and does nothing yet); a different operator
 approves it, which enqueues a job in the approval's transaction and answers at once. A jobs
-worker runs the action in one transaction with the approval's `executed` (stimulus.jobs), so
+worker runs the action in one transaction with the approval's `executed` (kernel.jobs), so
 "executed" and "done" are one commit, and a worker that dies leaves nothing half done. Every step
 is written to the audit log. The assembly (stimulus.actions) wires each action by name.
 """
@@ -17,10 +17,10 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from stimulus import audit_log, jobs
-from stimulus.errors import Conflict, Forbidden, InvalidInput, NotFound, WrongState
-from stimulus.jobs import Job, JobContext, JobKind, Progress
-from stimulus.settings import Settings
+from kernel import audit_log, jobs
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, WrongState
+from kernel.jobs import Job, JobContext, JobKind, Progress
+from kernel.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import asyncpg
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServer
 
-from stimulus.db import connect_options
+from kernel.db import connect_options
 
 log = logging.getLogger("stimulus.worker_listener")
 

@@ -20,8 +20,8 @@ from typing import Any
 from litestar import Request, Response
 from redis.asyncio import Redis
 
-from stimulus.errors import Conflict, DomainError, InvalidInput, Unprocessable
-from stimulus.outages import OUTAGE_ERRORS, is_outage
+from kernel.errors import Conflict, DomainError, InvalidInput, Unprocessable
+from kernel.outages import OUTAGE_ERRORS, is_outage
 
 KEY_TTL_S = 24 * 3600
 IN_PROGRESS_TTL_S = 60

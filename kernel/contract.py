@@ -5,7 +5,7 @@ A route declares only what is its own (`@contract("campaign_not_found")`, a body
 itself, an answer it encodes itself, a merchant signature it checks). The rest follows from how a
 route is reached and is added here once, for every operation: the token its dependencies check
 and their refusals, the framework's refusals of a malformed request, the status of each code
-(from `stimulus.problem_codes`), and request schemas from msgspec, the same types that decode the
+(from `kernel.problem_codes`), and request schemas from msgspec, the same types that decode the
 bodies (so `additionalProperties: false` is said exactly where unknown fields are refused).
 """
 
@@ -27,9 +27,9 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.params import Parameter
 from litestar.routes import HTTPRoute
 
-from stimulus.auth import ROLES_OPT
-from stimulus.problem_codes import CODES, codes_on, statuses_of
-from stimulus.problems import PROBLEM_MEDIA_TYPE, TYPE_BASE
+from kernel.auth import ROLES_OPT
+from kernel.problem_codes import CODES, codes_on, statuses_of
+from kernel.problems import PROBLEM_MEDIA_TYPE, TYPE_BASE
 
 OPT_KEY = "contract"
 REF = "#/components/schemas/{name}"

@@ -21,8 +21,8 @@ import asyncpg
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from stimulus import audit_log
-from stimulus.errors import Forbidden, Unauthenticated
+from kernel import audit_log
+from kernel.errors import Forbidden, Unauthenticated
 
 TOKEN_PREFIX = "stm_"
 ROLES = ("operator", "auditor")

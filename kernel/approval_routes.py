@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from litestar import get, post
 
-from stimulus import approvals
-from stimulus.approvals import Approval
-from stimulus.auth import Principal, require_role
-from stimulus.contract import OPERATOR, bigint_path, contract
-from stimulus.errors import InvalidInput
-from stimulus.input_types import Input
-from stimulus.services import Services
+from kernel import approvals
+from kernel.approvals import Approval
+from kernel.auth import Principal, require_role
+from kernel.contract import OPERATOR, bigint_path, contract
+from kernel.errors import InvalidInput
+from kernel.input_types import Input
+from kernel.services import Services
 
 ApprovalId = bigint_path("approval request id")
 

@@ -34,7 +34,7 @@ from joserfc.errors import (
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 from joserfc.jws import JWSRegistry, deserialize_compact
 
-from stimulus.errors import Unauthenticated
+from kernel.errors import Unauthenticated
 
 log = logging.getLogger("stimulus.oidc")
 

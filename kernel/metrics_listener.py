@@ -22,7 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from stimulus.observability import metrics_payload
+from kernel.observability import metrics_payload
 
 log = logging.getLogger("stimulus.metrics")
 

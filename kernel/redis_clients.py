@@ -7,7 +7,7 @@ was demoted): after a failover the clients find the new primary by themselves, a
 uses them holds a plain `redis.asyncio.Redis` either way. Two kinds of client:
 
 * the API's (`request_client`): short timeouts, one attempt per command, a blocking pool, so a
-  missing primary is a prompt 503 `dependency_unavailable` (stimulus/outages.py), never a hung
+  missing primary is a prompt 503 `dependency_unavailable` (kernel/outages.py), never a hung
   request;
 * the workers' (`worker_client`): patient timeouts and redis-py's retries, since a worker waits
   out an outage rather than answering anyone.
@@ -22,8 +22,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-from stimulus.outages import REDIS_TIMEOUT_S
-from stimulus.settings import Settings
+from kernel.outages import REDIS_TIMEOUT_S
+from kernel.settings import Settings
 
 WORKER_SOCKET_TIMEOUT_S = 10.0
 WORKER_CONNECT_TIMEOUT_S = 5.0

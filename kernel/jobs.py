@@ -28,9 +28,9 @@ import asyncpg
 import msgspec
 from prometheus_client import Counter, Histogram
 
-from stimulus import audit_log
-from stimulus.errors import DomainError, NotFound, WrongState
-from stimulus.leases import TRANSIENT, LeaseLost, process_holder
+from kernel import audit_log
+from kernel.errors import DomainError, NotFound, WrongState
+from kernel.leases import TRANSIENT, LeaseLost, process_holder
 
 log = logging.getLogger("stimulus.jobs")
 

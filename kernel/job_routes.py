@@ -7,12 +7,12 @@ from typing import Any
 from litestar import get, post
 from litestar.params import QueryParameter
 
-from stimulus import approvals, jobs
-from stimulus.auth import Principal, require_role
-from stimulus.contract import OPERATOR, bigint_path, contract
-from stimulus.errors import InvalidInput
-from stimulus.jobs import Job
-from stimulus.services import Services
+from kernel import approvals, jobs
+from kernel.auth import Principal, require_role
+from kernel.contract import OPERATOR, bigint_path, contract
+from kernel.errors import InvalidInput
+from kernel.jobs import Job
+from kernel.services import Services
 
 JobId = bigint_path("job id")
 # `state` is a name Litestar keeps for the application state: the parameter is renamed.

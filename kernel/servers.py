@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field, replace
 
-from stimulus import db
-from stimulus.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, port_free, socket_dir_for
-from stimulus.settings import Settings
+from kernel import db
+from kernel.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, port_free, socket_dir_for
+from kernel.settings import Settings
 
 
 @dataclass

@@ -6,10 +6,10 @@ process (SIGSTOP: the kernel still accepts the connection, nothing answers) held
 10 s and then answered 500; a hung PostgreSQL held it for the 30 s statement timeout. Here every
 Redis call the API makes (rate limits, idempotency keys, merchant nonces) has a short timeout and no
 retry, database work in a request (waiting for a connection and using it) has a deadline,
-`STIMULUS_DB_REQUEST_TIMEOUT_S` (stimulus/db.py `BoundedPool`), and the errors of an unreachable
+`STIMULUS_DB_REQUEST_TIMEOUT_S` (kernel/db.py `BoundedPool`), and the errors of an unreachable
 server are one problem, not a 500. Nothing needs resetting
 when the server returns: redis-py and asyncpg open fresh connections on the next call (the
-clients themselves are built in stimulus/redis_clients.py).
+clients themselves are built in kernel/redis_clients.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import asyncpg
 import redis.exceptions
 from litestar import Request, Response
 
-from stimulus.problems import problem, request_id_of, unhandled_handler
+from kernel.problems import problem, request_id_of, unhandled_handler
 
 log = logging.getLogger("stimulus.outages")
 

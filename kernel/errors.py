@@ -1,6 +1,6 @@
 """The domain error hierarchy: every refusal has a stable machine `code` and an HTTP status.
 
-Domain code raises these; `stimulus.problems` maps them once to RFC 9457 problem details.
+Domain code raises these; `kernel.problems` maps them once to RFC 9457 problem details.
 """
 
 from __future__ import annotations

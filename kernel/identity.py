@@ -1,6 +1,6 @@
 """Citizen identity: ID tokens from the city's OpenID Connect provider, mapped to what we keep of a citizen.
 
-Checking a token's signature costs ~150 us (`stimulus.oidc` does it), so verdicts are cached in a
+Checking a token's signature costs ~150 us (`kernel.oidc` does it), so verdicts are cached in a
 bounded LRU keyed by the token's hash until the token expires: a citizen's repeated calls cost a
 hash and a dictionary look-up. The ID number and phone are replaced by keyed hashes at once.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from stimulus import resident_id
-from stimulus.errors import Unauthenticated
-from stimulus.oidc import IdTokenVerifier, UnknownSigningKey
+from kernel import resident_id
+from kernel.errors import Unauthenticated
+from kernel.oidc import IdTokenVerifier, UnknownSigningKey
 
 CACHE_MAX_ENTRIES = 200_000
 

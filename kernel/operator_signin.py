@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stimulus.auth import Principal
-from stimulus.errors import Forbidden, Unauthenticated
-from stimulus.oidc import IdTokenVerifier, UnknownSigningKey
+from kernel.auth import Principal
+from kernel.errors import Forbidden, Unauthenticated
+from kernel.oidc import IdTokenVerifier, UnknownSigningKey
 
 MAX_NAME_CHARS = 200
 ROLES_STRONGEST_FIRST = ("operator", "auditor")

@@ -1,7 +1,7 @@
 """The catalogue of stable problem `code`s: each one's HTTP status and what it means.
 
 A code is part of the API: clients branch on it, so it never changes meaning. This catalogue is
-what the OpenAPI document (`stimulus.contract`) and docs/security.md say about each code; a test
+what the OpenAPI document (`kernel.contract`) and docs/security.md say about each code; a test
 reads the source for every code the code base can answer with and holds the three together.
 
 `on` names the kinds of operation every one of which can answer the code, whatever the route

@@ -26,7 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from stimulus.errors import RateLimited
+from kernel.errors import RateLimited
 
 BUCKET_TAG = "{rl}"
 MAX_BATCH = 256  # checks per pipeline
