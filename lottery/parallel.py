@@ -17,6 +17,8 @@ import itertools
 import multiprocessing
 import os
 import struct
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +51,21 @@ def default_workers() -> int:
 def executor(workers: int | None = None, *, spawn: bool = False) -> ProcessPoolExecutor:
     """A process pool; `spawn` for callers inside servers, whose threads make fork unsafe."""
     context = multiprocessing.get_context("spawn") if spawn else None
-    return ProcessPoolExecutor(max_workers=workers or default_workers(), mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers or default_workers(), mp_context=context,
+                               initializer=_follow_parent, initargs=(os.getpid(),))
+
+
+def _follow_parent(parent: int) -> None:
+    """A pool process ends when the process that made it is gone.
+
+    A jobs worker killed mid-draw (SIGKILL, an evicted pod) cannot shut its pool down, and its
+    processes would go on hashing for a draw that another worker restarts."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 @dataclass
