@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -24,6 +26,7 @@ from merchants.client import MerchantClient
 from merchants.settlement import ImportResult
 from merchants.settlement_fetch import fetch_day
 from stimulus.demo_draw import DemoContext, call, console, progress
+from stimulus.loadgen import UNAVAILABLE_PAUSE_S, UNAVAILABLE_RETRIES
 from wallet_adapter.bank_protocol import (
     RefundRequest,
     SpendRequest,
@@ -177,16 +180,17 @@ async def _spend_all(ctx: DemoContext, merchants: list[Merchant]) -> Spending:
                 result.basket_fen += basket if kind == "normal" else 0
                 txns = [f"t{n}", f"t{n}-again"] if kind == "duplicate" else [f"t{n}"]
                 for txn in txns:
-                    reply = await till.redeem(txn, key, noted, occurred or datetime.now().astimezone(),
-                                              bank_reference=spend_id, basket_fen=basket)
+                    reply = await _retried(partial(till.redeem, txn, key, noted,
+                                                   occurred or datetime.now().astimezone(),
+                                                   bank_reference=spend_id, basket_fen=basket))
                     _count(result, reply)
                 if kind == "normal" and rng.random() < REFUND_SHARE:
                     # The customer brings half of it back: the bank refunds the packet, the till says so.
                     back = await banks.client(packet["wallet_bank"]).refund(key, RefundRequest(
                         refund_id=f"{spend_id}-r", spend_id=spend_id, amount_fen=max(1, amount // 2),
                         merchant_id=merchant.id))
-                    _count(result, await till.reverse(f"t{n}", f"t{n}-r", back.amount_fen, back.settled_at,
-                                                      bank_reference=back.refund_id))
+                    _count(result, await _retried(partial(till.reverse, f"t{n}", f"t{n}-r", back.amount_fen,
+                                                          back.settled_at, bank_reference=back.refund_id)))
                     result.refunds += 1
                     result.refunded_fen += back.amount_fen
             bar.update(task, advance=1,
@@ -205,6 +209,17 @@ async def _spend_all(ctx: DemoContext, merchants: list[Merchant]) -> Spending:
             finally:
                 await banks.aclose()
     return result
+
+
+async def _retried(send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    """A till sends a notice again while the API answers 503, as the loadgen's clients do; each try
+    is signed afresh, and the notice's own id keeps a stored one from counting twice."""
+    for _ in range(UNAVAILABLE_RETRIES):
+        reply = await send()
+        if reply.status_code != 503:
+            return reply
+        await asyncio.sleep(UNAVAILABLE_PAUSE_S)
+    return await send()
 
 
 def _count(result: Spending, reply: httpx.Response) -> None:

@@ -54,11 +54,18 @@ class Connection:
             await self.writer.wait_closed()
 
 
+# A 503 says "not now": the API gave up on a busy dependency and stored nothing it acknowledged.
+# The app tries the same request again, as a citizen's app does, and a registration or claim
+# that did land meanwhile answers with what it holds.
+UNAVAILABLE_RETRIES = 20
+UNAVAILABLE_PAUSE_S = 0.5
+
+
 async def post_each(base_url: str, path: str, tokens: Sequence[str], body: bytes | Sequence[bytes] = b"{}",
                     concurrency: int = 48, on_reply: Callable[[Reply], None] | None = None) -> list[Reply]:
     """POST to `path` once per bearer token, `concurrency` connections at a time.
 
-    `body` is one body for every request or one per token."""
+    `body` is one body for every request or one per token. A 503 is tried again after a pause."""
     if not isinstance(body, bytes) and len(body) != len(tokens):
         raise ValueError("one body per token")
     replies: list[Reply | None] = [None] * len(tokens)
@@ -71,8 +78,12 @@ async def post_each(base_url: str, path: str, tokens: Sequence[str], body: bytes
             while position < len(tokens):
                 index = position
                 position += 1
-                reply = await connection.request("POST", path, body if isinstance(body, bytes) else body[index],
-                                                 [("Authorization", f"Bearer {tokens[index]}")])
+                for attempt in range(UNAVAILABLE_RETRIES + 1):
+                    reply = await connection.request("POST", path, body if isinstance(body, bytes) else body[index],
+                                                     [("Authorization", f"Bearer {tokens[index]}")])
+                    if reply.status != 503 or attempt == UNAVAILABLE_RETRIES:
+                        break
+                    await asyncio.sleep(UNAVAILABLE_PAUSE_S)
                 replies[index] = reply
                 if on_reply is not None:
                     on_reply(reply)
