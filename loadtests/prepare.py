@@ -37,6 +37,10 @@ CITIZEN_BASE = {"registration": 10_000_000, "results": 30_000_000, "claims": 60_
                 "redemptions": 90_000_000}
 BANKS = ("ICBC", "CCB", "BOC")
 SETUP_CONCURRENCY = 48
+# Registrations the API answered 503 (its database deadline passed on a busy machine) are sent
+# again, as the app does: the retry stores the registration or answers the one already stored.
+SETUP_RETRY_ROUNDS = 5
+SETUP_RETRY_PAUSE_S = 1.0
 MERCHANT_CATEGORIES = ("5411", "5812", "5311", "5912")
 MERCHANT_DISTRICTS = ("430102", "430103", "430104", "430105", "430111", "430112")
 ISSUED_WAIT_MIN_S = 120.0
@@ -145,8 +149,17 @@ class Preparer:
         return key, secret
 
     def register(self, campaign_id: str, numbers: list[int], tokens: list[str]) -> dict[int, int]:
-        replies = asyncio.run(post_each(self.base_url, f"/v1/campaigns/{campaign_id}/registrations",
-                                        tokens, concurrency=SETUP_CONCURRENCY))
+        path = f"/v1/campaigns/{campaign_id}/registrations"
+        replies = asyncio.run(post_each(self.base_url, path, tokens, concurrency=SETUP_CONCURRENCY))
+        for _ in range(SETUP_RETRY_ROUNDS):
+            again = [i for i, reply in enumerate(replies) if reply.status == 503]
+            if not again:
+                break
+            time.sleep(SETUP_RETRY_PAUSE_S)
+            retried = asyncio.run(post_each(self.base_url, path, [tokens[i] for i in again],
+                                            concurrency=SETUP_CONCURRENCY))
+            for i, reply in zip(again, retried, strict=True):
+                replies[i] = reply
         tickets: dict[int, int] = {}
         for number, reply in zip(numbers, replies, strict=True):
             if reply.status not in (200, 201):
