@@ -146,6 +146,9 @@ class ResultChecker(_Drawn):
             self.check_result(citizen["token"])
 
 
+CLAIM_ATTEMPTS = 5
+
+
 class Claimant(_Drawn):
     """Winners claim: see the win, pick the bank, bind the wallet, claim once."""
 
@@ -177,15 +180,19 @@ class Claimant(_Drawn):
             return
         pause(self, 1.0, 3.0)
         body = json.dumps({"wallet": wallet_for(citizen["number"], self.banks)})
-        with self.client.post(f"/v1/campaigns/{self.campaign_id}/claim", data=body,
-                              headers={**bearer(citizen["token"], idempotent=True),
-                                       "Content-Type": "application/json"},
-                              name=CLAIM, catch_response=True) as response:
-            if response.status_code == 202:
-                acknowledge("claims_accepted")
-            else:
+        # One key for the claim and the app's own retries: a 503 may have come after the claim
+        # committed, and sending it again is how the citizen learns it holds.
+        headers = {**bearer(citizen["token"], idempotent=True), "Content-Type": "application/json"}
+        for attempt in range(CLAIM_ATTEMPTS):
+            with self.client.post(f"/v1/campaigns/{self.campaign_id}/claim", data=body, headers=headers,
+                                  name=CLAIM, catch_response=True) as response:
+                if response.status_code == 202:
+                    acknowledge("claims_accepted")
+                    break
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:120]}")
-                return
+                if response.status_code != 503 or attempt == CLAIM_ATTEMPTS - 1:
+                    return
+            gevent.sleep(1.0)
         if random.random() < 0.3:
             # The app shows the packet: "issuing" until the bank has credited the wallet.
             pause(self, 2.0, 5.0)
