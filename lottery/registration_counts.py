@@ -1,13 +1,20 @@
 """Counting registrations: live and withdrawn per campaign, refused attempts by code, and
-registrations per minute, hour or day, for the operators' views and the public campaign page.
+registrations per minute, hour or day, for the operators' views and the public campaign pages.
 
-The public page is read by every citizen's app while they register; its count is informational,
-so each process keeps it for a second rather than counting the growing table per request.
+Live and withdrawn figures come from `registration_tallies`, which triggers on `registrations`
+keep in the writing transaction (lottery/migrations/0103): reading one is summing at most 16 rows,
+exact in any snapshot, however many millions registered. The audit (lottery/ledger_checks.py)
+recounts the table to find a drift. Only the timeline still counts rows, per bucket, on the bulk
+pool.
+
+The public pages are read by every citizen's app while they register; each process keeps their
+figures for a second, which saves a pool round trip per request and caps the reads per process.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -16,11 +23,15 @@ import msgspec
 BUCKETS = ("minute", "hour", "day")
 MAX_POINTS = 2_000
 
-# A count(*) per request over the growing table cost PostgreSQL a whole core at ~180 req/s and
-# 50k registrations (the registration-surge load run). One per second per process will do.
 PUBLIC_COUNT_TTL_S = 1.0
 PUBLIC_COUNT_ENTRIES = 1000
 _public_counts: dict[str, tuple[float, int]] = {}
+
+_TALLY = """SELECT COALESCE(sum(live), 0)::bigint AS live, COALESCE(sum(withdrawn), 0)::bigint AS withdrawn
+            FROM registration_tallies WHERE campaign_id = $1"""
+_LIVE = "SELECT COALESCE(sum(live), 0)::bigint FROM registration_tallies WHERE campaign_id = $1"
+_LIVE_BY_CAMPAIGN = """SELECT campaign_id, sum(live)::bigint AS live FROM registration_tallies
+                       WHERE campaign_id = ANY($1::text[]) GROUP BY campaign_id"""
 
 
 class CampaignCounts(msgspec.Struct, frozen=True):
@@ -44,35 +55,48 @@ class Timeline(msgspec.Struct, frozen=True):
 
 
 async def counts(conn: asyncpg.Connection | asyncpg.Pool, campaign_id: str) -> CampaignCounts:
-    row = await conn.fetchrow(
-        """SELECT count(*) FILTER (WHERE withdrawn_at IS NULL) AS live,
-                  count(*) FILTER (WHERE withdrawn_at IS NOT NULL) AS withdrawn
-           FROM registrations WHERE campaign_id = $1""", campaign_id)
+    row = await conn.fetchrow(_TALLY, campaign_id)
     refused = await conn.fetch("SELECT code, attempts FROM ineligible_attempts WHERE campaign_id = $1",
                                campaign_id)
     assert row is not None  # an aggregate without GROUP BY always answers a row
     return CampaignCounts(int(row["live"]), int(row["withdrawn"]), {r["code"]: int(r["attempts"]) for r in refused})
 
 
-async def live_by_campaign(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
-    rows = await conn.fetch(
-        """SELECT campaign_id, count(*) AS n FROM registrations WHERE withdrawn_at IS NULL
-           GROUP BY campaign_id""")
-    return {r["campaign_id"]: int(r["n"]) for r in rows}
+async def live_count(conn: asyncpg.Connection | asyncpg.Pool, campaign_id: str) -> int:
+    """A campaign's live registrations, exact in the caller's snapshot."""
+    return int(await conn.fetchval(_LIVE, campaign_id))
+
+
+async def live_by_campaign(pool: asyncpg.Pool, campaign_ids: Sequence[str]) -> dict[str, int]:
+    """Live registrations of each listed campaign (0 for none), as this process read them at most
+    a second ago; one query for the campaigns it has no fresh figure for."""
+    now = time.monotonic()
+    found: dict[str, int] = {}
+    stale: list[str] = []
+    for campaign_id in campaign_ids:
+        cached = _public_counts.get(campaign_id)
+        if cached is not None and now - cached[0] < PUBLIC_COUNT_TTL_S:
+            found[campaign_id] = cached[1]
+        else:
+            stale.append(campaign_id)
+    if stale:
+        rows = await pool.fetch(_LIVE_BY_CAMPAIGN, stale)
+        fresh = {r["campaign_id"]: int(r["live"]) for r in rows}
+        for campaign_id in stale:
+            found[campaign_id] = fresh.get(campaign_id, 0)
+            _remember(campaign_id, now, found[campaign_id])
+    return found
 
 
 async def public_count(pool: asyncpg.Pool, campaign_id: str) -> int:
-    """A campaign's live registrations, as this process counted them at most a second ago."""
-    now = time.monotonic()
-    cached = _public_counts.get(campaign_id)
-    if cached is not None and now - cached[0] < PUBLIC_COUNT_TTL_S:
-        return cached[1]
-    n = int(await pool.fetchval(
-        "SELECT count(*) FROM registrations WHERE campaign_id = $1 AND withdrawn_at IS NULL", campaign_id))
-    if len(_public_counts) >= PUBLIC_COUNT_ENTRIES:
+    """A campaign's live registrations, as this process read them at most a second ago."""
+    return (await live_by_campaign(pool, [campaign_id]))[campaign_id]
+
+
+def _remember(campaign_id: str, now: float, live: int) -> None:
+    if len(_public_counts) >= PUBLIC_COUNT_ENTRIES and campaign_id not in _public_counts:
         _public_counts.clear()
-    _public_counts[campaign_id] = (now, n)
-    return n
+    _public_counts[campaign_id] = (now, live)
 
 
 async def timeline(pool: asyncpg.Pool, campaign_id: str, bucket: str) -> Timeline:

@@ -222,12 +222,11 @@ def campaign_close(campaign_id: str) -> None:
 def campaign_show(campaign_id: str) -> None:
     """Show a campaign, its registration count and ledger balances."""
     from kernel import ledger
-    from lottery import campaigns
+    from lottery import campaigns, registration_counts
 
     async def show(conn: asyncpg.Connection) -> dict[str, Any]:
         found = await campaigns.fetch(conn, campaign_id)
-        count = await conn.fetchval(
-            "SELECT count(*) FROM registrations WHERE campaign_id = $1 AND withdrawn_at IS NULL", campaign_id)
+        count = await registration_counts.live_count(conn, campaign_id)
         return {"campaign": msgspec.to_builtins(found), "registrations": count,
                 "ledger_fen": await ledger.balances(conn, campaign_id)}
 

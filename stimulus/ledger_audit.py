@@ -3,7 +3,7 @@
 Shared checks live here: every posting sums to zero over at least two legs; per campaign, what
 sits in allocated + issued + redeemed + reclaimed never exceeds the funded budget, and no
 account that holds money is negative. Domain packages add their own checks (e.g. that every
-packet's postings match its history) through a module exposing
+packet's postings match its history, that the registration tallies equal the registrations) through a module exposing
 `async def ledger_checks(conn, campaign_id) -> list[LedgerBreak]`, found by name like the
 domains' API modules.
 """
@@ -17,7 +17,7 @@ import asyncpg
 
 from kernel.ledger import LedgerBreak, check_postings_balanced
 
-DOMAIN_CHECK_MODULES = ("wallet_adapter.ledger_checks", "merchants.ledger_checks")
+DOMAIN_CHECK_MODULES = ("lottery.ledger_checks", "wallet_adapter.ledger_checks", "merchants.ledger_checks")
 HELD_KINDS = ("allocated", "issued", "redeemed", "reclaimed")
 NEVER_NEGATIVE = ("budget", *HELD_KINDS)
 
