@@ -124,9 +124,16 @@ class UnhurriedPool:
 
 class HeldConnection:
     """`async with pool.acquire() as conn` on a BoundedPool (awaiting it acquires without a deadline
-    on the hold, as asyncpg does)."""
+    on the hold, as asyncpg does).
 
-    __slots__ = ("_acquire_timeout_s", "_alarm", "_conn", "_deadline_s", "_expired", "_pool", "_started")
+    One timer bounds both the wait for a connection and its hold: while waiting it cancels the
+    waiting task (TimeoutError, as `asyncio.timeout` would), once held it closes the connection.
+    asyncpg's own acquire timeout would add an `asyncio.timeout` context to every acquisition and
+    another to its release; one timer handle per request is all the deadline needs.
+    """
+
+    __slots__ = ("_acquire_timeout_s", "_alarm", "_cancelling", "_conn", "_deadline_s", "_expired", "_pool",
+                 "_started", "_task")
 
     def __init__(self, pool: BoundedPool, deadline_s: float, acquire_timeout_s: float | None) -> None:
         self._pool = pool
@@ -134,6 +141,8 @@ class HeldConnection:
         self._acquire_timeout_s = deadline_s if acquire_timeout_s is None else min(acquire_timeout_s, deadline_s)
         self._conn: Any = None
         self._alarm: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
         self._expired = False
         self._started = 0.0
 
@@ -143,16 +152,38 @@ class HeldConnection:
     async def __aenter__(self) -> Any:
         loop = asyncio.get_running_loop()
         self._started = loop.time()
+        if self._acquire_timeout_s < self._deadline_s:  # a shorter wait asked for: asyncpg's own bound
+            try:
+                self._conn = await asyncpg.Pool.acquire(self._pool, timeout=self._acquire_timeout_s)
+            except BaseException:
+                HOLD_SECONDS.observe(loop.time() - self._started)
+                raise
+            self._alarm = loop.call_at(self._started + self._deadline_s, self._expire)
+            return self._conn
+        task = self._task = asyncio.current_task()
+        assert task is not None
+        self._cancelling = task.cancelling()
+        self._alarm = loop.call_at(self._started + self._deadline_s, self._expire)
         try:
-            self._conn = await asyncpg.Pool.acquire(self._pool, timeout=self._acquire_timeout_s)
+            self._conn = await asyncpg.Pool.acquire(self._pool)
+        except asyncio.CancelledError as exc:
+            self._alarm.cancel()
+            HOLD_SECONDS.observe(loop.time() - self._started)
+            if self._expired and task.uncancel() <= self._cancelling:
+                raise TimeoutError(f"no database connection within the {self._deadline_s:.1f} s deadline") from exc
+            raise
         except BaseException:
+            self._alarm.cancel()
             HOLD_SECONDS.observe(loop.time() - self._started)
             raise
-        self._alarm = loop.call_at(self._started + self._deadline_s, self._expire)
         return self._conn
 
     def _expire(self) -> None:
         self._expired = True
+        if self._conn is None:  # still waiting for a connection (or opening one)
+            assert self._task is not None
+            self._task.cancel()
+            return
         DEADLINES_MISSED.inc()
         log.warning("a database connection outlived its %.1f s deadline: closed", self._deadline_s)
         self._conn.terminate()
@@ -162,7 +193,9 @@ class HeldConnection:
         if self._alarm is not None:
             self._alarm.cancel()
         HOLD_SECONDS.observe(asyncio.get_running_loop().time() - self._started)
-        await self._pool.release(self._conn)
+        # The release's bound, as asyncpg's acquire timeout set it: a connection left inside a
+        # transaction is rolled back on release, and a hung server must not keep that waiting.
+        await self._pool.release(self._conn, timeout=self._deadline_s)
         if self._expired and exc is not None and not isinstance(exc, TimeoutError):
             # What asyncpg raises on a connection closed mid-use varies (connection lost, released
             # to the pool, closed); the caller's one error is the deadline.

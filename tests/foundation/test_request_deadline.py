@@ -58,6 +58,29 @@ async def test_a_transaction_past_the_deadline_is_rolled_back(pool: asyncpg.Pool
     await db.execute("DROP TABLE deadline_probe")
 
 
+async def test_the_wait_for_a_connection_ends_at_the_deadline(pool: asyncpg.Pool) -> None:
+    both_held = asyncio.Event()
+    let_go = asyncio.Event()
+
+    async def hold() -> None:
+        async with pool.acquire(deadline_s=30):  # held past the waiter's deadline
+            if pool.get_size() - pool.get_idle_size() == 2:
+                both_held.set()
+            await let_go.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(2)]  # the pool's two connections
+    await asyncio.wait_for(both_held.wait(), 5)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await pool.fetchval("SELECT 1")
+    waited = time.monotonic() - started
+    assert DEADLINE_S * 0.9 <= waited < DEADLINE_S + SLACK_S
+    # The caller was not left cancelled: it carries on, and the pool serves once a connection is free.
+    let_go.set()
+    await asyncio.gather(*holders)
+    assert await pool.fetchval("SELECT 41 + 1") == 42
+
+
 async def test_unhurried_work_keeps_the_statement_timeout(pool: asyncpg.Pool) -> None:
     slow = pool.unhurried(30)
     assert await slow.fetchval("SELECT 7 FROM pg_sleep($1::float)", DEADLINE_S * 2) == 7
