@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
+import random
 import sys
 import time
 from typing import Any
@@ -30,6 +30,9 @@ LATENCY = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+# Metric children kept per process: the routes times their methods and statuses, well under this;
+# a client sending made-up methods cannot grow the map past it.
+KEPT_SERIES = 1024
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -74,10 +77,19 @@ def _valid_request_id(raw: bytes) -> bool:
 
 
 class RequestContextMiddleware:
-    """Request id, access metrics, and the id echoed in `X-Request-ID`."""
+    """Request id, access metrics, and the id echoed in `X-Request-ID`.
+
+    Every request passes here, so it keeps to the least: the route's metric children are looked up
+    once per method, route and status and kept (prometheus_client's `labels()` takes a lock and
+    builds its key on every call), and a new request id is 64 bits from the process's own
+    generator (Python reseeds it in each forked server process) rather than a system call.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._ids = random.Random()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]
@@ -89,23 +101,35 @@ class RequestContextMiddleware:
                 request_id = value.decode()
                 break
         if not request_id:
-            request_id = secrets.token_hex(8)
+            request_id = f"{self._ids.getrandbits(64):016x}"
         scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-unknown-key]
         started = time.perf_counter()
-        status_holder = [500]
+        status = 500
+        id_header = (b"x-request-id", request_id.encode())
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_holder[0] = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers  # type: ignore[typeddict-unknown-key]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]  # type: ignore[typeddict-unknown-key]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("path_template") or "unmatched"
-            method = str(scope.get("method", ""))
-            LATENCY.labels(method, route).observe(time.perf_counter() - started)
-            REQUESTS.labels(method, route, str(status_holder[0])).inc()
+            self._observe(str(scope.get("method", "")), scope.get("path_template") or "unmatched", status,
+                          time.perf_counter() - started)
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        latency = self._latency.get((method, route))
+        if latency is None:
+            if len(self._latency) >= KEPT_SERIES:
+                self._latency.clear()
+            latency = self._latency[(method, route)] = LATENCY.labels(method, route)
+        latency.observe(seconds)
+        requests = self._requests.get((method, route, status))
+        if requests is None:
+            if len(self._requests) >= KEPT_SERIES:
+                self._requests.clear()
+            requests = self._requests[(method, route, status)] = REQUESTS.labels(method, route, str(status))
+        requests.inc()
