@@ -9,16 +9,13 @@ buckets carry one hash tag, `{rl}`: the limiter lives on one shard, a few cheap 
 request, well within what one Redis node serves.
 
 A round trip through redis-py costs the API process more CPU than the script costs Redis, so the
-checks of concurrent requests in one process share round trips: each check joins a queue, and one
-flusher task sends whatever is queued as one pipeline (EVALSHA per check, no transaction: each
-check stays its own atomic script), then the next batch. Under light load a batch is one check
-and nothing waits; under heavy load one round trip answers many requests, as the registration
-group commit does for INSERTs.
+checks of concurrent requests in one process share round trips (kernel/coalesce.py): whatever is
+queued goes as one pipeline, EVALSHA per check, no transaction: each check stays its own atomic
+script.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from kernel.coalesce import Coalescer
 from kernel.errors import RateLimited
 
 BUCKET_TAG = "{rl}"
@@ -81,8 +79,8 @@ class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._script = redis.register_script(_TOKEN_BUCKET_LUA)
-        self._queue: list[tuple[list[str], list[int], asyncio.Future[int]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._checks: Coalescer[tuple[list[str], list[int]], Any] = Coalescer(
+            self._evaluate, max_batch=MAX_BATCH, name="rate-limit-flush")
 
     async def check(self, limits: Sequence[Limit], now_ms: int) -> None:
         """Take one token from each bucket or raise RateLimited with Retry-After."""
@@ -92,7 +90,7 @@ class RateLimiter:
         args: list[int] = [now_ms]
         for limit in limits:
             args += [limit.burst, limit.refill_per_ms_micro]
-        wait_ms = await self._run([bucket_key(limit) for limit in limits], args)
+        wait_ms = int(await self._checks.submit(([bucket_key(limit) for limit in limits], args)))
         if wait_ms > 0:
             retry_after_s = max(1, -(-wait_ms // 1000))
             raise RateLimited(
@@ -100,33 +98,6 @@ class RateLimiter:
                 headers={"Retry-After": str(retry_after_s)},
                 retry_after_s=retry_after_s,
             )
-
-    def _run(self, keys: list[str], args: list[int]) -> asyncio.Future[int]:
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[int] = loop.create_future()
-        self._queue.append((keys, args, answer))
-        # A task of its own, not the first caller: a cancelled request must not strand the others.
-        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
-            # (a limiter outliving its event loop, as in tests, forgets what that loop queued)
-            self._queue = [item for item in self._queue if item[2].get_loop() is loop]
-            self._flusher = loop.create_task(self._flush(), name="rate-limit-flush")
-        return answer
-
-    async def _flush(self) -> None:
-        while self._queue:
-            batch = self._queue[:MAX_BATCH]
-            del self._queue[:MAX_BATCH]
-            try:
-                results = await self._evaluate([(keys, args) for keys, args, _ in batch])
-            except Exception as exc:  # the connection failed: every check in the batch fails with it
-                results = [exc] * len(batch)
-            for (_, _, answer), result in zip(batch, results, strict=True):
-                if answer.done():
-                    continue
-                if isinstance(result, BaseException):
-                    answer.set_exception(result)
-                else:
-                    answer.set_result(int(result))
 
     async def _evaluate(self, checks: list[tuple[list[str], list[int]]]) -> list[Any]:
         results = await self._pipeline(checks)

@@ -5,7 +5,7 @@ writer, say) are typed fields of that domain's services, handed out by its own d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -24,6 +24,7 @@ from kernel.errors import Unauthenticated
 from kernel.forwarded import trusted_proxies
 from kernel.idempotency import IdempotencyStore
 from kernel.identity import Citizen, TokenVerifier
+from kernel.nonces import Nonces
 from kernel.operator_signin import OperatorSignIn
 from kernel.ratelimit import RateLimiter
 from kernel.settings import Settings
@@ -38,6 +39,11 @@ class Services:
     limiter: RateLimiter
     idempotency: IdempotencyStore
     operator_signin: OperatorSignIn | None = None
+    # Built from `redis`, not passed in: the signed merchant API spends its nonces here.
+    nonces: Nonces = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nonces = Nonces(self.redis)
 
     @property
     def bulk_pool(self) -> Any:

@@ -8,8 +8,9 @@ url-safe characters) and `X-Signature`: base64url (no padding) Ed25519 over
 The check refuses, each with its own code and without changing anything: missing or malformed
 headers, a timestamp more than 300 s from our clock either way, an unknown merchant, a bad
 signature, a suspended merchant, and a nonce the merchant already used. The nonce is recorded in
-Redis (`SET NX`) only once the signature holds, so nobody else can burn a merchant's nonces, and
-kept for twice the skew window: a timestamp accepted now is refused once the nonce is forgotten.
+Redis (`SET NX`, concurrent requests' SETs in one pipeline: kernel/nonces.py) only once the
+signature holds, so nobody else can burn a merchant's nonces, and kept for twice the skew window:
+a timestamp accepted now is refused once the nonce is forgotten.
 """
 
 from __future__ import annotations
@@ -145,8 +146,7 @@ async def _check(services: Services, request: Request[Any, Any, Any], merchant_i
 
 
 async def use_nonce(services: Services, merchant_id: str, nonce: str) -> None:
-    fresh = await services.redis.set(f"mnonce:{merchant_id}:{nonce}", b"1", nx=True, ex=NONCE_TTL_S)
-    if not fresh:
+    if not await services.nonces.first_use(f"mnonce:{merchant_id}:{nonce}", NONCE_TTL_S):
         raise Unauthenticated("this nonce was already used: a replayed request", code="nonce_reused")
 
 

@@ -12,10 +12,14 @@ import redis.asyncio as redis_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 from joserfc.jwk import OKPKey
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from kernel import ledger, resident_id
+from kernel.embedded import free_port
 from kernel.errors import RateLimited, Unauthenticated
 from kernel.identity import TokenVerifier
+from kernel.nonces import Nonces
 from kernel.oidc import IdTokenVerifier, ProviderKeys
 from kernel.ratelimit import Limit, RateLimiter, bucket_key
 from sandbox.citizens import synthetic_citizen
@@ -113,6 +117,29 @@ async def test_concurrent_checks_share_round_trips_and_each_gets_its_own_verdict
     # 20 tokens in the tight bucket, whatever the order the batch ran them in; the loose one has room
     assert sum(verdicts[:50]) == 20 and all(verdicts[50:])
     assert int(await redis.hget(bucket_key(loose), "t") or 0) == 1000 - 50
+
+
+async def test_concurrent_nonces_share_round_trips_and_each_is_spent_once(redis: redis_asyncio.Redis) -> None:
+    nonces = Nonces(redis)
+    keys = [f"nonce-test:{time.time_ns()}:{i}" for i in range(10)]
+    firsts = await asyncio.gather(*(nonces.first_use(key, 60) for key in keys * 5), return_exceptions=True)
+    # Five requests for each nonce in the same batches: exactly one of each owns it.
+    assert [sum(first is True for first in firsts[i::10]) for i in range(10)] == [1] * 10
+    assert all(0 < ttl <= 60 for ttl in [await redis.ttl(key) for key in keys])
+    assert await nonces.first_use(keys[0], 60) is False
+    # A command Redis refuses (an expiry of 0 s) fails its own request only, not its batch's.
+    fresh = f"nonce-test:{time.time_ns()}:fresh"
+    refused, spent = await asyncio.gather(nonces.first_use(fresh + "-bad", 0), nonces.first_use(fresh, 60),
+                                          return_exceptions=True)
+    assert isinstance(refused, ResponseError) and spent is True
+
+
+async def test_a_failed_connection_fails_every_nonce_of_its_batch() -> None:
+    gone = redis_asyncio.Redis(port=free_port(), socket_connect_timeout=1, retry_on_error=[])
+    nonces = Nonces(gone)
+    outcomes = await asyncio.gather(*(nonces.first_use(f"k{i}", 60) for i in range(5)), return_exceptions=True)
+    assert all(isinstance(outcome, RedisConnectionError) for outcome in outcomes)
+    await gone.aclose()
 
 
 @given(st.binary(min_size=1, max_size=64), st.text(max_size=40))

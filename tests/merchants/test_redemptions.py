@@ -73,6 +73,25 @@ async def test_the_same_notice_replays_and_another_payload_conflicts(
     assert await _rows(db, merchant.id) == 1
 
 
+async def test_a_stored_txn_id_answers_before_any_refusal_of_its_packet(
+        merchant: RegisteredMerchant, issued: IssuedCampaign, db: asyncpg.Connection) -> None:
+    packet = issued.packet()
+    txn, at = _txn(), _now()
+    whole = await merchant.client.redeem(txn, packet.payment_reference, packet.amount_fen, at)
+    assert whole.status_code == 202, whole.text
+    # The packet has nothing left, yet the same notice is its replay, not a balance refusal.
+    again = await merchant.client.redeem(txn, packet.payment_reference, packet.amount_fen, at)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    over = await merchant.client.redeem(txn, packet.payment_reference, packet.amount_fen + 1, at)
+    assert over.status_code == 409 and over.json()["code"] == "merchant_txn_id_reused"
+    unknown = await merchant.client.redeem(txn, "pkt-" + "0" * 32, 100, at)
+    assert unknown.status_code == 409 and unknown.json()["code"] == "merchant_txn_id_reused"
+    fresh = await merchant.client.redeem(_txn(), packet.payment_reference, 1, at)
+    assert fresh.status_code == 422 and fresh.json() == {**fresh.json(), "code": "amount_exceeds_balance",
+                                                         "available_fen": 0}
+    assert await _rows(db, merchant.id) == 1
+
+
 async def test_unknown_references_and_bad_bodies_are_refused(
         merchant: RegisteredMerchant, issued: IssuedCampaign, db: asyncpg.Connection) -> None:
     unknown = await merchant.client.redeem(_txn(), "pkt-" + "0" * 32, 100, _now())
