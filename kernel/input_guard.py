@@ -97,7 +97,7 @@ def check_query(query: bytes) -> None:
 
 
 def check_headers(headers: list[tuple[bytes, bytes]]) -> None:
-    if not _CONTROL_HEADER.search(b"\t".join(value for _, value in headers)):  # one scan for all
+    if not _CONTROL_HEADER.search(b"\t".join([value for _, value in headers])):  # one scan for all
         return
     for name, value in headers:
         if _CONTROL_HEADER.search(value):

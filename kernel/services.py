@@ -10,7 +10,6 @@ from typing import Any
 
 import asyncpg
 from litestar import Request
-from litestar.datastructures import State
 from redis.asyncio import Redis
 
 from kernel.auth import (
@@ -58,11 +57,6 @@ class Services:
         if token is not None and self.operator_signin is not None and not token.startswith(TOKEN_PREFIX):
             return await self.operator_signin.principal(token)
         return await principal_from_token(self.pool, token)
-
-
-def get_services(state: State) -> Services:
-    services: Services = state.services
-    return services
 
 
 async def get_principal(request: Request[Any, Any, Any], services: Services) -> Principal:

@@ -32,7 +32,7 @@ from kernel.outages import EXCEPTION_HANDLERS as OUTAGE_HANDLERS
 from kernel.problems import EXCEPTION_HANDLERS, problem
 from kernel.ratelimit import RateLimiter
 from kernel.redis_clients import request_client
-from kernel.services import Services, get_citizen, get_principal, get_services
+from kernel.services import Services, get_citizen, get_principal
 from kernel.settings import Settings
 from stimulus import actions, dashboard
 
@@ -125,11 +125,16 @@ def create_app(settings: Settings) -> Litestar:
         handlers.extend(module.route_handlers(settings))
         domain_dependencies.update(getattr(module, "dependencies", dict)())
 
-    return Litestar(
+    def current_services() -> Services:
+        # Without parameters, so Litestar parses no signature for it on each request.
+        services: Services = app.state.services
+        return services
+
+    app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
         dependencies={
-            "services": Provide(get_services, sync_to_thread=False),
+            "services": Provide(current_services, sync_to_thread=False),
             "principal": Provide(get_principal),
             "citizen": Provide(get_citizen),
             **domain_dependencies,
@@ -146,6 +151,7 @@ def create_app(settings: Settings) -> Litestar:
         ),
         debug=False,
     )
+    return app
 
 
 def _id_tokens(settings: Settings, keys: ProviderKeys, audience: str) -> IdTokenVerifier:
