@@ -10,6 +10,9 @@ claim, every notice has its own nonce, transaction id and packet. Result checks 
 citizens in every run; both apps have verified their tokens once beforehand (an unmeasured
 pass), so each check is a cache hit, as it is for a citizen who registered.
 
+Both apps get the same settings, and a pool sized for the machine (`pool_size`: twice its
+cores per server process, since PostgreSQL shares them; `STIMULUS_DB_POOL_MAX` overrides).
+
 Set-up (not timed): a campaign open for registration, a campaign taken through its ceremony and
 draw by the admin API (loadtests/prepare.py), and a campaign with issued packets and merchants
 written straight to the database (bench/setup.py).
@@ -232,13 +235,25 @@ def _watched(stack: RunningStack, profile_dir: Path | None) -> Watched:
     return Watched(postgres_pid, redis.process.pid if redis and redis.process else None, profile_dir)
 
 
+def pool_size() -> int:
+    """Both apps' connections per server process, sized for the machine: twice its cores.
+
+    PostgreSQL runs on the same cores. At the product's default of 16 per process the two apps'
+    two processes kept 32 backends runnable on 2 cores, and each statement cost PostgreSQL several
+    times its CPU on one connection (context switches, snapshot and lock contention): a 2-core
+    run measured the oversubscription more than either app. `STIMULUS_DB_POOL_MAX` overrides it.
+    """
+    return 2 * (os.cpu_count() or 1)
+
+
 def run(scale: Scale, say: Any = print, profile_dir: Path | None = None) -> list[Compared]:
     wrk = setup.ensure_wrk()
     state_dir = Path(tempfile.mkdtemp(prefix="stimulus-bench-"))
     env = {**os.environ, "STIMULUS_STATE_DIR": str(state_dir), "STIMULUS_ENV": "development",
            # every request comes from 127.0.0.1 here, so the per-address limit would measure itself
            "STIMULUS_RATE_LIMIT_EXEMPT": "127.0.0.1", "STIMULUS_LOG_LEVEL": "WARNING",
-           "STIMULUS_IDP_PORT": str(free_port())}
+           "STIMULUS_IDP_PORT": str(free_port()),
+           "STIMULUS_DB_POOL_MAX": os.environ.get("STIMULUS_DB_POOL_MAX", str(pool_size()))}
     settings = load_settings(env)
     stack = start_stack(settings, need_redis=True)
     try:
@@ -293,7 +308,7 @@ def _measure(wrk: str, settings: Settings, scale: Scale, run_dir: Path, ours: tu
                            ttl_s=TOKEN_TTL_S)
 
     compared: list[Compared] = []
-    say(f"load average at the start: {_load()}")
+    say(f"load average at the start: {_load()}; {settings.db_pool_max} database connections per server process")
 
     # Registration: every run registers citizens never seen before.
     cid = preparer.campaign_id("registration")
