@@ -81,15 +81,15 @@ class RequestContextMiddleware:
 
     Every request passes here, so it keeps to the least: the route's metric children are looked up
     once per method, route and status and kept (prometheus_client's `labels()` takes a lock and
-    builds its key on every call), and a new request id is 64 bits from the process's own
-    generator (Python reseeds it in each forked server process) rather than a system call.
+    builds its key on every call), and a new request id is 64 bits from the `random` module's
+    generator rather than a system call: Python reseeds that one (and only that one) in every
+    forked process, so server processes forked from one parent still draw different ids.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._latency: dict[tuple[str, str], Any] = {}
         self._requests: dict[tuple[str, str, int], Any] = {}
-        self._ids = random.Random()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]
@@ -101,7 +101,7 @@ class RequestContextMiddleware:
                 request_id = value.decode()
                 break
         if not request_id:
-            request_id = f"{self._ids.getrandbits(64):016x}"
+            request_id = f"{random.getrandbits(64):016x}"
         scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-unknown-key]
         started = time.perf_counter()
         status = 500
